@@ -1,0 +1,33 @@
+# `make demo`: set up and run the whole pipeline on the embedded digits data.
+# `make test`: set up and run the test suite (slow/gpu/tensorrt marks skipped).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# A CPU build of torch; an unpinned torch would pull a CUDA build of several GB.
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test test-all bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/kdforge run configs/digits_demo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ""
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,3 @@
+from kdforge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""The `kdforge` command: run a pipeline, list what is registered, profile a model.
+
+A user's mistake ends with exit code 2 and one sentence on stderr; a bug is a traceback."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kdforge.errors import UserError
+
+
+def _cmd_run(args) -> None:
+    from kdforge.config import load_config
+    from kdforge.pipeline.runner import run_pipeline
+
+    cfg = load_config(args.config)
+    if args.run_dir is not None:
+        cfg.run_dir = args.run_dir
+    only = args.only if args.command == "run" else [args.stage]
+    run_dir = run_pipeline(cfg, force=args.force, only=only)
+    report = run_dir / "report" / "report.md"
+    print(f"run directory: {run_dir}" + (f"; report: {report}" if report.exists() else ""))
+
+
+def _first_line(doc) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _cmd_methods(args) -> None:
+    from kdforge.train.methods import list_methods, method_class
+
+    for name in list_methods():
+        print(f"{name:12s} {_first_line(sys.modules[method_class(name).__module__].__doc__)}")
+
+
+def _cmd_models(args) -> None:
+    from kdforge.train.models import list_models, model_builder
+
+    for name in list_models():
+        print(f"{name:20s} {_first_line(model_builder(name).__doc__)}")
+
+
+def _cmd_profile(args) -> None:
+    from kdforge.profile.standalone import profile_file
+
+    result = profile_file(args.model, threads=args.threads, layers=args.layers)
+    print(result["table"])
+    if args.json:
+        from kdforge import atomic
+
+        atomic.write_json(args.json, {k: v for k, v in result.items() if k != "table"})
+        print(f"written: {args.json}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdforge", description="Distil, strip, export, verify and profile compact vision models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the pipeline of a YAML config (up-to-date stages are skipped)")
+    run.add_argument("config", type=Path)
+    run.add_argument("--force", action="store_true", help="re-run stages even if they are up to date")
+    run.add_argument("--only", action="append", metavar="STAGE", help="run only this stage (repeatable); its inputs must exist")
+    run.add_argument("--run-dir", type=Path, default=None, help="override the config's run directory")
+    run.set_defaults(func=_cmd_run)
+
+    stage = sub.add_parser("stage", help="run one stage of a config (same as run --only STAGE)")
+    stage.add_argument("stage")
+    stage.add_argument("config", type=Path)
+    stage.add_argument("--force", action="store_true")
+    stage.add_argument("--run-dir", type=Path, default=None)
+    stage.set_defaults(func=_cmd_run)
+
+    sub.add_parser("methods", help="list the registered distillation methods").set_defaults(func=_cmd_methods)
+    sub.add_parser("models", help="list the registered models").set_defaults(func=_cmd_models)
+
+    prof = sub.add_parser("profile", help="cost table of a deploy.pt or .onnx file")
+    prof.add_argument("model", type=Path)
+    prof.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    prof.add_argument("--layers", action="store_true", help="add the per-layer table")
+    prof.add_argument("--threads", type=int, default=1)
+    prof.set_defaults(func=_cmd_profile)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"kdforge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdforge: interrupted; finished stages are kept and the next run resumes.", file=sys.stderr)
+        return 130
+    return 0

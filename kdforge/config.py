@@ -1,0 +1,187 @@
+"""The YAML schema of a kdforge run, validated with pydantic.
+
+Every section forbids unknown keys, so a misspelt key is caught; every error is turned into
+one sentence that names the file and the key (`students[1].options.temperature`). Method
+options are validated by the method's own `Options` model, model names against the registry.
+"""
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdforge.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+    schedule: Literal["cosine", "step"] = "cosine"
+    milestones: list[int] = Field(default_factory=list, description="epochs at which a step schedule multiplies lr by gamma")
+    gamma: float = Field(0.1, gt=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class AugmentConfig(Section):
+    crop_padding: int = Field(4, ge=0)
+    hflip: bool = True
+
+
+class DataConfig(Section):
+    name: Literal["digits", "cifar10", "cifar100", "folder"] = "digits"
+    root: Optional[Path] = None
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="digits only: the held-out test share")
+    image_size: int = Field(224, ge=8, description="folder data only: the training crop size")
+    augment: Optional[AugmentConfig] = None
+    num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _root_and_augment(self):
+        if self.name != "digits" and self.root is None:
+            raise ValueError(f"data set '{self.name}' reads from a local folder; set data.root")
+        if self.augment is None:  # digits are not mirror-symmetric and only 8 pixels wide
+            self.augment = AugmentConfig(crop_padding=1, hflip=False) if self.name == "digits" else AugmentConfig()
+        return self
+
+
+class TeacherConfig(Section):
+    model: str
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    checkpoint: Optional[Path] = Field(None, description="use this trained teacher instead of training one")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name):
+        return _check_model(name)
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, path):
+        if path is not None and not path.is_file():
+            raise ValueError(f"file {path} does not exist")
+        return path
+
+
+class StudentConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    method: str
+    model: str
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name):
+        return _check_model(name)
+
+    @model_validator(mode="after")
+    def _method_and_options(self):
+        from kdforge.train.methods import method_class
+
+        options_model = method_class(self.method).Options
+        try:
+            self.options = options_model(**self.options).model_dump()
+        except ValidationError as e:
+            raise ValueError(_describe(e.errors()[0], prefix="options.")) from None
+        return self
+
+
+class ExportConfig(Section):
+    opset: int = Field(18, ge=13)
+    portable: bool = False
+
+
+class VerifyConfig(Section):
+    atol: float = Field(1e-3, gt=0, description="largest tolerated |ONNX Runtime - PyTorch| over all logits")
+    min_agreement: float = Field(0.99, ge=0, le=1, description="smallest tolerated top-1 agreement")
+
+
+class ProfileConfig(Section):
+    threads: int = Field(1, ge=1)
+    warmup: int = Field(10, ge=0)
+    runs: int = Field(50, ge=1)
+    batch_size: int = Field(1, ge=1)
+
+
+class Config(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    run_dir: Optional[Path] = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig
+    students: list[StudentConfig] = Field(min_length=1)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
+
+    @model_validator(mode="after")
+    def _unique_student_names(self):
+        names = [s.name for s in self.students]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"student names must be unique; '{dupes[0]}' appears more than once")
+        return self
+
+    def resolved_run_dir(self) -> Path:
+        return self.run_dir if self.run_dir is not None else Path("runs") / self.name
+
+
+def _check_model(name: str) -> str:
+    from kdforge.train.models import list_models
+
+    if name not in list_models():
+        raise ValueError(f"unknown model '{name}'; `kdforge models` lists the known ones")
+    return name
+
+
+def _key_path(loc) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _describe(error: dict, prefix: str = "") -> str:
+    key = prefix + _key_path(error["loc"])
+    kind, msg = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return f"key '{key}' is not a known setting (misspelt?)"
+    if kind == "missing":
+        return f"key '{key}' is required"
+    msg = msg.removeprefix("Value error, ")
+    return f"key '{key}': {msg}" if key else msg
+
+
+def parse_config(raw: Any, source: str = "config") -> Config:
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: the top level must be a mapping of settings.")
+    try:
+        return Config(**raw)
+    except ValidationError as e:
+        raise UserError(f"{source}: {_describe(e.errors()[0])}.") from None
+
+
+def load_config(path: Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}.") from None
+    return parse_config(raw, str(path))

@@ -1,0 +1,64 @@
+"""Strip: from a trained distiller to the student as it ships, and the deploy.pt format.
+
+Generic for every method: the method's `deployable()` gives the student without what it
+declared training-only (teacher, heads, connectors...), then the deployed model's outputs are
+checked against the training model's main head on real inputs. deploy.pt holds the
+architecture by name and a state dict, never a pickled module, so it loads in any process that
+has kdforge, and a mismatched file is caught by name.
+"""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdforge import atomic
+from kdforge.errors import UserError
+from kdforge.train.models import create_model
+
+FORMAT = "kdforge-deploy-1"
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def training_parameters(distiller: nn.Module) -> int:
+    """Parameters the student carries while it trains: everything but a separate teacher."""
+    teacher = getattr(distiller, "teacher", None)
+    return count_parameters(distiller) - (count_parameters(teacher) if teacher is not None else 0)
+
+
+@torch.no_grad()
+def strip(distiller: nn.Module, probe: torch.Tensor, atol: float = 1e-5) -> nn.Module:
+    distiller.eval()
+    reference = distiller.student(probe)
+    deployed = distiller.deployable().eval()
+    diff = (deployed(probe) - reference).abs().max().item()
+    if diff > atol:
+        raise RuntimeError(f"stripping changed the main head's outputs by {diff:.3g} (> {atol}); the method's deployable() is wrong")
+    return deployed
+
+
+def save_deployed(path: Path, model: nn.Module, spec: dict) -> None:
+    atomic.save_torch(path, {"format": FORMAT, **spec, "state_dict": model.state_dict()})
+
+
+def load_deployed(path: Path) -> tuple[nn.Module, dict]:
+    """The deployed model (eval mode) and its spec (model, model_args, num_classes, in_channels, image_size)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"deployed model {path} does not exist; run the strip stage first.")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        raise UserError(f"{path} is not a readable PyTorch file; it may be corrupt or half-written.") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise UserError(f"{path} is not a kdforge deployed model (deploy.pt written by the strip stage).")
+    spec = {k: v for k, v in blob.items() if k not in ("format", "state_dict")}
+    model = create_model(spec["model"], spec["num_classes"], spec["in_channels"], **spec["model_args"])
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError:
+        raise UserError(f"{path} holds weights of another architecture than '{spec['model']}'.") from None
+    return model.eval(), spec

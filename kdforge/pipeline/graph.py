@@ -1,0 +1,61 @@
+"""The stage graph: which units a config has, what each depends on, and their fingerprints.
+
+Units, in order: data, teacher, then per student distill/S, strip/S, export/S, verify/S,
+profile/S, and report. A unit's fingerprint hashes its own part of the config and the
+fingerprints of the units it depends on, so a change re-runs that unit and everything after it.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+from kdforge.config import Config
+
+STAGES = ("data", "teacher", "distill", "strip", "export", "verify", "profile", "report")
+_STUDENT_STAGES = ("distill", "strip", "export", "verify", "profile")
+
+
+@dataclass
+class Unit:
+    stage: str
+    student: Optional[str] = None
+    deps: list[str] = field(default_factory=list)
+    config_part: dict = field(default_factory=dict)
+    fingerprint: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.stage if self.student is None else f"{self.stage}/{self.student}"
+
+
+def _dump(model) -> dict:
+    return model.model_dump(mode="json")
+
+
+def build_graph(cfg: Config) -> list[Unit]:
+    units = [
+        Unit("data", config_part={"data": _dump(cfg.data), "seed": cfg.seed}),
+        Unit("teacher", deps=["data"], config_part={"teacher": _dump(cfg.teacher), "seed": cfg.seed}),
+    ]
+    for s in cfg.students:
+        parts = {
+            "distill": ({"student": _dump(s), "seed": cfg.seed}, ["data", "teacher"]),
+            "strip": ({}, [f"distill/{s.name}"]),
+            "export": ({"export": _dump(cfg.export)}, [f"strip/{s.name}"]),
+            "verify": ({"verify": _dump(cfg.verify)}, [f"export/{s.name}", "data"]),
+            "profile": ({"profile": _dump(cfg.profile)}, [f"export/{s.name}"]),
+        }
+        units += [Unit(stage, s.name, deps, part) for stage, (part, deps) in parts.items()]
+    report_deps = [f"{stage}/{s.name}" for s in cfg.students for stage in ("distill", "verify", "profile")]
+    units.append(Unit("report", deps=report_deps))
+    by_key = {}
+    for unit in units:
+        payload = json.dumps([unit.key, unit.config_part, [by_key[d].fingerprint for d in unit.deps]], sort_keys=True)
+        unit.fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        by_key[unit.key] = unit
+    return units
+
+
+def student_stages() -> tuple[str, ...]:
+    return _STUDENT_STAGES

@@ -1,0 +1,249 @@
+"""The stage functions. Each reads what earlier stages wrote in the run directory, writes its
+own artifacts atomically and returns a `StageResult`; the runner records it in the manifest.
+The work itself lives in train/, export/ and profile/: a stage only wires it to files."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from kdforge import atomic
+from kdforge.config import Config, StudentConfig
+from kdforge.errors import UserError
+from kdforge.export.onnx_export import export_onnx
+from kdforge.export.strip import load_deployed, save_deployed, strip, training_parameters
+from kdforge.export.verify import require_passed, verify_onnx
+from kdforge.pipeline.graph import Unit
+from kdforge.pipeline.manifest import Manifest
+from kdforge.profile import latency
+from kdforge.profile.counts import count_costs
+from kdforge.profile.report import student_row, write_report
+from kdforge.train.data import DataBundle, batch_augmentation, build_data
+from kdforge.train.device import resolve_device
+from kdforge.train.methods import method_class
+from kdforge.train.models import create_model
+from kdforge.train.trainer import fit, predict, accuracy
+
+
+@dataclass
+class StageResult:
+    outputs: list[Path]
+    metrics: dict
+    summary: str
+
+
+@dataclass
+class StageContext:
+    cfg: Config
+    run_dir: Path
+    unit: Unit
+    manifest: Manifest
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def student(self) -> StudentConfig:
+        return next(s for s in self.cfg.students if s.name == self.unit.student)
+
+    @property
+    def student_dir(self) -> Path:
+        return self.run_dir / "students" / self.unit.student
+
+    def data(self) -> DataBundle:
+        if "data" not in self.cache:
+            self.cache["data"] = build_data(self.cfg.data, self.cfg.seed)
+        return self.cache["data"]
+
+    def device(self) -> torch.device:
+        return resolve_device(self.cfg.device)
+
+    def metrics(self, key: str) -> dict:
+        return self.manifest.units[key]["metrics"]
+
+
+def _input_shape(data: DataBundle, batch: int) -> tuple[int, int, int, int]:
+    return (batch, data.in_channels, data.image_size, data.image_size)
+
+
+def run_data(ctx: StageContext) -> StageResult:
+    data = ctx.data()
+    summary = data.summary()
+    path = ctx.run_dir / "data" / "summary.json"
+    atomic.write_json(path, {"name": ctx.cfg.data.name, **summary})
+    return StageResult([path], summary, (
+        f"{ctx.cfg.data.name}: {summary['train']}/{summary['val']}/{summary['test']} train/val/test images, "
+        f"{summary['num_classes']} classes, {summary['in_channels']}x{summary['image_size']}x{summary['image_size']}"
+    ))
+
+
+def _load_state(path: Path, what: str) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist; run the stage that writes it first.") from None
+    except Exception:
+        raise UserError(f"{what} {path} is not a readable PyTorch checkpoint; it may be corrupt.") from None
+
+
+def _submodule_state(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _teacher_model(ctx: StageContext) -> torch.nn.Module:
+    t, data = ctx.cfg.teacher, ctx.data()
+    return create_model(t.model, data.num_classes, data.in_channels, **t.model_args)
+
+
+def load_teacher(ctx: StageContext) -> torch.nn.Module:
+    path = ctx.run_dir / "teacher" / "checkpoint.pt"
+    model = _teacher_model(ctx)
+    _load_into(model, _submodule_state(_load_state(path, "teacher checkpoint")["model"], "student."), path)
+    return model
+
+
+def _load_into(model: torch.nn.Module, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise UserError(f"{path} holds weights of another architecture than the configured one; check the model name and model_args.") from None
+
+
+def run_teacher(ctx: StageContext) -> StageResult:
+    t, data = ctx.cfg.teacher, ctx.data()
+    folder = ctx.run_dir / "teacher"
+    ce = method_class("ce")
+    distiller = ce(_teacher_model(ctx), None, ce.Options())
+    if t.checkpoint is not None:
+        state = _load_state(t.checkpoint, "teacher.checkpoint")
+        weights = state.get("model", state) if isinstance(state, dict) else state
+        weights = _submodule_state(weights, "student.") or weights
+        _load_into(distiller.student, weights, t.checkpoint)
+        logits, labels = predict(distiller.student, data.test, torch.device("cpu"))
+        atomic.save_torch(folder / "checkpoint.pt", {"fingerprint": ctx.unit.fingerprint, "complete": True, "model": distiller.state_dict()})
+        metrics = {"test_accuracy": accuracy(logits, labels), "source": str(t.checkpoint)}
+    else:
+        result = fit(distiller, data, t.train, folder / "checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
+                     ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"teacher {t.model}")
+        metrics = _train_metrics(result)
+    atomic.write_json(folder / "metrics.json", metrics)
+    return StageResult([folder / "checkpoint.pt", folder / "metrics.json"], metrics,
+                       f"{t.model}: test accuracy {metrics['test_accuracy'] * 100:.2f}%{_resumed(metrics)}")
+
+
+def _train_metrics(result) -> dict:
+    return {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy, "epochs": len(result.history),
+            "resumed_from_epoch": result.resumed_from_epoch, "train_seconds": result.seconds, "history": result.history}
+
+
+def _resumed(metrics: dict) -> str:
+    epoch = metrics.get("resumed_from_epoch", 0)
+    return f" (resumed at epoch {epoch + 1})" if epoch else ""
+
+
+def build_distiller(ctx: StageContext, with_teacher_weights: bool):
+    s, data = ctx.student, ctx.data()
+    cls = method_class(s.method)
+    student = create_model(s.model, data.num_classes, data.in_channels, **s.model_args)
+    teacher = None
+    if cls.needs_teacher:
+        teacher = load_teacher(ctx) if with_teacher_weights else _teacher_model(ctx)
+    return cls(student, teacher, cls.Options(**s.options))
+
+
+def run_distill(ctx: StageContext) -> StageResult:
+    s = ctx.student
+    distiller = build_distiller(ctx, with_teacher_weights=True)
+    result = fit(distiller, ctx.data(), s.train, ctx.student_dir / "checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
+                 ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"{s.name} ({s.method})")
+    metrics = _train_metrics(result)
+    atomic.write_json(ctx.student_dir / "metrics.json", metrics)
+    return StageResult([ctx.student_dir / "checkpoint.pt", ctx.student_dir / "metrics.json"], metrics,
+                       f"{s.model} via {s.method}: test accuracy {metrics['test_accuracy'] * 100:.2f}%{_resumed(metrics)}")
+
+
+def run_strip(ctx: StageContext) -> StageResult:
+    s, data = ctx.student, ctx.data()
+    distiller = build_distiller(ctx, with_teacher_weights=False)
+    checkpoint = ctx.student_dir / "checkpoint.pt"
+    _load_into(distiller, _load_state(checkpoint, "student checkpoint")["model"], checkpoint)
+    probe = torch.stack([data.val[i][0] for i in range(min(16, len(data.val)))])
+    deployed = strip(distiller, probe)
+    spec = {"model": s.model, "model_args": s.model_args, "num_classes": data.num_classes, "in_channels": data.in_channels,
+            "image_size": data.image_size, "method": s.method, "student": s.name}
+    path = ctx.student_dir / "deploy.pt"
+    save_deployed(path, deployed, spec)
+    metrics = {"params_training": training_parameters(distiller), "params_deployed": sum(p.numel() for p in deployed.parameters()),
+               "dropped": list(distiller.training_only)}
+    return StageResult([path], metrics, f"{metrics['params_training']:,} training parameters -> {metrics['params_deployed']:,} deployed")
+
+
+def run_export(ctx: StageContext) -> StageResult:
+    model, spec = load_deployed(ctx.student_dir / "deploy.pt")
+    example = torch.zeros(2, spec["in_channels"], spec["image_size"], spec["image_size"])
+    path = export_onnx(model, example, ctx.student_dir / "model.onnx", ctx.cfg.export.opset)
+    size = path.stat().st_size
+    return StageResult([path], {"onnx_bytes": size, "flavour": "standard"}, f"model.onnx ({size / 1024:.0f} KiB), onnx checker passed")
+
+
+def run_verify(ctx: StageContext) -> StageResult:
+    model, _ = load_deployed(ctx.student_dir / "deploy.pt")
+    v = ctx.cfg.verify
+    result = verify_onnx(model, ctx.student_dir / "model.onnx", ctx.data().test, v.atol, v.min_agreement)
+    path = ctx.student_dir / "verify.json"
+    atomic.write_json(path, result)
+    require_passed(result, ctx.unit.student, ctx.student_dir)
+    return StageResult([path], result, (
+        f"onnxruntime vs PyTorch: max |diff| {result['max_abs_diff']:.2e}, top-1 agreement "
+        f"{result['top1_agreement'] * 100:.2f}%, accuracy {result['accuracy_backend'] * 100:.2f}%"
+    ))
+
+
+def run_profile(ctx: StageContext) -> StageResult:
+    model, spec = load_deployed(ctx.student_dir / "deploy.pt")
+    p = ctx.cfg.profile
+    shape = (p.batch_size, spec["in_channels"], spec["image_size"], spec["image_size"])
+    profile = {
+        "costs": count_costs(model, (1, *shape[1:])),
+        "latency": {
+            "onnxruntime": latency.onnxruntime_latency(ctx.student_dir / "model.onnx", shape, p.threads, p.warmup, p.runs),
+            "pytorch": latency.pytorch_latency(model, shape, p.threads, p.warmup, p.runs),
+        },
+        "environment": latency.environment(),
+    }
+    path = ctx.student_dir / "profile.json"
+    atomic.write_json(path, profile)
+    t, ort_lat = profile["costs"]["totals"], profile["latency"]["onnxruntime"]
+    return StageResult([path], {"macs": t["macs"], "params": t["params"], "ort_p50_ms": ort_lat["p50_ms"]}, (
+        f"{t['params']:,} params, {t['macs']:,} MACs, ONNX Runtime p50 {ort_lat['p50_ms']:.3f} ms "
+        f"(batch {p.batch_size}, {p.threads} thread(s))"
+    ))
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
+
+
+def run_report(ctx: StageContext) -> StageResult:
+    rows, environment = [], None
+    for s in ctx.cfg.students:
+        folder = ctx.run_dir / "students" / s.name
+        profile = _read_json(folder / "profile.json")
+        environment = profile["environment"]
+        rows.append(student_row(s.name, s, ctx.metrics(f"distill/{s.name}"), ctx.metrics(f"strip/{s.name}"),
+                                _read_json(folder / "verify.json"), profile))
+    p = ctx.cfg.profile
+    context = {
+        "name": ctx.cfg.name, "data": ctx.cfg.data.name, "teacher_model": ctx.cfg.teacher.model,
+        "teacher_accuracy": ctx.metrics("teacher")["test_accuracy"], "environment": environment,
+        "latency_setup": {"batch_size": p.batch_size, "threads": p.threads, "warmup": p.warmup, "runs": p.runs},
+    }
+    paths = write_report(ctx.run_dir / "report", rows, context)
+    best = max(rows, key=lambda r: r["test_accuracy"])
+    return StageResult(paths, {"students": len(rows)}, f"{len(rows)} students; best {best['student']} at {best['test_accuracy'] * 100:.2f}%; {paths[0]}")
+
+
+STAGE_FUNCTIONS = {
+    "data": run_data, "teacher": run_teacher, "distill": run_distill, "strip": run_strip,
+    "export": run_export, "verify": run_verify, "profile": run_profile, "report": run_report,
+}

@@ -1,0 +1,133 @@
+"""Operation counts and activation memory of a model, read off its torch.export graph.
+
+Convention (DESIGN.md): a multiply-accumulate (MAC) of a convolution or linear layer is one
+multiplication and one addition; an adder-convolution MAC is two additions (subtract and
+accumulate; |.| is a sign-bit operation and not counted). Bias additions are not MACs (as in
+fvcore). Normalisation (batch norm, folded at deployment) and element-wise work (activations,
+shortcut additions, pooling) are counted apart, in elements, never mixed into those totals.
+
+Peak activation memory follows tensor lifetimes over the graph: a tensor lives from the node
+that makes it to its last use; in-place and view ops share their input's storage. Parameters
+and buffers are not activations.
+"""
+
+from dataclasses import asdict, dataclass
+from math import prod
+
+import torch
+from torch import nn
+
+_CONV = {"aten.conv2d.default", "aten.convolution.default", "aten.conv1d.default"}
+_LINEAR = {"aten.linear.default", "aten.addmm.default", "aten.mm.default", "aten.matmul.default"}
+_ADDER = {"kdforge.adder_conv2d.default"}
+_NORM = {"aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default", "aten.layer_norm.default", "aten.group_norm.default"}
+_VIEWS = {"aten.view.default", "aten.reshape.default", "aten.flatten.using_ints", "aten.t.default", "aten.permute.default",
+          "aten.squeeze.dim", "aten.unsqueeze.default", "aten.expand.default", "aten.alias.default", "aten.detach.default"}
+
+
+@dataclass
+class LayerCost:
+    layer: str
+    op: str
+    kind: str  # conv | linear | adder | norm | elementwise
+    macs: int = 0
+    mul: int = 0
+    add: int = 0
+    elements: int = 0  # normalisation or element-wise outputs
+    params: int = 0
+
+
+def _val(node):
+    return node.meta.get("val") if hasattr(node, "meta") else None
+
+
+def _layer_name(node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    return list(stack.values())[-1][0] if stack else node.name
+
+
+def _cost(node, target: str) -> LayerCost | None:
+    out = _val(node)
+    if not isinstance(out, torch.Tensor):
+        return None
+    name = _layer_name(node)
+    if target in _CONV or target in _ADDER:
+        weight = _val(node.args[1])
+        per_output = prod(weight.shape[1:])  # in_channels/groups * kh * kw
+        macs = out.numel() * per_output
+        if target in _ADDER:
+            return LayerCost(name, target, "adder", macs, 0, 2 * macs, params=weight.numel())
+        return LayerCost(name, target, "conv", macs, macs, macs, params=weight.numel() + _bias_numel(node))
+    if target in _LINEAR:
+        a = _val(node.args[1] if target == "aten.addmm.default" else node.args[0])
+        macs = out.numel() * a.shape[-1]
+        weight = _val(node.args[1]) if target == "aten.linear.default" else None
+        params = (weight.numel() + _bias_numel(node)) if weight is not None else 0
+        return LayerCost(name, target, "linear", macs, macs, macs, params=params)
+    if target in _NORM:
+        return LayerCost(name, target, "norm", elements=out.numel())
+    if target in _VIEWS:
+        return None
+    return LayerCost(name, target, "elementwise", elements=out.numel())
+
+
+def _bias_numel(node) -> int:
+    bias = node.args[2] if len(node.args) > 2 else None
+    val = _val(bias) if bias is not None else None
+    return val.numel() if isinstance(val, torch.Tensor) else 0
+
+
+def _peak_activation_bytes(graph, parameter_nodes: set) -> int:
+    nodes = list(graph.nodes)
+    index = {n: i for i, n in enumerate(nodes)}
+    storage = {}  # node -> the node that owns its storage
+    last_use = {}
+    size = {}
+    for n in nodes:
+        val = _val(n)
+        if n in parameter_nodes or not isinstance(val, torch.Tensor):
+            continue
+        target = str(n.target)
+        aliases = n.op == "call_function" and (target in _VIEWS or target.split(".")[1].endswith("_") if "." in target else False)
+        source = next((a for a in n.args if isinstance(a, torch.fx.Node) and a in storage), None) if aliases else None
+        owner = storage[source] if source is not None else n
+        storage[n] = owner
+        if owner is n:
+            size[n] = val.numel() * val.element_size()
+        last = max([index[u] for u in n.users] + [index[n]])
+        last_use[owner] = max(last_use.get(owner, 0), last)
+    live, peak = 0, 0
+    frees: dict[int, int] = {}
+    for i, n in enumerate(nodes):
+        if n in size:
+            live += size[n]
+            peak = max(peak, live)
+            frees[last_use[n]] = frees.get(last_use[n], 0) + size[n]
+        live -= frees.pop(i, 0)
+    return peak
+
+
+def count_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Per-layer costs and totals for one forward pass of `model` on an input of `input_shape`."""
+    model = model.eval()
+    program = torch.export.export(model, (torch.zeros(input_shape),))
+    signature = program.graph_signature
+    parameter_names = set(signature.inputs_to_parameters) | set(signature.inputs_to_buffers)
+    parameter_nodes = {n for n in program.graph.nodes if n.op == "placeholder" and n.name in parameter_names}
+    layers = []
+    for node in program.graph.nodes:
+        if node.op == "call_function":
+            cost = _cost(node, str(node.target))
+            if cost is not None:
+                layers.append(cost)
+    totals = {key: sum(getattr(c, key) for c in layers) for key in ("macs", "mul", "add")}
+    params = sum(p.numel() for p in model.parameters())
+    totals.update({
+        "params": params,
+        "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "norm_elements": sum(c.elements for c in layers if c.kind == "norm"),
+        "elementwise_elements": sum(c.elements for c in layers if c.kind == "elementwise"),
+        "peak_activation_bytes": _peak_activation_bytes(program.graph, parameter_nodes),
+        "input_shape": list(input_shape),
+    })
+    return {"totals": totals, "layers": [asdict(c) for c in layers]}

@@ -1,0 +1,26 @@
+"""Data sets by name: digits (embedded), cifar10/cifar100 (pickle folders), folder (ImageNet-style)."""
+
+from functools import partial
+
+from kdforge.config import DataConfig
+from kdforge.train.data import cifar, digits, folder
+from kdforge.train.data.augment import random_crop_flip
+from kdforge.train.data.splits import DataBundle
+
+
+def build_data(cfg: DataConfig, seed: int) -> DataBundle:
+    if cfg.name == "digits":
+        return digits.load(cfg.val_fraction, cfg.test_fraction, seed)
+    if cfg.name in ("cifar10", "cifar100"):
+        return cifar.load(cfg.root, 10 if cfg.name == "cifar10" else 100, cfg.val_fraction, seed)
+    return folder.load(cfg.root, cfg.image_size, cfg.val_fraction, seed)
+
+
+def batch_augmentation(cfg: DataConfig):
+    """The per-batch augmentation of tensor data sets; folder data augment per image instead."""
+    if cfg.name == "folder":
+        return None
+    return partial(random_crop_flip, padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip)
+
+
+__all__ = ["DataBundle", "batch_augmentation", "build_data"]

@@ -1,0 +1,173 @@
+"""The training loop every stage that trains shares.
+
+SGD with momentum and weight decay, a step or cosine schedule (per epoch), a checkpoint
+written atomically after every epoch with everything needed to resume (model, optimizer,
+scheduler, RNG states, epoch, history), and a stop with one sentence on a NaN or infinite loss
+that keeps the last good checkpoint. A checkpoint is resumed only if it was written for the
+same stage fingerprint, i.e. the same config and inputs.
+"""
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from kdforge import atomic
+from kdforge.config import TrainConfig
+from kdforge.errors import UserError
+from kdforge.train.data import DataBundle
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def make_optimizer(module: torch.nn.Module, cfg: TrainConfig):
+    groups = module.parameter_groups() if hasattr(module, "parameter_groups") else [{"params": list(module.parameters())}]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+
+
+def make_scheduler(optimizer, cfg: TrainConfig):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, dataset, device: torch.device, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of a whole split, the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        logits.append(model(x.to(device)).float().cpu())
+        labels.append(torch.as_tensor(y))
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
+
+
+@dataclass
+class TrainResult:
+    val_accuracy: float
+    test_accuracy: float
+    history: list[dict]
+    resumed_from_epoch: int
+    seconds: float
+
+
+def fit(
+    distiller: torch.nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig,
+    checkpoint: Path,
+    fingerprint: str,
+    device: torch.device,
+    seed: int,
+    augment: Optional[Callable] = None,
+    description: str = "train",
+) -> TrainResult:
+    """Trains `distiller` (its forward returns logits and a dict of losses) and evaluates its student."""
+    seed_everything(seed)
+    distiller.to(device)
+    optimizer = make_optimizer(distiller, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    history, start_epoch = [], 0
+    state = _load_resumable(checkpoint, fingerprint)
+    if state is not None:
+        distiller.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        history, start_epoch = state["history"], state["epoch"] + 1
+
+    loader_gen = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
+    epochs = tqdm(range(start_epoch, cfg.epochs), desc=description, unit="epoch", leave=False, disable=None)
+    for epoch in epochs:
+        loader_gen.manual_seed(seed * 1000 + epoch)  # the same batches whether or not the run resumed
+        loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size, generator=loader_gen)
+        totals = _train_epoch(distiller, loader, optimizer, device, augment, epoch, cfg.epochs, checkpoint)
+        scheduler.step()
+        val_logits, val_labels = predict(distiller.student, data.val, device)
+        totals["val_accuracy"] = accuracy(val_logits, val_labels)
+        totals["epoch"] = epoch
+        history.append(totals)
+        epochs.set_postfix(loss=f"{totals['loss']:.3f}", val=f"{totals['val_accuracy']:.3f}")
+        atomic.save_torch(checkpoint, {
+            "fingerprint": fingerprint, "epoch": epoch, "complete": epoch == cfg.epochs - 1,
+            "model": distiller.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history,
+        })
+
+    test_logits, test_labels = predict(distiller.student, data.test, device)
+    return TrainResult(
+        val_accuracy=history[-1]["val_accuracy"] if history else float("nan"),
+        test_accuracy=accuracy(test_logits, test_labels),
+        history=history, resumed_from_epoch=start_epoch, seconds=time.perf_counter() - started,
+    )
+
+
+def _train_epoch(distiller, loader, optimizer, device, augment, epoch: int, epochs: int, checkpoint: Path) -> dict:
+    distiller.train()
+    totals: dict[str, float] = {}
+    seen = correct = 0
+    steps = len(loader)
+    for step, (x, y) in enumerate(loader):
+        if augment is not None:
+            x = augment(x)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits, losses = distiller(x, y, progress=(epoch + step / steps) / epochs)
+        loss = sum(losses.values())
+        if not math.isfinite(loss.item()):
+            bad = next(k for k, v in losses.items() if not math.isfinite(v.item()))
+            raise UserError(
+                f"loss '{bad}' became {loss.item()} at epoch {epoch + 1}; the last good checkpoint is kept at "
+                f"{checkpoint}; lower the learning rate or the loss weights."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for k, v in losses.items():
+            totals[k] = totals.get(k, 0.0) + v.item() * len(y)
+        totals["loss"] = totals.get("loss", 0.0) + loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    result = {k: v / seen for k, v in totals.items()}
+    result["train_accuracy"] = correct / seen
+    result["lr"] = optimizer.param_groups[0]["lr"]
+    return result
+
+
+def _load_resumable(checkpoint: Path, fingerprint: str) -> Optional[dict]:
+    if not checkpoint.is_file():
+        return None
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception:
+        return None  # unreadable: start over, the stage will overwrite it
+    if state.get("fingerprint") != fingerprint:
+        return None
+    return state
