@@ -86,16 +86,14 @@ class StudentConfig(Section):
     def _known_model(cls, name):
         return _check_model(name)
 
-    @model_validator(mode="after")
-    def _method_and_options(self):
-        from kdforge.train.methods import method_class
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name):
+        from kdforge.train.methods import list_methods
 
-        options_model = method_class(self.method).Options
-        try:
-            self.options = options_model(**self.options).model_dump()
-        except ValidationError as e:
-            raise ValueError(_describe(e.errors()[0], prefix="options.")) from None
-        return self
+        if name not in list_methods():
+            raise ValueError(f"unknown method '{name}'; `kdforge methods` lists the known ones")
+        return name
 
 
 class ExportConfig(Section):
@@ -169,9 +167,22 @@ def parse_config(raw: Any, source: str = "config") -> Config:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: the top level must be a mapping of settings.")
     try:
-        return Config(**raw)
+        cfg = Config(**raw)
     except ValidationError as e:
         raise UserError(f"{source}: {_describe(e.errors()[0])}.") from None
+    _validate_method_options(cfg, source)
+    return cfg
+
+
+def _validate_method_options(cfg: Config, source: str) -> None:
+    """Each method checks its own options; defaults are filled in so that they count in fingerprints."""
+    from kdforge.train.methods import method_class
+
+    for i, student in enumerate(cfg.students):
+        try:
+            student.options = method_class(student.method).Options(**student.options).model_dump()
+        except ValidationError as e:
+            raise UserError(f"{source}: {_describe(e.errors()[0], prefix=f'students[{i}].options.')}.") from None
 
 
 def load_config(path: Path) -> Config:

@@ -1,0 +1,47 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_config
+from kdforge.cli import main
+
+
+def _kdforge(*args):
+    return subprocess.run([sys.executable, "-m", "kdforge", *map(str, args)], capture_output=True, text=True)
+
+
+def test_methods_and_models_list_the_registries(capsys):
+    assert main(["methods"]) == 0
+    assert {"ce", "kd"} <= {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert main(["models"]) == 0
+    names = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert {"resnet20", "cifar_resnet18", "wrn_40_2", "vgg_small", "mobilenetv2", "imagenet_resnet50"} <= names
+
+
+@pytest.mark.parametrize("mutate,fragment", [
+    (lambda c: c.update(epochz=3), "key 'epochz' is not a known setting"),
+    (lambda c: c["students"][0].update(method="nope"), "unknown method 'nope'"),
+    (lambda c: c.update(device="cuda"), "no CUDA GPU"),
+])
+def test_user_mistakes_exit_2_with_one_sentence(tmp_path, write_config, mutate, fragment):
+    raw = tiny_config(tmp_path / "run")
+    mutate(raw)
+    out = _kdforge("run", write_config(raw))
+    assert out.returncode == 2, out.stderr
+    assert fragment in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_profile_command_on_a_deployed_model(tmp_path):
+    from kdforge.export.strip import save_deployed
+    from kdforge.train.models import create_model
+
+    save_deployed(tmp_path / "deploy.pt", create_model("resnet8", 10, 1),
+                  {"model": "resnet8", "model_args": {}, "num_classes": 10, "in_channels": 1, "image_size": 8})
+    out = _kdforge("profile", tmp_path / "deploy.pt", "--layers", "--json", tmp_path / "p.json")
+    assert out.returncode == 0, out.stderr
+    assert "MACs" in out.stdout and "stages.0.0.conv1" in out.stdout
+    assert json.loads((tmp_path / "p.json").read_text())["costs"]["totals"]["params"] == 77_754
+    assert _kdforge("profile", tmp_path / "missing.onnx").returncode == 2

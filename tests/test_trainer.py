@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from kdforge.config import DataConfig, TrainConfig
+from kdforge.errors import UserError
+from kdforge.train.data import batch_augmentation, build_data
+from kdforge.train.methods import method_class
+from kdforge.train.models import create_model
+from kdforge.train.trainer import fit
+
+DATA = build_data(DataConfig(), seed=0)
+CFG = TrainConfig(epochs=3, batch_size=128, lr=0.05)
+
+
+def _distiller():
+    torch.manual_seed(0)
+    ce = method_class("ce")
+    return ce(create_model("resnet8", 10, 1), None, ce.Options())
+
+
+class StopAfter:
+    """A batch augmentation that interrupts training after `n` batches, like a kill mid-epoch."""
+
+    def __init__(self, n: int):
+        self.n, self.seen = n, 0
+        self.augment = batch_augmentation(DataConfig())
+
+    def __call__(self, x):
+        self.seen += 1
+        if self.seen > self.n:
+            raise KeyboardInterrupt
+        return self.augment(x)
+
+
+def test_resumed_training_ends_where_uninterrupted_training_does(tmp_path):
+    reference = fit(_distiller(), DATA, CFG, tmp_path / "a.pt", "fp", torch.device("cpu"), 0, batch_augmentation(DataConfig()))
+    steps_per_epoch = len(DATA.train) // CFG.batch_size
+    with pytest.raises(KeyboardInterrupt):
+        fit(_distiller(), DATA, CFG, tmp_path / "b.pt", "fp", torch.device("cpu"), 0, StopAfter(steps_per_epoch + 3))
+    resumed = fit(_distiller(), DATA, CFG, tmp_path / "b.pt", "fp", torch.device("cpu"), 0, batch_augmentation(DataConfig()))
+    assert resumed.resumed_from_epoch == 1
+    assert resumed.test_accuracy == reference.test_accuracy
+    a, b = torch.load(tmp_path / "a.pt", weights_only=False), torch.load(tmp_path / "b.pt", weights_only=False)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_checkpoint_of_another_fingerprint_is_not_resumed(tmp_path):
+    fit(_distiller(), DATA, TrainConfig(epochs=1, batch_size=128), tmp_path / "c.pt", "old", torch.device("cpu"), 0)
+    result = fit(_distiller(), DATA, TrainConfig(epochs=1, batch_size=128), tmp_path / "c.pt", "new", torch.device("cpu"), 0)
+    assert result.resumed_from_epoch == 0 and len(result.history) == 1
+
+
+def test_nan_loss_stops_with_one_sentence_and_keeps_the_checkpoint(tmp_path):
+    ckpt = tmp_path / "n.pt"
+    fit(_distiller(), DATA, TrainConfig(epochs=1, batch_size=128), ckpt, "fp", torch.device("cpu"), 0)
+    before = ckpt.read_bytes()
+    poison = lambda x: x * float("nan")  # noqa: E731
+    with pytest.raises(UserError, match="loss 'ce' became nan at epoch 1; the last good checkpoint is kept"):
+        fit(_distiller(), DATA, TrainConfig(epochs=2, batch_size=128), ckpt, "fp2", torch.device("cpu"), 0, poison)
+    assert ckpt.read_bytes() == before
