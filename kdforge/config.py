@@ -6,10 +6,10 @@ options are validated by the method's own `Options` model, model names against t
 """
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdforge.errors import UserError
 
@@ -54,16 +54,22 @@ class DataConfig(Section):
         return self
 
 
+def _check_model(name: str) -> str:
+    from kdforge.train.models import list_models
+
+    if name not in list_models():
+        raise ValueError(f"unknown model '{name}'; `kdforge models` lists the known ones")
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(_check_model)]
+
+
 class TeacherConfig(Section):
-    model: str
+    model: ModelName
     model_args: dict[str, Any] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: Optional[Path] = Field(None, description="use this trained teacher instead of training one")
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, name):
-        return _check_model(name)
 
     @field_validator("checkpoint")
     @classmethod
@@ -76,15 +82,10 @@ class TeacherConfig(Section):
 class StudentConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     method: str
-    model: str
+    model: ModelName
     model_args: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, name):
-        return _check_model(name)
 
     @field_validator("method")
     @classmethod
@@ -135,14 +136,6 @@ class Config(Section):
 
     def resolved_run_dir(self) -> Path:
         return self.run_dir if self.run_dir is not None else Path("runs") / self.name
-
-
-def _check_model(name: str) -> str:
-    from kdforge.train.models import list_models
-
-    if name not in list_models():
-        raise ValueError(f"unknown model '{name}'; `kdforge models` lists the known ones")
-    return name
 
 
 def _key_path(loc) -> str:
