@@ -67,10 +67,17 @@ def _backward(ctx, grad):
 
 adder_conv2d.register_autograd(_backward, setup_context=_setup_context)
 
-try:  # the CUDA kernels, for machines with Triton
-    from kdforge.nn import adder_triton
-except ImportError:
-    adder_triton = None
-else:
+
+def _register_cuda_kernels() -> None:
+    """The Triton kernels become the op's CUDA implementation where CUDA and Triton exist."""
+    if not torch.cuda.is_available():
+        return
+    try:
+        from kdforge.nn import adder_triton
+    except ImportError:  # CUDA without Triton: the op then says it has no CUDA kernel
+        return
     adder_conv2d.register_kernel("cuda")(adder_triton.forward)
     adder_conv2d_backward.register_kernel("cuda")(adder_triton.backward)
+
+
+_register_cuda_kernels()
