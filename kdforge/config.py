@@ -120,7 +120,7 @@ class Config(Section):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     run_dir: Optional[Path] = None
     data: DataConfig = Field(default_factory=DataConfig)
-    teacher: TeacherConfig
+    teacher: Optional[TeacherConfig] = Field(None, description="required when a student's method learns from a teacher")
     students: list[StudentConfig] = Field(min_length=1)
     export: ExportConfig = Field(default_factory=ExportConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
@@ -164,7 +164,16 @@ def parse_config(raw: Any, source: str = "config") -> Config:
     except ValidationError as e:
         raise UserError(f"{source}: {_describe(e.errors()[0])}.") from None
     _validate_method_options(cfg, source)
+    _require_teacher(cfg, source)
     return cfg
+
+
+def _require_teacher(cfg: Config, source: str) -> None:
+    from kdforge.train.methods import method_class
+
+    for i, student in enumerate(cfg.students):
+        if cfg.teacher is None and method_class(student.method).needs_teacher:
+            raise UserError(f"{source}: key 'teacher' is required: students[{i}] uses method '{student.method}', which learns from a teacher.")
 
 
 def _validate_method_options(cfg: Config, source: str) -> None:

@@ -15,6 +15,7 @@ def tiny_config(run_dir, **overrides) -> dict:
         "students": [
             {"name": "ce", "method": "ce", "model": "resnet8", "train": dict(train)},
             {"name": "kd", "method": "kd", "model": "resnet8", "options": {"temperature": 4.0}, "train": dict(train)},
+            {"name": "ann", "method": "ce", "model": "resnet8_adder", "train": dict(train)},
         ],
         "profile": {"warmup": 1, "runs": 3},
     }

@@ -26,10 +26,10 @@ def finished_run(tmp_path_factory):
 
 def test_every_stage_runs_and_writes_its_artifacts(finished_run):
     run_dir, log = finished_run
-    assert log.ran() == ["data", "teacher"] + [f"{st}/{s}" for s in ("ce", "kd") for st in ("distill", "strip", "export", "verify", "profile")] + ["report"]
+    assert log.ran() == ["data", "teacher"] + [f"{st}/{s}" for s in ("ce", "kd", "ann") for st in ("distill", "strip", "export", "verify", "profile")] + ["report"]
     for rel in ["config.yaml", "manifest.json", "teacher/checkpoint.pt", "teacher/metrics.json", "report/report.md", "report/report.html", "report/summary.json"]:
         assert (run_dir / rel).is_file(), rel
-    for s in ("ce", "kd"):
+    for s in ("ce", "kd", "ann"):
         for rel in ["checkpoint.pt", "deploy.pt", "model.onnx", "verify.json", "profile.json"]:
             assert (run_dir / "students" / s / rel).is_file(), rel
     manifest = json.loads((run_dir / "manifest.json").read_text())["units"]
@@ -39,8 +39,9 @@ def test_every_stage_runs_and_writes_its_artifacts(finished_run):
 def test_report_has_one_row_per_student_with_the_issue_columns(finished_run):
     run_dir, _ = finished_run
     report = (run_dir / "report" / "report.md").read_text()
-    rows = [line for line in report.splitlines() if line.startswith("| ce ") or line.startswith("| kd ")]
-    assert len(rows) == 2
+    rows = [line for line in report.splitlines() if line.split(" ")[1:2] in (["ce"], ["kd"], ["ann"])]
+    assert len(rows) == 3
+    assert rows[2].endswith("| custom |")  # the AdderNet file holds kdforge nodes
     for column in ("test acc.", "params", "MACs", "ORT p50", "ORT p90", "max abs diff"):
         assert column in report
     assert "1 intra-op thread" in report
@@ -69,7 +70,27 @@ def test_only_and_force(finished_run):
     run_dir, _ = finished_run
     log = Log()
     run_pipeline(parse_config(tiny_config(run_dir)), force=True, only=["export"], log=log)
-    assert log.ran() == ["export/ce", "export/kd"]
+    assert log.ran() == ["export/ce", "export/kd", "export/ann"]
+
+
+def test_addernet_student_counts_additions_not_multiplications(finished_run):
+    summary = json.loads((finished_run[0] / "report" / "summary.json").read_text())
+    ann = next(r for r in summary["students"] if r["student"] == "ann")
+    first_conv_and_fc = 16 * 1 * 9 * 64 + 64 * 10
+    assert ann["mul"] == first_conv_and_fc
+    assert ann["add"] == 2 * (ann["macs"] - first_conv_and_fc) + first_conv_and_fc
+
+
+def test_teacher_is_optional_when_no_method_needs_one(tmp_path):
+    raw = tiny_config(tmp_path)
+    raw.pop("teacher")
+    raw["students"] = [raw["students"][0]]
+    log = Log()
+    run_pipeline(parse_config(raw), log=log)
+    assert "teacher" not in log.ran() and "report" in log.ran()
+    raw["students"] = tiny_config(tmp_path)["students"][1:2]
+    with pytest.raises(UserError, match="students\\[0\\] uses method 'kd', which learns from a teacher"):
+        parse_config(raw)
 
 
 def test_only_refuses_a_stage_whose_inputs_are_missing(tmp_path):

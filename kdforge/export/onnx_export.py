@@ -11,19 +11,29 @@ import torch
 from torch import nn
 
 from kdforge.atomic import atomic_path
+from kdforge.export.adder_onnx import translation_table
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int = 18) -> Path:
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int = 18, portable: bool = False) -> Path:
+    """Writes `model` to `path`. Adder layers become kdforge::AdderConv2d nodes, or with
+    `portable` standard ONNX operators only."""
     model = model.eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     with atomic_path(Path(path)) as tmp, _quiet_exporter():
         program = torch.onnx.export(
             model, (example,), dynamo=True, opset_version=opset, input_names=["input"], output_names=["logits"],
             dynamic_shapes={"x": {0: batch}}, external_data=False, verbose=False,
+            custom_translation_table=translation_table(portable),
         )
         program.save(str(tmp))
         check_onnx(tmp)
     return Path(path)
+
+
+def onnx_flavour(path: Path) -> str:
+    """'custom' when the file holds kdforge nodes (it needs kdforge's operator), else 'standard'."""
+    domains = {node.domain for node in onnx.load(str(path), load_external_data=False).graph.node}
+    return "custom" if "kdforge" in domains else "standard"
 
 
 def check_onnx(path: Path) -> onnx.ModelProto:

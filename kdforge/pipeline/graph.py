@@ -1,6 +1,6 @@
 """The stage graph: which units a config has, what each depends on, and their fingerprints.
 
-Units, in order: data, teacher, then per student distill/S, strip/S, export/S, verify/S,
+Units, in order: data, teacher (when the config has one), then per student distill/S, strip/S, export/S, verify/S,
 profile/S, and report. A unit's fingerprint hashes its own part of the config and the
 fingerprints of the units it depends on, so a change re-runs that unit and everything after it.
 """
@@ -34,13 +34,12 @@ def _dump(model) -> dict:
 
 
 def build_graph(cfg: Config) -> list[Unit]:
-    units = [
-        Unit("data", config_part={"data": _dump(cfg.data), "seed": cfg.seed}),
-        Unit("teacher", deps=["data"], config_part={"teacher": _dump(cfg.teacher), "seed": cfg.seed}),
-    ]
+    units = [Unit("data", config_part={"data": _dump(cfg.data), "seed": cfg.seed})]
+    if cfg.teacher is not None:
+        units.append(Unit("teacher", deps=["data"], config_part={"teacher": _dump(cfg.teacher), "seed": cfg.seed}))
     for s in cfg.students:
         parts = {
-            "distill": ({"student": _dump(s), "seed": cfg.seed}, ["data", "teacher"]),
+            "distill": ({"student": _dump(s), "seed": cfg.seed}, ["data", "teacher"] if cfg.teacher is not None else ["data"]),
             "strip": ({}, [f"distill/{s.name}"]),
             "export": ({"export": _dump(cfg.export)}, [f"strip/{s.name}"]),
             "verify": ({"verify": _dump(cfg.verify)}, [f"export/{s.name}", "data"]),

@@ -10,7 +10,7 @@ import torch
 from kdforge import atomic
 from kdforge.config import Config, StudentConfig
 from kdforge.errors import UserError
-from kdforge.export.onnx_export import export_onnx
+from kdforge.export.onnx_export import export_onnx, onnx_flavour
 from kdforge.export.strip import load_deployed, save_deployed, strip, training_parameters
 from kdforge.export.verify import require_passed, verify_onnx
 from kdforge.pipeline.graph import Unit
@@ -179,9 +179,9 @@ def run_strip(ctx: StageContext) -> StageResult:
 def run_export(ctx: StageContext) -> StageResult:
     model, spec = load_deployed(ctx.student_dir / "deploy.pt")
     example = torch.zeros(2, spec["in_channels"], spec["image_size"], spec["image_size"])
-    path = export_onnx(model, example, ctx.student_dir / "model.onnx", ctx.cfg.export.opset)
-    size = path.stat().st_size
-    return StageResult([path], {"onnx_bytes": size, "flavour": "standard"}, f"model.onnx ({size / 1024:.0f} KiB), onnx checker passed")
+    path = export_onnx(model, example, ctx.student_dir / "model.onnx", ctx.cfg.export.opset, ctx.cfg.export.portable)
+    size, flavour = path.stat().st_size, onnx_flavour(path)
+    return StageResult([path], {"onnx_bytes": size, "flavour": flavour}, f"model.onnx ({size / 1024:.0f} KiB, {flavour}), onnx checker passed")
 
 
 def run_verify(ctx: StageContext) -> StageResult:
@@ -231,11 +231,12 @@ def run_report(ctx: StageContext) -> StageResult:
         profile = _read_json(folder / "profile.json")
         environment = profile["environment"]
         rows.append(student_row(s.name, s, ctx.metrics(f"distill/{s.name}"), ctx.metrics(f"strip/{s.name}"),
-                                _read_json(folder / "verify.json"), profile))
+                                _read_json(folder / "verify.json"), profile, ctx.metrics(f"export/{s.name}")))
     p = ctx.cfg.profile
+    teacher = ctx.cfg.teacher
     context = {
-        "name": ctx.cfg.name, "data": ctx.cfg.data.name, "teacher_model": ctx.cfg.teacher.model,
-        "teacher_accuracy": ctx.metrics("teacher")["test_accuracy"], "environment": environment,
+        "name": ctx.cfg.name, "data": ctx.cfg.data.name, "teacher_model": teacher.model if teacher else None,
+        "teacher_accuracy": ctx.metrics("teacher")["test_accuracy"] if teacher else None, "environment": environment,
         "latency_setup": {"batch_size": p.batch_size, "threads": p.threads, "warmup": p.warmup, "runs": p.runs},
     }
     paths = write_report(ctx.run_dir / "report", rows, context)

@@ -12,6 +12,7 @@ COLUMNS = [
     ("peak_activation_kib", "peak act. (KiB)", "{:,.1f}"),
     ("ort_p50_ms", "ORT p50 (ms)", "{:.3f}"), ("ort_p90_ms", "ORT p90 (ms)", "{:.3f}"),
     ("torch_p50_ms", "PyTorch p50 (ms)", "{:.3f}"), ("max_abs_diff", "max abs diff ORT vs PyTorch", "{:.2e}"),
+    ("onnx_flavour", "ONNX", "{}"),
 ]
 
 
@@ -21,7 +22,7 @@ def _cell(value, fmt: str) -> str:
     return fmt.format(value * 100 if fmt == "{:.2f}" else value)
 
 
-def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict, profile: dict) -> dict:
+def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict, profile: dict, export: dict) -> dict:
     totals = profile["costs"]["totals"]
     return {
         "student": name, "method": student_cfg.method, "model": student_cfg.model,
@@ -30,20 +31,25 @@ def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict
         "peak_activation_kib": totals["peak_activation_bytes"] / 1024,
         "ort_p50_ms": profile["latency"]["onnxruntime"]["p50_ms"], "ort_p90_ms": profile["latency"]["onnxruntime"]["p90_ms"],
         "torch_p50_ms": profile["latency"]["pytorch"]["p50_ms"], "max_abs_diff": verify["max_abs_diff"],
+        "onnx_flavour": export["flavour"],
     }
 
 
 def _notes(context: dict) -> list[str]:
     lat = context["latency_setup"]
+    teacher = (f"Teacher: {context['teacher_model']}, test accuracy {context['teacher_accuracy'] * 100:.2f}%."
+               if context["teacher_model"] else "No teacher.")
     return [
-        f"Teacher: {context['teacher_model']}, test accuracy {context['teacher_accuracy'] * 100:.2f}%. Data: {context['data']}.",
+        f"{teacher} Data: {context['data']}.",
         "MACs: multiply-accumulates of convolutions and linear layers; one MAC is 1 multiplication + 1 addition "
         "(FLOPs = 2 x MACs); an adder-convolution MAC is 2 additions and no multiplication. Batch norm and "
         "element-wise work are not included.",
         f"Latency: batch {lat['batch_size']}, {lat['threads']} intra-op thread(s), {lat['warmup']} warm-up runs excluded, "
         f"percentiles over {lat['runs']} runs; CPU: {context['environment']['cpu']}; "
         f"onnxruntime {context['environment']['onnxruntime']}, torch {context['environment']['torch']}.",
-        "max abs diff: largest |ONNX Runtime - PyTorch| over all test-split logits.",
+        "max abs diff: largest |ONNX Runtime - PyTorch| over all test-split logits. ONNX: 'standard' files use "
+        "standard operators only; 'custom' files hold kdforge::AdderConv2d nodes, run by kdforge.export.ort.session "
+        "(or the TensorRT plugin).",
     ]
 
 

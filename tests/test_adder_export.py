@@ -1,0 +1,89 @@
+"""AdderNet students through ONNX: the kdforge node, the portable flavour, ONNX Runtime parity."""
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from kdforge.errors import UserError
+from kdforge.export import ort as ort_backend
+from kdforge.export.onnx_export import check_onnx, export_onnx, onnx_flavour
+from kdforge.nn.adder import AdderConv2d
+from kdforge.train.models import create_model
+
+
+def calibrated_addernet() -> torch.nn.Module:
+    """An untrained AdderNet whose batch norms have seen data (else every ReLU output is 0)."""
+    torch.manual_seed(0)
+    model = create_model("resnet8_adder", 10, 1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        model.train()(torch.randn(64, 1, 8, 8))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def adder_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adder")
+    model = calibrated_addernet()
+    export_onnx(model, torch.zeros(2, 1, 8, 8), folder / "custom.onnx")
+    export_onnx(model, torch.zeros(2, 1, 8, 8), folder / "portable.onnx", portable=True)
+    return model, folder
+
+
+def test_every_adder_layer_is_one_kdforge_node(adder_files):
+    model, folder = adder_files
+    proto = check_onnx(folder / "custom.onnx")
+    nodes = [n for n in proto.graph.node if n.domain == "kdforge"]
+    layers = [m for m in model.modules() if isinstance(m, AdderConv2d)]
+    assert len(nodes) == len(layers) == 8
+    assert ("kdforge", 1) in [(o.domain, o.version) for o in proto.opset_import]
+    for node, layer in zip(nodes, layers):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert node.op_type == "AdderConv2d" and len(node.input) == 2
+        assert attrs == {"strides": [layer.stride] * 2, "pads": [layer.padding] * 4, "plugin_namespace": b"kdforge"}
+    assert onnx_flavour(folder / "custom.onnx") == "custom"
+
+
+def test_portable_file_uses_standard_operators_only(adder_files):
+    proto = check_onnx(adder_files[1] / "portable.onnx")
+    assert {n.domain for n in proto.graph.node} == {""}
+    assert onnx_flavour(adder_files[1] / "portable.onnx") == "standard"
+
+
+@pytest.mark.parametrize("flavour", ["custom", "portable"])
+@pytest.mark.parametrize("batch", [1, 6])
+def test_onnx_runtime_matches_pytorch(adder_files, flavour, batch):
+    model, folder = adder_files
+    x = torch.randn(batch, 1, 8, 8)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(expected).max() > 0.1  # a live network, not all-zero activations
+    got = ort_backend.run(ort_backend.session(folder / f"{flavour}.onnx"), x.numpy())
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_adder_file_runs_in_a_process_without_torch(adder_files):
+    code = (
+        "import sys, numpy as np; from kdforge.export import ort; "
+        f"s = ort.session(r'{adder_files[1] / 'custom.onnx'}'); "
+        "print(ort.run(s, np.ones((2, 1, 8, 8), np.float32)).shape); assert 'torch' not in sys.modules"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(2, 10)"
+
+
+def test_plain_onnx_runtime_without_the_operator_fails_with_a_sentence(adder_files, tmp_path):
+    import onnxruntime as ort
+
+    with pytest.raises(Exception, match="kdforge"):
+        ort.InferenceSession(str(adder_files[1] / "custom.onnx"))
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(UserError, match="not a readable ONNX file"):
+        ort_backend.session(tmp_path / "junk.onnx")
