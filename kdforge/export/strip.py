@@ -15,6 +15,7 @@ from torch import nn
 from kdforge import atomic
 from kdforge.errors import UserError
 from kdforge.train.models import create_model
+from kdforge.train.models.plain import apply_transforms
 
 FORMAT = "kdforge-deploy-1"
 
@@ -24,9 +25,9 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def training_parameters(distiller: nn.Module) -> int:
-    """Parameters the student carries while it trains: everything but a separate teacher."""
-    teacher = getattr(distiller, "teacher", None)
-    return count_parameters(distiller) - (count_parameters(teacher) if teacher is not None else 0)
+    """Parameters the student carries while it trains: everything but the networks it learns from."""
+    others = [getattr(distiller, name, None) for name in distiller.teacher_modules]
+    return count_parameters(distiller) - sum(count_parameters(m) for m in others if m is not None)
 
 
 @torch.no_grad()
@@ -57,6 +58,7 @@ def load_deployed(path: Path) -> tuple[nn.Module, dict]:
         raise UserError(f"{path} is not a kdforge deployed model (deploy.pt written by the strip stage).")
     spec = {k: v for k, v in blob.items() if k not in ("format", "state_dict")}
     model = create_model(spec["model"], spec["num_classes"], spec["in_channels"], **spec["model_args"])
+    apply_transforms(model, spec.get("transforms", ()))
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError:

@@ -36,7 +36,10 @@ def _dump(model) -> dict:
 def build_graph(cfg: Config) -> list[Unit]:
     units = [Unit("data", config_part={"data": _dump(cfg.data), "seed": cfg.seed})]
     if cfg.teacher is not None:
-        units.append(Unit("teacher", deps=["data"], config_part={"teacher": _dump(cfg.teacher), "seed": cfg.seed}))
+        from kdforge.train.methods import teacher_method
+
+        units.append(Unit("teacher", deps=["data"], config_part={"teacher": _dump(cfg.teacher), "seed": cfg.seed,
+                                                                 "method": teacher_method(cfg)}))
     for s in cfg.students:
         parts = {
             "distill": ({"student": _dump(s), "seed": cfg.seed}, ["data", "teacher"] if cfg.teacher is not None else ["data"]),

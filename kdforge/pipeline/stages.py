@@ -20,7 +20,8 @@ from kdforge.profile.counts import count_costs
 from kdforge.profile.report import student_row, write_report
 from kdforge.train.data import DataBundle, batch_augmentation, build_data
 from kdforge.train.device import resolve_device
-from kdforge.train.methods import method_class
+from kdforge.train.methods import method_class, teacher_method
+from kdforge.train.methods.base import submodule_state
 from kdforge.train.models import create_model
 from kdforge.train.trainer import fit, predict, accuracy
 
@@ -75,6 +76,10 @@ def run_data(ctx: StageContext) -> StageResult:
     ))
 
 
+def _example(data: DataBundle) -> torch.Tensor:
+    return torch.zeros(_input_shape(data, 2))
+
+
 def _load_state(path: Path, what: str) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
@@ -84,39 +89,29 @@ def _load_state(path: Path, what: str) -> dict:
         raise UserError(f"{what} {path} is not a readable PyTorch checkpoint; it may be corrupt.") from None
 
 
-def _submodule_state(state: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
 def _teacher_model(ctx: StageContext) -> torch.nn.Module:
     t, data = ctx.cfg.teacher, ctx.data()
     return create_model(t.model, data.num_classes, data.in_channels, **t.model_args)
 
 
-def load_teacher(ctx: StageContext) -> torch.nn.Module:
-    path = ctx.run_dir / "teacher" / "checkpoint.pt"
-    model = _teacher_model(ctx)
-    _load_into(model, _submodule_state(_load_state(path, "teacher checkpoint")["model"], "student."), path)
-    return model
-
-
-def _load_into(model: torch.nn.Module, state: dict, path: Path) -> None:
+def _load_into(load, state: dict, path: Path) -> None:
+    """Calls `load(state)` (a load_state_dict), turning a mismatch into a sentence about `path`."""
     try:
-        model.load_state_dict(state)
-    except RuntimeError:
+        load(state)
+    except (RuntimeError, KeyError):
         raise UserError(f"{path} holds weights of another architecture than the configured one; check the model name and model_args.") from None
 
 
 def run_teacher(ctx: StageContext) -> StageResult:
     t, data = ctx.cfg.teacher, ctx.data()
     folder = ctx.run_dir / "teacher"
-    ce = method_class("ce")
-    distiller = ce(_teacher_model(ctx), None, ce.Options())
+    method = method_class(teacher_method(ctx.cfg))
+    distiller = method(_teacher_model(ctx), None, method.Options(), _example(data))
     if t.checkpoint is not None:
         state = _load_state(t.checkpoint, "teacher.checkpoint")
         weights = state.get("model", state) if isinstance(state, dict) else state
-        weights = _submodule_state(weights, "student.") or weights
-        _load_into(distiller.student, weights, t.checkpoint)
+        weights = submodule_state(weights, "student.") or weights
+        _load_into(distiller.student.load_state_dict, weights, t.checkpoint)
         logits, labels = predict(distiller.student, data.test, torch.device("cpu"))
         atomic.save_torch(folder / "checkpoint.pt", {"fingerprint": ctx.unit.fingerprint, "complete": True, "model": distiller.state_dict()})
         metrics = {"test_accuracy": accuracy(logits, labels), "source": str(t.checkpoint)}
@@ -126,7 +121,7 @@ def run_teacher(ctx: StageContext) -> StageResult:
         metrics = _train_metrics(result)
     atomic.write_json(folder / "metrics.json", metrics)
     return StageResult([folder / "checkpoint.pt", folder / "metrics.json"], metrics,
-                       f"{t.model}: test accuracy {metrics['test_accuracy'] * 100:.2f}%{_resumed(metrics)}")
+                       f"{t.model} ({method.method_name}): test accuracy {metrics['test_accuracy'] * 100:.2f}%{_resumed(metrics)}")
 
 
 def _train_metrics(result) -> dict:
@@ -143,10 +138,11 @@ def build_distiller(ctx: StageContext, with_teacher_weights: bool):
     s, data = ctx.student, ctx.data()
     cls = method_class(s.method)
     student = create_model(s.model, data.num_classes, data.in_channels, **s.model_args)
-    teacher = None
-    if cls.needs_teacher:
-        teacher = load_teacher(ctx) if with_teacher_weights else _teacher_model(ctx)
-    return cls(student, teacher, cls.Options(**s.options))
+    distiller = cls(student, _teacher_model(ctx) if cls.needs_teacher else None, cls.Options(**s.options), _example(data))
+    if cls.needs_teacher and with_teacher_weights:
+        path = ctx.run_dir / "teacher" / "checkpoint.pt"
+        _load_into(distiller.load_teacher_state, _load_state(path, "teacher checkpoint")["model"], path)
+    return distiller
 
 
 def run_distill(ctx: StageContext) -> StageResult:
@@ -164,11 +160,11 @@ def run_strip(ctx: StageContext) -> StageResult:
     s, data = ctx.student, ctx.data()
     distiller = build_distiller(ctx, with_teacher_weights=False)
     checkpoint = ctx.student_dir / "checkpoint.pt"
-    _load_into(distiller, _load_state(checkpoint, "student checkpoint")["model"], checkpoint)
+    _load_into(distiller.load_state_dict, _load_state(checkpoint, "student checkpoint")["model"], checkpoint)
     probe = torch.stack([data.val[i][0] for i in range(min(16, len(data.val)))])
     deployed = strip(distiller, probe)
     spec = {"model": s.model, "model_args": s.model_args, "num_classes": data.num_classes, "in_channels": data.in_channels,
-            "image_size": data.image_size, "method": s.method, "student": s.name}
+            "image_size": data.image_size, "method": s.method, "student": s.name, "transforms": list(distiller.deploy_transforms)}
     path = ctx.student_dir / "deploy.pt"
     save_deployed(path, deployed, spec)
     metrics = {"params_training": training_parameters(distiller), "params_deployed": sum(p.numel() for p in deployed.parameters()),

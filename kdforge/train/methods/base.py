@@ -4,9 +4,15 @@ A distiller wraps a student and (optionally) a teacher. `forward(images, labels,
 returns the student's logits and a dict of named loss terms; the trainer sums them. `progress`
 runs from 0 to 1 over training, for methods whose weights or temperatures follow a schedule.
 `training_only` names the submodules that exist only for training: the strip stage drops
-them. `deployable()` returns the student as it ships.
+them. `deployable()` returns the student as it ships, `deploy_transforms` the architecture
+changes (see models/plain.py) that rebuild it from its registered name.
+
+`example` is a small input batch, for methods that size connectors from feature shapes.
+`teacher_method` names the method the teacher stage trains the teacher with (TOFD's teacher
+carries auxiliary heads); `load_teacher_state` takes that stage's checkpoint.
 """
 
+import contextlib
 from typing import ClassVar, Optional
 
 import torch
@@ -22,9 +28,12 @@ class Distiller(nn.Module):
     Options: ClassVar[type[BaseModel]] = NoOptions
     needs_teacher: ClassVar[bool] = True
     trains_teacher: ClassVar[bool] = False
+    teacher_method: ClassVar[str] = "ce"
     training_only: ClassVar[tuple[str, ...]] = ("teacher",)
+    teacher_modules: ClassVar[tuple[str, ...]] = ("teacher",)
+    deploy_transforms: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, student: nn.Module, teacher: Optional[nn.Module], options: BaseModel):
+    def __init__(self, student: nn.Module, teacher: Optional[nn.Module], options: BaseModel, example: Optional[torch.Tensor] = None):
         super().__init__()
         self.student = student
         self.teacher = teacher
@@ -41,9 +50,17 @@ class Distiller(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor, progress: float) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
+    def no_teacher_grad(self):
+        """No graph through a frozen teacher; a teacher that trains along keeps its gradients."""
+        return contextlib.nullcontext() if self.trains_teacher else torch.no_grad()
+
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with self.no_teacher_grad():
             return self.teacher(images)
+
+    def load_teacher_state(self, state: dict) -> None:
+        """Loads the teacher stage's checkpoint (its distiller's state dict) into this method."""
+        self.teacher.load_state_dict(submodule_state(state, "student."))
 
     def parameter_groups(self) -> list[dict]:
         """Optimizer parameter groups; a method overrides this to exempt parameters from weight decay."""
@@ -51,3 +68,14 @@ class Distiller(nn.Module):
 
     def deployable(self) -> nn.Module:
         return self.student
+
+
+def submodule_state(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def features_and_logits(model: nn.Module, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Every stage's output, the pooled embedding and the logits of a StagedNet, in one pass."""
+    feats = model.forward_stages(images)
+    embedding = model.embed(feats[-1])
+    return feats, embedding, model.fc(embedding)

@@ -40,6 +40,14 @@ def conv_bn(conv: nn.Module, out_channels: int) -> nn.Sequential:
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels))
 
 
+def reinitialize(model: nn.Module) -> nn.Module:
+    """Fresh weights from the distributions a new model of this kind starts from."""
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return kaiming_init(model)
+
+
 def kaiming_init(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

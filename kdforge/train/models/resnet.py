@@ -2,7 +2,8 @@
 ResNet-18/34/50 (3x3 stem, no max-pool) and the ImageNet ResNet-18/50.
 
 Downsampling shortcuts are 1x1 convolution + batch norm (He et al.'s option B), as in the
-AdderNet and most distillation code; identity shortcuts elsewhere.
+AdderNet and most distillation code; identity shortcuts elsewhere. A block whose shortcut is
+None is plain (models/plain.py).
 """
 
 from torch import nn
@@ -26,7 +27,7 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        return self.relu(out if self.shortcut is None else out + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
@@ -48,7 +49,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + self.shortcut(x))
+        return self.relu(out if self.shortcut is None else out + self.shortcut(x))
 
 
 def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
