@@ -13,15 +13,18 @@ ever made.
 
 Backward (AdderNet): with the gradient G of Y,
     dW[o,k] = sum_{n,p} G[n,o,p] * (X_col[n,p,k] - W[o,k])           (full-precision difference)
+            = sum_n (G_n X_col_n)[o,k] - W[o,k] * sum_{n,p} G[n,o,p]
     dX_col[n,p,k] = sum_o G[n,o,p] * HardTanh(W[o,k] - X_col[n,p,k])  (then folded back onto X)
 where X_col holds the zero-padded receptive fields, so padding contributes to dW as in the
-paper's unfold-based code. Work is split over images; each worker keeps its own dW partial.
+paper's unfold-based code. Work is split over images; each worker keeps its own dW partial
+and one image's receptive fields at a time.
 """
 
 import numpy as np
 from numba import get_num_threads, njit, prange
 
 _PIXELS_PER_BLOCK = 32
+_FILTERS_PER_BLOCK = 16
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -89,19 +92,28 @@ def _backward(x, w2, grad, kh, kw, sh, sw, ph, pw, ho, wo, workers):
     for worker in prange(workers):
         cols = np.empty((pixels, k_len), np.float32)
         gcols = np.empty((pixels, k_len), np.float32)
-        dw, gsum = dw_parts[worker], gsum_parts[worker]
         for n in range(worker, n_img, workers):
             _gather(x, n, 0, pixels, wo, kh, kw, sh, sw, ph, pw, cols)
-            gcols[:] = 0
-            for p in range(pixels):
-                xrow, grow = cols[p], gcols[p]
-                for o in range(n_out):
-                    g = grad[n, o, p]
-                    gsum[o] += g
-                    wrow, dwrow = w2[o], dw[o]
+            g_n = grad[n]  # (n_out, pixels)
+            dw = dw_parts[worker]
+            for o in range(n_out):  # sum_p G X_col, one dW row (in L1) at a time
+                dwrow = dw[o]
+                for p in range(pixels):
+                    g = g_n[o, p]
+                    gsum_parts[worker, o] += g
+                    xrow = cols[p]
                     for k in range(k_len):
                         dwrow[k] += g * xrow[k]
-                        grow[k] += g * min(max(wrow[k] - xrow[k], np.float32(-1)), np.float32(1))
+            gcols[:] = 0
+            for o0 in range(0, n_out, _FILTERS_PER_BLOCK):  # a block of filters stays in cache over all pixels
+                o1 = min(o0 + _FILTERS_PER_BLOCK, n_out)
+                for p in range(pixels):
+                    xrow, grow = cols[p], gcols[p]
+                    for o in range(o0, o1):
+                        g = g_n[o, p]
+                        wrow = w2[o]
+                        for k in range(k_len):
+                            grow[k] += g * min(max(wrow[k] - xrow[k], np.float32(-1)), np.float32(1))
             for p in range(pixels):  # fold the receptive-field gradients back onto the image
                 i, j = p // wo, p % wo
                 for c in range(c_in):
