@@ -4,7 +4,8 @@ The teacher (ResNet-32, trained with TOFD's auxiliary heads so that every method
 sees the whole training split; each student (ResNet-8; JointRD's plain student has the
 teacher's architecture, as the method requires) sees only a fraction of it, for a few epochs,
 over several seeds. Printed: test accuracy mean and standard deviation per method, and the
-difference from the CE-only student measured in the same run.
+difference from the CE-only student of the same architecture measured in the same run (the
+AdderNet rows: a plain-trained ANN and PKKD, whose CNN teacher trains alongside).
 
     python benchmarks/methods_digits.py [--fraction 0.1] [--seeds 3] [--epochs 30]
 """
@@ -24,8 +25,14 @@ from kdforge.train.methods import method_class
 from kdforge.train.models import create_model
 from kdforge.train.trainer import fit
 
-METHODS = [("ce", "resnet8"), ("kd", "resnet8"), ("fitnet", "resnet8"), ("at", "resnet8"), ("sp", "resnet8"),
-           ("rkd", "resnet8"), ("dml", "resnet8"), ("tofd", "resnet8"), ("jointrd", "resnet32")]
+# (row label, method, student, options); each row is compared with the "ce" row of its student
+METHODS = [
+    ("ce", "ce", "resnet8", {}), ("kd", "kd", "resnet8", {}), ("fitnet", "fitnet", "resnet8", {}),
+    ("at", "at", "resnet8", {}), ("at (beta 100)", "at", "resnet8", {"beta": 100.0}), ("sp", "sp", "resnet8", {}),
+    ("rkd", "rkd", "resnet8", {}), ("dml", "dml", "resnet8", {}), ("tofd", "tofd", "resnet8", {}),
+    ("ce", "ce", "resnet32", {}), ("jointrd", "jointrd", "resnet32", {}),
+    ("ce (ANN)", "ce", "resnet20_adder", {}), ("pkkd (ANN)", "pkkd", "resnet20_adder", {}),
+]
 TEACHER = "resnet32"
 
 
@@ -45,17 +52,17 @@ def train_teacher(data, epochs: int, folder: Path):
     return teacher.state_dict(), result.test_accuracy
 
 
-def train_student(method: str, model: str, data, teacher_state, epochs: int, seed: int, folder: Path) -> float:
+def train_student(run: str, method: str, model: str, options: dict, data, teacher_state, epochs: int, seed: int, folder: Path) -> float:
     torch.manual_seed(seed)
     cls = method_class(method)
     example = torch.zeros(2, data.in_channels, data.image_size, data.image_size)
     teacher = create_model(TEACHER, data.num_classes, data.in_channels) if cls.needs_teacher else None
-    distiller = cls(create_model(model, data.num_classes, data.in_channels), teacher, cls.Options(), example)
+    distiller = cls(create_model(model, data.num_classes, data.in_channels), teacher, cls.Options(**options), example)
     if cls.needs_teacher:
         distiller.load_teacher_state(teacher_state)
     cfg = TrainConfig(epochs=epochs, batch_size=32, lr=0.05)
-    result = fit(distiller, data, cfg, folder / f"{method}-{seed}.pt", f"{method}-{seed}", torch.device("cpu"), seed,
-                 batch_augmentation(DataConfig()), description=f"{method} seed {seed}")
+    result = fit(distiller, data, cfg, folder / f"{run}.pt", run, torch.device("cpu"), seed,
+                 batch_augmentation(DataConfig()), description=run)
     return result.test_accuracy
 
 
@@ -72,18 +79,21 @@ def main() -> None:
         folder = Path(tmp)
         teacher_state, teacher_acc = train_teacher(data, args.teacher_epochs, folder)
         results = {}
-        for method, model in METHODS:
-            results[method] = [train_student(method, model, few_shot(data, args.fraction, seed), teacher_state, args.epochs, seed, folder)
-                               for seed in range(args.seeds)]
-    ce_mean = statistics.mean(results["ce"])
+        for label, method, model, options in METHODS:
+            results[label, model] = [
+                100 * train_student(f"{label}-{model}-{seed}".replace(" ", "_"), method, model, options,
+                                    few_shot(data, args.fraction, seed), teacher_state, args.epochs, seed, folder)
+                for seed in range(args.seeds)
+            ]
     print(f"digits, students on {args.fraction:.0%} of the training split ({int(len(data.train) * args.fraction)} images), "
           f"{args.epochs} epochs, {args.seeds} seeds; teacher {TEACHER} {teacher_acc * 100:.2f}% on the full split; "
           f"{time.perf_counter() - started:.0f} s")
-    print(f"| method | student | test acc. mean (%) | std | vs CE (points) |\n|---|---|---:|---:|---:|")
-    for method, model in METHODS:
-        accs = [a * 100 for a in results[method]]
+    print("| method | student | test acc. mean (%) | std | vs CE, same student (points) |\n|---|---|---:|---:|---:|")
+    for label, method, model, _ in METHODS:
+        accs = results[label, model]
+        baseline = statistics.mean(next(v for (lab, m), v in results.items() if m == model and lab.startswith("ce")))
         spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(f"| {method} | {model} | {statistics.mean(accs):.2f} | {spread:.2f} | {statistics.mean(accs) - ce_mean * 100:+.2f} |")
+        print(f"| {label} | {model} | {statistics.mean(accs):.2f} | {spread:.2f} | {statistics.mean(accs) - baseline:+.2f} |")
 
 
 if __name__ == "__main__":

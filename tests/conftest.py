@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import yaml
@@ -21,6 +25,14 @@ def tiny_config(run_dir, **overrides) -> dict:
     }
     cfg.update(overrides)
     return cfg
+
+
+def run_python(code: str, **env) -> str:
+    """Runs `code` in a fresh interpreter (extra environment variables from `env`); returns its
+    stdout, failing the test with the child's stderr if it exits non-zero."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip()
 
 
 @pytest.fixture

@@ -1,13 +1,11 @@
 """AdderNet students through ONNX: the kdforge node, the portable flavour, ONNX Runtime parity."""
 
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
 import torch
 
+from conftest import run_python
 from kdforge.errors import UserError
 from kdforge.export import ort as ort_backend
 from kdforge.export.onnx_export import check_onnx, export_onnx, onnx_flavour
@@ -56,27 +54,42 @@ def test_portable_file_uses_standard_operators_only(adder_files):
     assert onnx_flavour(adder_files[1] / "portable.onnx") == "standard"
 
 
-@pytest.mark.parametrize("flavour", ["custom", "portable"])
+@pytest.mark.parametrize("flavour,kernel", [("custom", "native"), ("custom", "python"), ("portable", "auto")])
 @pytest.mark.parametrize("batch", [1, 6])
-def test_onnx_runtime_matches_pytorch(adder_files, flavour, batch):
+def test_onnx_runtime_matches_pytorch(adder_files, flavour, kernel, batch):
     model, folder = adder_files
     x = torch.randn(batch, 1, 8, 8)
     with torch.no_grad():
         expected = model(x).numpy()
     assert np.abs(expected).max() > 0.1  # a live network, not all-zero activations
-    got = ort_backend.run(ort_backend.session(folder / f"{flavour}.onnx"), x.numpy())
+    got = ort_backend.run(ort_backend.session(folder / f"{flavour}.onnx", adder_kernel=kernel), x.numpy())
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
-def test_adder_file_runs_in_a_process_without_torch(adder_files):
+def test_native_kernel_is_built_once_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDFORGE_CACHE", str(tmp_path))
+    first = ort_backend.native_library()
+    assert first is not None and first.parent == tmp_path
+    stamp = first.stat().st_mtime_ns
+    assert ort_backend.native_library() == first and first.stat().st_mtime_ns == stamp
+
+
+def test_native_kernel_demanded_without_a_compiler_is_one_sentence(adder_files, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDFORGE_CACHE", str(tmp_path))  # nothing built here yet
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(UserError, match="needs a C compiler"):
+        ort_backend.session(adder_files[1] / "custom.onnx", adder_kernel="native")
+    assert ort_backend.session(adder_files[1] / "custom.onnx")  # auto falls back to the Python operator
+
+
+@pytest.mark.parametrize("kernel", ["native", "python"])
+def test_adder_file_runs_in_a_process_without_torch(adder_files, kernel):
     code = (
         "import sys, numpy as np; from kdforge.export import ort; "
-        f"s = ort.session(r'{adder_files[1] / 'custom.onnx'}'); "
+        f"s = ort.session(r'{adder_files[1] / 'custom.onnx'}', adder_kernel='{kernel}'); "
         "print(ort.run(s, np.ones((2, 1, 8, 8), np.float32)).shape); assert 'torch' not in sys.modules"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "(2, 10)"
+    assert run_python(code) == "(2, 10)"
 
 
 def test_plain_onnx_runtime_without_the_operator_fails_with_a_sentence(adder_files, tmp_path):

@@ -1,14 +1,13 @@
 """The adder convolution against its definition (DESIGN.md) on small odd shapes."""
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from conftest import run_python
 from kdforge.nn.adder import AdderConv2d, to_addernet
 from kdforge.nn.adder_op import adder_conv2d
 from kdforge.train.models import create_model
@@ -93,8 +92,7 @@ def test_numpy_kernel_runs_without_torch():
         "y = f(np.ones((1, 2, 5, 5), np.float32), np.zeros((3, 2, 3, 3), np.float32), (1, 1), (0, 0)); "
         "assert y.shape == (1, 3, 3, 3) and np.all(y == -18); assert 'torch' not in sys.modules; print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    assert run_python(code) == "ok"
 
 
 def test_to_addernet_keeps_first_conv_and_classifier():
@@ -145,9 +143,7 @@ print("ok")
 
 def test_triton_kernels_match_under_the_interpreter():
     pytest.importorskip("triton")
-    env = {**__import__("os").environ, "TRITON_INTERPRET": "1", "TRITON_DEFAULT_FP_FUSION": "1"}
-    out = subprocess.run([sys.executable, "-c", TRITON_CHECK], capture_output=True, text=True, env=env)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+    assert run_python(TRITON_CHECK, TRITON_INTERPRET="1", TRITON_DEFAULT_FP_FUSION="1").endswith("ok")
 
 
 @pytest.mark.parametrize("capability", [80, 90])

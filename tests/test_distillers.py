@@ -23,13 +23,15 @@ from kdforge.train.trainer import fit
 
 EXAMPLE = torch.zeros(2, 1, 8, 8)
 STUDENT_METHODS = [m for m in list_methods() if m != "tofd_teacher"]
+ADDERNET_METHODS = {"pkkd"}
 
 
 def make(method: str, **options):
     torch.manual_seed(0)
     cls = method_class(method)
     teacher = create_model("resnet8", 10, 1) if cls.needs_teacher else None
-    return cls(create_model("resnet8", 10, 1), teacher, cls.Options(**options), EXAMPLE)
+    student = create_model("resnet8_adder" if method in ADDERNET_METHODS else "resnet8", 10, 1)
+    return cls(student, teacher, cls.Options(**options), EXAMPLE)
 
 
 def test_attention_map_and_loss_by_hand():
@@ -38,7 +40,8 @@ def test_attention_map_and_loss_by_hand():
     expected = torch.tensor([[1.0, 2.0, 0.0, 0.0]]) / math.sqrt(5)
     torch.testing.assert_close(attention_map(f), expected)
     g = torch.tensor([[[[0.0, 0.0], [0.0, 3.0]]]])
-    assert attention_loss(f, g).item() == pytest.approx(((expected - torch.tensor([[0, 0, 0, 1.0]])) ** 2).sum().item())
+    # the mean over the batch and the 4 positions: the paper's beta is per attention element
+    assert attention_loss(f, g).item() == pytest.approx(((expected - torch.tensor([[0, 0, 0, 1.0]])) ** 2).sum().item() / 4)
 
 
 def test_similarity_loss_by_hand():
@@ -135,3 +138,45 @@ def test_each_method_trains_one_epoch_and_strips_exactly_what_it_declared(method
     assert kept == {f"student.{k}" for k in distiller.student.state_dict()}
     deployed = strip(distiller, torch.randn(4, 1, 8, 8))
     assert training_parameters(distiller) >= sum(p.numel() for p in deployed.parameters())
+
+
+def test_tofd_cifar_resnet18_strips_to_the_plain_network():
+    cls = method_class("tofd")
+    example = torch.zeros(2, 3, 32, 32)
+    distiller = cls(create_model("cifar_resnet18", 100), create_model("cifar_resnet18", 100), cls.Options(), example)
+    deployed = strip(distiller, torch.randn(2, 3, 32, 32))
+    assert sum(p.numel() for p in deployed.parameters()) == 11_220_132
+    assert training_parameters(distiller) > 11_220_132 + 3 * 100 * 512  # heads and links while training
+
+
+def test_pkkd_kernels_match_their_formulas():
+    from kdforge.train.methods.pkkd import gaussian_kernel, laplacian_kernel
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, padding=1, bias=False)
+    x = torch.randn(1, 2, 4, 4)
+    y = conv(x)
+    patches = nn.functional.unfold(x, 3, padding=1)[0].t()                    # (16, 18)
+    filters = conv.weight.flatten(1)                                           # (3, 18)
+    distance_sq = torch.cdist(patches, filters).pow(2).t().reshape(1, 3, 4, 4)
+    torch.testing.assert_close(gaussian_kernel(conv, x, y, torch.tensor(2.0)), torch.exp(-distance_sq / 4), rtol=1e-4, atol=1e-5)
+    y_ann = -torch.tensor([[[[1.0, 2.0]]]])
+    torch.testing.assert_close(laplacian_kernel(y_ann, torch.tensor(2.0)), torch.exp(torch.tensor([[[[-0.5, -1.0]]]])))
+    assert laplacian_kernel(y_ann).mean().item() == pytest.approx((math.exp(-1 / 1.5) + math.exp(-2 / 1.5)) / 2)  # sigma = mean distance
+
+
+def test_pkkd_teacher_is_the_cnn_twin_and_only_the_addernet_ships():
+    from kdforge.nn.adder import AdderConv2d
+
+    cls = method_class("pkkd")
+    torch.manual_seed(0)
+    distiller = cls(create_model("resnet8_adder", 10, 1), None, cls.Options(), EXAMPLE)
+    assert not any(isinstance(m, AdderConv2d) for m in distiller.teacher.modules())
+    assert distiller.layers == ["stages.0.0.conv2", "stages.1.0.conv2", "stages.2.0.conv2"]
+    _, losses = distiller.train()(torch.randn(8, 1, 8, 8), torch.arange(8), 0.0)
+    assert set(losses) == {"ce", "ce_teacher", "kd", "kernel"} and all(torch.isfinite(v) for v in losses.values())
+    deployed = strip(distiller, torch.randn(4, 1, 8, 8))
+    assert deployed is distiller.student and not deployed._forward_hooks
+    assert sum(isinstance(m, AdderConv2d) for m in deployed.modules()) == 8
+    with pytest.raises(Exception, match="AdderNet students"):
+        cls(create_model("resnet8", 10, 1), None, cls.Options(), EXAMPLE)

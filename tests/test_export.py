@@ -1,10 +1,8 @@
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 
+from conftest import run_python
 from kdforge.errors import UserError
 from kdforge.export import ort as ort_backend
 from kdforge.export.onnx_export import check_onnx, export_onnx
@@ -67,6 +65,4 @@ def test_onnx_runtime_path_never_imports_torch(exported):
         f"s = ort.session(r'{exported[1] / 'model.onnx'}'); "
         "print(ort.run(s, np.zeros((1, 1, 8, 8), np.float32)).shape); assert 'torch' not in sys.modules"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "(1, 10)"
+    assert run_python(code) == "(1, 10)"

@@ -1,8 +1,9 @@
 """AT, attention transfer (Zagoruyko & Komodakis, ICLR 2017).
 
 The attention map of a feature map is the channel mean of |F|^p (p = 2), flattened and
-L2-normalised; the loss is beta/2 * sum over stage pairs of ||a_s - a_t||_2^2 averaged over
-the batch, with beta = 1000 as in the paper, added to cross-entropy. All stage outputs are
+L2-normalised; the loss is beta/2 * sum over stage pairs of ||a_s - a_t||_2^2, with the
+paper's beta = 1000 divided by the number of attention elements (batch x H x W), i.e. beta/2
+times the mean squared difference, added to cross-entropy. All stage outputs are
 matched; the larger map is pooled when resolutions differ.
 """
 
@@ -20,7 +21,7 @@ def attention_map(feature_map, p: float = 2.0):
 
 def attention_loss(student_map, teacher_map, p: float = 2.0):
     s, t = match_spatial(student_map, teacher_map)
-    return (attention_map(s, p) - attention_map(t, p)).pow(2).sum(1).mean()
+    return (attention_map(s, p) - attention_map(t, p)).pow(2).mean()
 
 
 class ATOptions(NoOptions):

@@ -1,0 +1,68 @@
+"""An exported AdderNet ResNet-20 (CIFAR shape, 3x32x32) in ONNX Runtime against the same model
+in PyTorch with kdforge's native op, at batch 1 and 64, same thread count.
+
+Rows: ONNX Runtime with the native C kernel, with the onnxruntime-extensions Python operator,
+and the portable export (standard operators only). Printed: median latency per call and the
+ratio to PyTorch (target for the kdforge node: at most 1.5).
+
+    python benchmarks/ort_adder.py [--threads 2]
+"""
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdforge.export import ort as ort_backend
+from kdforge.export.onnx_export import export_onnx
+from kdforge.profile.latency import cpu_model, time_calls
+from kdforge.train.models import create_model
+
+
+def calibrated(model: torch.nn.Module) -> torch.nn.Module:
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        model.train()(torch.randn(64, 3, 32, 32))
+    return model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    model = calibrated(create_model("resnet20_adder", 10))
+    print(f"AdderNet ResNet-20, 3x32x32; {cpu_model()}, {args.threads} threads; median ms per call")
+    print("| batch | PyTorch (native op) | ORT native kernel | ratio | ORT Python operator | ratio | ORT portable | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        custom, portable = Path(tmp) / "custom.onnx", Path(tmp) / "portable.onnx"
+        export_onnx(model, torch.zeros(2, 3, 32, 32), custom)
+        export_onnx(model, torch.zeros(2, 3, 32, 32), portable, portable=True)
+        sessions = {
+            "native": ort_backend.session(custom, args.threads, adder_kernel="native"),
+            "python": ort_backend.session(custom, args.threads, adder_kernel="python"),
+            "portable": ort_backend.session(portable, args.threads),
+        }
+        for batch in (1, 64):
+            x = torch.randn(batch, 3, 32, 32)
+            runs, warmup = (50, 5) if batch == 1 else (8, 2)
+            with torch.inference_mode():
+                reference = model(x).numpy()
+                torch_ms = time_calls(lambda: model(x), warmup, runs)["p50_ms"]
+            cells = [f"{torch_ms:.2f}"]
+            for name, sess in sessions.items():
+                out = ort_backend.run(sess, x.numpy())
+                assert np.abs(out - reference).max() < 1e-3, f"{name} disagrees with PyTorch"
+                ms = time_calls(lambda: ort_backend.run(sess, x.numpy()), warmup, runs)["p50_ms"]
+                cells += [f"{ms:.2f}", f"{ms / torch_ms:.2f}"]
+            print(f"| {batch} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
