@@ -4,8 +4,10 @@ The teacher (ResNet-32, trained with TOFD's auxiliary heads so that every method
 sees the whole training split; each student (ResNet-8; JointRD's plain student has the
 teacher's architecture, as the method requires) sees only a fraction of it, for a few epochs,
 over several seeds. Printed: test accuracy mean and standard deviation per method, and the
-difference from the CE-only student of the same architecture measured in the same run (the
-AdderNet rows: a plain-trained ANN and PKKD, whose CNN teacher trains alongside).
+difference from the CE-only student of the same architecture measured in the same run.
+JointRD's plain student is also shown without its hybrid paths (the plain Dirac network alone).
+The AdderNet rows (a plain-trained ANN and PKKD, whose CNN teacher trains alongside) use a
+larger share of the training split: with 10% an AdderNet barely starts to learn.
 
     python benchmarks/methods_digits.py [--fraction 0.1] [--seeds 3] [--epochs 30]
 """
@@ -30,7 +32,8 @@ METHODS = [
     ("ce", "ce", "resnet8", {}), ("kd", "kd", "resnet8", {}), ("fitnet", "fitnet", "resnet8", {}),
     ("at", "at", "resnet8", {}), ("at (beta 100)", "at", "resnet8", {"beta": 100.0}), ("sp", "sp", "resnet8", {}),
     ("rkd", "rkd", "resnet8", {}), ("dml", "dml", "resnet8", {}), ("tofd", "tofd", "resnet8", {}),
-    ("ce", "ce", "resnet32", {}), ("jointrd", "jointrd", "resnet32", {}),
+    ("ce", "ce", "resnet32", {}), ("plain Dirac, no hybrid paths", "jointrd", "resnet32", {"dc": 0.0, "decay_fraction": 0.0}),
+    ("jointrd", "jointrd", "resnet32", {}),
     ("ce (ANN)", "ce", "resnet20_adder", {}), ("pkkd (ANN)", "pkkd", "resnet20_adder", {}),
 ]
 TEACHER = "resnet32"
@@ -72,6 +75,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--teacher-epochs", type=int, default=30)
+    parser.add_argument("--ann-fraction", type=float, default=0.5, help="share of the training split for the AdderNet rows")
     args = parser.parse_args()
     data = build_data(DataConfig(), seed=0)
     started = time.perf_counter()
@@ -80,20 +84,23 @@ def main() -> None:
         teacher_state, teacher_acc = train_teacher(data, args.teacher_epochs, folder)
         results = {}
         for label, method, model, options in METHODS:
+            fraction = args.ann_fraction if model.endswith("_adder") else args.fraction
             results[label, model] = [
-                100 * train_student(f"{label}-{model}-{seed}".replace(" ", "_"), method, model, options,
-                                    few_shot(data, args.fraction, seed), teacher_state, args.epochs, seed, folder)
+                100 * train_student(f"{label}-{model}-{seed}".replace(" ", "_").replace(",", ""), method, model, options,
+                                    few_shot(data, fraction, seed), teacher_state, args.epochs, seed, folder)
                 for seed in range(args.seeds)
             ]
     print(f"digits, students on {args.fraction:.0%} of the training split ({int(len(data.train) * args.fraction)} images), "
           f"{args.epochs} epochs, {args.seeds} seeds; teacher {TEACHER} {teacher_acc * 100:.2f}% on the full split; "
           f"{time.perf_counter() - started:.0f} s")
-    print("| method | student | test acc. mean (%) | std | vs CE, same student (points) |\n|---|---|---:|---:|---:|")
+    print("| method | student | train images | test acc. mean (%) | std | vs CE, same student (points) |\n"
+          "|---|---|---:|---:|---:|---:|")
     for label, method, model, _ in METHODS:
         accs = results[label, model]
         baseline = statistics.mean(next(v for (lab, m), v in results.items() if m == model and lab.startswith("ce")))
         spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(f"| {label} | {model} | {statistics.mean(accs):.2f} | {spread:.2f} | {statistics.mean(accs) - baseline:+.2f} |")
+        images = int(len(data.train) * (args.ann_fraction if model.endswith("_adder") else args.fraction))
+        print(f"| {label} | {model} | {images} | {statistics.mean(accs):.2f} | {spread:.2f} | {statistics.mean(accs) - baseline:+.2f} |")
 
 
 if __name__ == "__main__":

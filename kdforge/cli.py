@@ -14,7 +14,7 @@ def _cmd_run(args) -> None:
     from kdforge.config import load_config
     from kdforge.pipeline.runner import run_pipeline
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, tuple(args.set or ()))
     if args.run_dir is not None:
         cfg.run_dir = args.run_dir
     only = args.only if args.command == "run" else [args.stage]
@@ -42,6 +42,24 @@ def _cmd_models(args) -> None:
         print(f"{name:20s} {_first_line(model_builder(name).__doc__)}")
 
 
+def _cmd_export(args) -> None:
+    import torch
+
+    from kdforge.export.onnx_export import export_onnx, onnx_flavour
+    from kdforge.export.strip import load_deployed
+
+    model, spec = load_deployed(args.model)
+    out = args.output or args.model.with_name("model.onnx")
+    shape = (2, spec["in_channels"], spec["image_size"], spec["image_size"])
+    export_onnx(model, torch.zeros(shape), out, args.opset, args.portable)
+    print(f"written: {out} ({onnx_flavour(out)} ONNX)")
+    if args.backend == "tensorrt":
+        from kdforge.export.tensorrt import build_engine
+
+        engine = build_engine(out, out.with_suffix(".engine"), shape, fp16=args.fp16)
+        print(f"written: {engine} (TensorRT, {'fp16' if args.fp16 else 'fp32'})")
+
+
 def _cmd_profile(args) -> None:
     from kdforge.profile.standalone import profile_file
 
@@ -63,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run stages even if they are up to date")
     run.add_argument("--only", action="append", metavar="STAGE", help="run only this stage (repeatable); its inputs must exist")
     run.add_argument("--run-dir", type=Path, default=None, help="override the config's run directory")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. export.tensorrt=true")
     run.set_defaults(func=_cmd_run)
 
     stage = sub.add_parser("stage", help="run one stage of a config (same as run --only STAGE)")
@@ -70,7 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("config", type=Path)
     stage.add_argument("--force", action="store_true")
     stage.add_argument("--run-dir", type=Path, default=None)
+    stage.add_argument("--set", action="append", metavar="KEY=VALUE")
     stage.set_defaults(func=_cmd_run)
+
+    export = sub.add_parser("export", help="export a deploy.pt to ONNX (and a TensorRT engine)")
+    export.add_argument("model", type=Path)
+    export.add_argument("-o", "--output", type=Path, default=None, help="the .onnx path (default: beside the model)")
+    export.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx")
+    export.add_argument("--fp16", action="store_true", help="fp16 TensorRT engine")
+    export.add_argument("--portable", action="store_true", help="standard ONNX operators only")
+    export.add_argument("--opset", type=int, default=18)
+    export.set_defaults(func=_cmd_export)
 
     sub.add_parser("methods", help="list the registered distillation methods").set_defaults(func=_cmd_methods)
     sub.add_parser("models", help="list the registered models").set_defaults(func=_cmd_models)

@@ -99,7 +99,9 @@ class StudentConfig(Section):
 
 class ExportConfig(Section):
     opset: int = Field(18, ge=13)
-    portable: bool = False
+    portable: bool = Field(False, description="standard ONNX operators only (adder layers too): any runtime, slowly")
+    tensorrt: bool = Field(False, description="also build a TensorRT engine (needs TensorRT and a CUDA GPU)")
+    fp16: bool = Field(False, description="build the TensorRT engine in fp16")
 
 
 class VerifyConfig(Section):
@@ -187,7 +189,21 @@ def _validate_method_options(cfg: Config, source: str) -> None:
             raise UserError(f"{source}: {_describe(e.errors()[0], prefix=f'students[{i}].options.')}.") from None
 
 
-def load_config(path: Path) -> Config:
+def apply_override(raw: dict, assignment: str) -> None:
+    """`key.sub=value` sets raw[key][sub] to value parsed as YAML (`export.tensorrt=true`)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set {assignment!r}: write it as key=value, e.g. --set export.tensorrt=true.")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {assignment!r}: '{part}' is not a section of the config.")
+    node[leaf] = yaml.safe_load(value)
+
+
+def load_config(path: Path, overrides: tuple[str, ...] = ()) -> Config:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist.")
@@ -197,4 +213,7 @@ def load_config(path: Path) -> Config:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{path}: not valid YAML{where}.") from None
+    if isinstance(raw, dict):
+        for assignment in overrides:
+            apply_override(raw, assignment)
     return parse_config(raw, str(path))

@@ -45,3 +45,25 @@ def test_profile_command_on_a_deployed_model(tmp_path):
     assert "MACs" in out.stdout and "stages.0.0.conv1" in out.stdout
     assert json.loads((tmp_path / "p.json").read_text())["costs"]["totals"]["params"] == 77_754
     assert _kdforge("profile", tmp_path / "missing.onnx").returncode == 2
+
+
+def test_set_overrides_a_config_key(tmp_path, write_config):
+    from kdforge.config import load_config
+
+    path = write_config(tiny_config(tmp_path / "run"))
+    cfg = load_config(path, ("export.portable=true", "seed=7"))
+    assert cfg.export.portable is True and cfg.seed == 7
+    out = _kdforge("run", path, "--set", "seed")
+    assert out.returncode == 2 and "write it as key=value" in out.stderr
+
+
+def test_export_command_writes_onnx_and_refuses_tensorrt_without_it(tmp_path):
+    from kdforge.export.strip import save_deployed
+    from kdforge.train.models import create_model
+
+    save_deployed(tmp_path / "deploy.pt", create_model("resnet8_adder", 10, 1),
+                  {"model": "resnet8_adder", "model_args": {}, "num_classes": 10, "in_channels": 1, "image_size": 8})
+    out = _kdforge("export", tmp_path / "deploy.pt")
+    assert out.returncode == 0 and "custom ONNX" in out.stdout and (tmp_path / "model.onnx").is_file()
+    out = _kdforge("export", tmp_path / "deploy.pt", "--backend", "tensorrt", "-o", tmp_path / "t.onnx")
+    assert out.returncode == 2 and ("TensorRT is not installed" in out.stderr or "no CUDA" in out.stderr or "GPU" in out.stderr)

@@ -1,33 +1,33 @@
-"""Verify: does the exported file compute what the PyTorch model computes, on the test split?
+"""Verify: does each exported file or engine compute what the PyTorch model computes, on the test split?
 
-Max absolute difference of logits, top-1 agreement, and both accuracies. Beyond the config's
-tolerances the stage fails with one sentence naming the model and the backend; every
-artifact stays in place for inspection."""
+Per backend: max absolute difference of logits, top-1 agreement, and both accuracies. Beyond
+the config's tolerances the stage fails with one sentence naming the model and the backend;
+every artifact stays in place for inspection."""
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from kdforge.errors import UserError
-from kdforge.export import ort as ort_backend
 
 
-def verify_onnx(model: torch.nn.Module, onnx_path: Path, dataset, atol: float, min_agreement: float) -> dict:
-    sess = ort_backend.session(onnx_path, threads=2)
-    torch_logits, ort_logits, labels = [], [], []
+def verify_backend(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray], dataset, atol: float,
+                   min_agreement: float, backend: str) -> dict:
+    torch_logits, backend_logits, labels = [], [], []
     with torch.no_grad():
         for x, y in DataLoader(dataset, batch_size=128):
             torch_logits.append(model(x).numpy())
-            ort_logits.append(ort_backend.run(sess, x.numpy()))
+            backend_logits.append(run(x.numpy()))
             labels.append(np.asarray(y))
-    t, o, y = np.concatenate(torch_logits), np.concatenate(ort_logits), np.concatenate(labels)
+    t, b, y = np.concatenate(torch_logits), np.concatenate(backend_logits), np.concatenate(labels)
     result = {
-        "backend": "onnxruntime", "provider": sess.get_providers()[0], "samples": int(len(y)),
-        "max_abs_diff": float(np.abs(t - o).max()),
-        "top1_agreement": float((t.argmax(1) == o.argmax(1)).mean()),
-        "accuracy_pytorch": float((t.argmax(1) == y).mean()), "accuracy_backend": float((o.argmax(1) == y).mean()),
+        "backend": backend, "samples": int(len(y)),
+        "max_abs_diff": float(np.abs(t - b).max()),
+        "top1_agreement": float((t.argmax(1) == b.argmax(1)).mean()),
+        "accuracy_pytorch": float((t.argmax(1) == y).mean()), "accuracy_backend": float((b.argmax(1) == y).mean()),
         "atol": atol, "min_agreement": min_agreement,
     }
     result["passed"] = result["max_abs_diff"] <= atol and result["top1_agreement"] >= min_agreement
@@ -36,9 +36,8 @@ def verify_onnx(model: torch.nn.Module, onnx_path: Path, dataset, atol: float, m
 
 def require_passed(result: dict, name: str, folder: Path) -> None:
     if not result["passed"]:
-        atol, min_agreement = result["atol"], result["min_agreement"]
         raise UserError(
-            f"student '{name}' on onnxruntime differs from PyTorch (max |diff| {result['max_abs_diff']:.3g}, "
-            f"top-1 agreement {result['top1_agreement']:.4f}) beyond verify.atol={atol} / verify.min_agreement={min_agreement}; "
-            f"the files are kept in {folder}."
+            f"student '{name}' on {result['backend']} differs from PyTorch (max |diff| {result['max_abs_diff']:.3g}, "
+            f"top-1 agreement {result['top1_agreement']:.4f}) beyond verify.atol={result['atol']} / "
+            f"verify.min_agreement={result['min_agreement']}; the files are kept in {folder}."
         )

@@ -9,7 +9,9 @@ input:     dX_col = sum_o G * HardTanh(W - X_col), folded onto dX with atomic ad
 
 These kernels are registered as the op's CUDA implementation; they also run on CPU tensors
 under TRITON_INTERPRET=1 (how the tests check them here) and compile to PTX for a named GPU
-target without a GPU (`compile_ptx`), which is what a TensorRT plugin ships ahead of time.
+target without a GPU (`compile_forward`), which is what the TensorRT plugin embeds in an engine.
+The forward kernel's arguments are ordered (inputs, scalars, output), the calling convention of
+TensorRT's ahead-of-time plugins, so one kernel serves the torch op and the engine.
 """
 
 import torch
@@ -25,7 +27,7 @@ def _pixel_coords(offs_p, Ho, Wo):
 
 
 @triton.jit
-def adder_forward_kernel(x_ptr, w_ptr, y_ptr, N, C, H, W, O, Ho, Wo, SH, SW, PH, PW,
+def adder_forward_kernel(x_ptr, w_ptr, N, C, H, W, O, Ho, Wo, SH, SW, PH, PW, y_ptr,
                          KH: tl.constexpr, KW: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr):
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
@@ -117,7 +119,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, stride: list[int], padding: l
     n, _, _, _, o, ho, wo = dims[:7]
     y = torch.empty((n, o, ho, wo), device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(n * ho * wo, _FORWARD_BLOCKS["BLOCK_P"]), triton.cdiv(o, _FORWARD_BLOCKS["BLOCK_O"]))
-    adder_forward_kernel[grid](x, weight, y, *dims, **kernel, **_FORWARD_BLOCKS)
+    adder_forward_kernel[grid](x, weight, *dims, y, **kernel, **_FORWARD_BLOCKS)
     return y
 
 
@@ -135,18 +137,26 @@ def backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: 
     return grad_x, grad_w
 
 
-_SCALARS = ("N", "C", "H", "W", "O", "Ho", "Wo", "SH", "SW", "PH", "PW")
+FORWARD_SCALARS = ("N", "C", "H", "W", "O", "Ho", "Wo", "SH", "SW", "PH", "PW")
+FORWARD_BLOCKS = _FORWARD_BLOCKS
 
 
-def compile_ptx(kernel_size: int = 3, capability: int = 90, kernel=None) -> str:
-    """PTX of the forward kernel for one compute capability (90 = Hopper), compiled without a GPU."""
-    from triton.backends.compiler import GPUTarget
+def compile_forward(kernel_h: int, kernel_w: int, capability=None):
+    """The forward kernel compiled for fp32 and a kernel size: for `capability` (e.g. 90, Hopper)
+    without a GPU, or for the current GPU when None. `.asm["ptx"]` is its PTX."""
     from triton.compiler import ASTSource
 
-    kernel = kernel or adder_forward_kernel
-    signature = {"x_ptr": "*fp32", "w_ptr": "*fp32", "y_ptr": "*fp32", **{s: "i32" for s in _SCALARS},
+    signature = {"x_ptr": "*fp32", "w_ptr": "*fp32", **{s: "i32" for s in FORWARD_SCALARS}, "y_ptr": "*fp32",
                  "KH": "constexpr", "KW": "constexpr", "BLOCK_P": "constexpr", "BLOCK_O": "constexpr"}
-    constexprs = {"KH": kernel_size, "KW": kernel_size, **_FORWARD_BLOCKS}
-    source = ASTSource(kernel, signature, constexprs=constexprs)
-    compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32))
-    return compiled.asm["ptx"]
+    constexprs = {"KH": kernel_h, "KW": kernel_w, **_FORWARD_BLOCKS}
+    source = ASTSource(adder_forward_kernel, signature, constexprs=constexprs)
+    if capability is None:
+        return triton.compile(source)
+    from triton.backends.compiler import GPUTarget
+
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32))
+
+
+def compile_ptx(kernel_size: int = 3, capability: int = 90) -> str:
+    """PTX of the forward kernel for one compute capability, compiled without a GPU."""
+    return compile_forward(kernel_size, kernel_size, capability).asm["ptx"]

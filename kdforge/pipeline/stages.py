@@ -12,7 +12,7 @@ from kdforge.config import Config, StudentConfig
 from kdforge.errors import UserError
 from kdforge.export.onnx_export import export_onnx, onnx_flavour
 from kdforge.export.strip import load_deployed, save_deployed, strip, training_parameters
-from kdforge.export.verify import require_passed, verify_onnx
+from kdforge.export.verify import require_passed, verify_backend
 from kdforge.pipeline.graph import Unit
 from kdforge.pipeline.manifest import Manifest
 from kdforge.profile import latency
@@ -174,22 +174,38 @@ def run_strip(ctx: StageContext) -> StageResult:
 
 def run_export(ctx: StageContext) -> StageResult:
     model, spec = load_deployed(ctx.student_dir / "deploy.pt")
-    example = torch.zeros(2, spec["in_channels"], spec["image_size"], spec["image_size"])
-    path = export_onnx(model, example, ctx.student_dir / "model.onnx", ctx.cfg.export.opset, ctx.cfg.export.portable)
+    e = ctx.cfg.export
+    shape = (2, spec["in_channels"], spec["image_size"], spec["image_size"])
+    path = export_onnx(model, torch.zeros(shape), ctx.student_dir / "model.onnx", e.opset, e.portable)
     size, flavour = path.stat().st_size, onnx_flavour(path)
-    return StageResult([path], {"onnx_bytes": size, "flavour": flavour}, f"model.onnx ({size / 1024:.0f} KiB, {flavour}), onnx checker passed")
+    outputs, summary = [path], f"model.onnx ({size / 1024:.0f} KiB, {flavour}), onnx checker passed"
+    if e.tensorrt:
+        from kdforge.export.tensorrt import build_engine
+
+        outputs.append(build_engine(path, ctx.student_dir / "model.engine", shape, fp16=e.fp16))
+        summary += f"; model.engine ({'fp16' if e.fp16 else 'fp32'})"
+    return StageResult(outputs, {"onnx_bytes": size, "flavour": flavour, "tensorrt": e.tensorrt}, summary)
 
 
 def run_verify(ctx: StageContext) -> StageResult:
+    from kdforge.export import ort as ort_backend
+
     model, _ = load_deployed(ctx.student_dir / "deploy.pt")
-    v = ctx.cfg.verify
-    result = verify_onnx(model, ctx.student_dir / "model.onnx", ctx.data().test, v.atol, v.min_agreement)
-    path = ctx.student_dir / "verify.json"
-    atomic.write_json(path, result)
-    require_passed(result, ctx.unit.student, ctx.student_dir)
-    return StageResult([path], result, (
-        f"onnxruntime vs PyTorch: max |diff| {result['max_abs_diff']:.2e}, top-1 agreement "
-        f"{result['top1_agreement'] * 100:.2f}%, accuracy {result['accuracy_backend'] * 100:.2f}%"
+    v, folder = ctx.cfg.verify, ctx.student_dir
+    sess = ort_backend.session(folder / "model.onnx", threads=2)
+    runners = {"onnxruntime": lambda x: ort_backend.run(sess, x)}
+    if ctx.cfg.export.tensorrt:
+        from kdforge.export.tensorrt import engine_runner
+
+        runners["tensorrt"] = engine_runner(folder / "model.engine")
+    results = {name: verify_backend(model, run, ctx.data().test, v.atol, v.min_agreement, name) for name, run in runners.items()}
+    path = folder / "verify.json"
+    atomic.write_json(path, results)
+    for result in results.values():
+        require_passed(result, ctx.unit.student, folder)
+    return StageResult([path], results, "; ".join(
+        f"{name} vs PyTorch: max |diff| {r['max_abs_diff']:.2e}, top-1 agreement {r['top1_agreement'] * 100:.2f}%, "
+        f"accuracy {r['accuracy_backend'] * 100:.2f}%" for name, r in results.items()
     ))
 
 

@@ -30,7 +30,7 @@ def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict
         "macs": totals["macs"], "mul": totals["mul"], "add": totals["add"],
         "peak_activation_kib": totals["peak_activation_bytes"] / 1024,
         "ort_p50_ms": profile["latency"]["onnxruntime"]["p50_ms"], "ort_p90_ms": profile["latency"]["onnxruntime"]["p90_ms"],
-        "torch_p50_ms": profile["latency"]["pytorch"]["p50_ms"], "max_abs_diff": verify["max_abs_diff"],
+        "torch_p50_ms": profile["latency"]["pytorch"]["p50_ms"], "max_abs_diff": verify["onnxruntime"]["max_abs_diff"],
         "onnx_flavour": export["flavour"],
     }
 

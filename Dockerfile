@@ -1,0 +1,15 @@
+# kdforge on a GPU with TensorRT: NVIDIA's PyTorch container ships CUDA, PyTorch, Triton,
+# TensorRT and Torch-TensorRT. By default the container runs the digits demo and builds a
+# TensorRT engine for every student (adder students through the kdforge plugin).
+#   docker build -t kdforge .
+#   docker run --gpus all --rm -v "$PWD/runs:/kdforge/runs" kdforge
+FROM nvcr.io/nvidia/pytorch:25.10-py3
+
+WORKDIR /kdforge
+COPY pyproject.toml README.md ./
+COPY kdforge ./kdforge
+COPY configs ./configs
+# keep the container's own torch, triton and tensorrt; install the rest
+RUN pip install --no-cache-dir -e . && python -c "import tensorrt, torch; assert torch.cuda.is_available() or True"
+
+CMD ["kdforge", "run", "configs/digits_demo.yaml", "--set", "device=cuda", "--set", "export.tensorrt=true", "--set", "run_dir=runs/digits_demo_tensorrt"]
