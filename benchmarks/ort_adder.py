@@ -19,15 +19,7 @@ from kdforge.export import ort as ort_backend
 from kdforge.export.onnx_export import export_onnx
 from kdforge.profile.latency import cpu_model, time_calls
 from kdforge.train.models import create_model
-
-
-def calibrated(model: torch.nn.Module) -> torch.nn.Module:
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    with torch.no_grad():
-        model.train()(torch.randn(64, 3, 32, 32))
-    return model.eval()
+from kdforge.train.models.base import calibrate_batch_norm
 
 
 def main() -> None:
@@ -36,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    model = calibrated(create_model("resnet20_adder", 10))
+    model = calibrate_batch_norm(create_model("resnet20_adder", 10), torch.randn(64, 3, 32, 32))
     print(f"AdderNet ResNet-20, 3x32x32; {cpu_model()}, {args.threads} threads; median ms per call")
     print("| batch | PyTorch (native op) | ORT native kernel | ratio | ORT Python operator | ratio | ORT portable | ratio |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")

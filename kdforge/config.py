@@ -114,6 +114,7 @@ class ProfileConfig(Section):
     warmup: int = Field(10, ge=0)
     runs: int = Field(50, ge=1)
     batch_size: int = Field(1, ge=1)
+    sweep: list[int] = Field(default_factory=lambda: [1, 4, 16, 64], description="batch sizes of the throughput sweep")
 
 
 class Config(Section):

@@ -11,18 +11,12 @@ from kdforge.export import ort as ort_backend
 from kdforge.export.onnx_export import check_onnx, export_onnx, onnx_flavour
 from kdforge.nn.adder import AdderConv2d
 from kdforge.train.models import create_model
+from kdforge.train.models.base import calibrate_batch_norm
 
 
 def calibrated_addernet() -> torch.nn.Module:
-    """An untrained AdderNet whose batch norms have seen data (else every ReLU output is 0)."""
     torch.manual_seed(0)
-    model = create_model("resnet8_adder", 10, 1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    with torch.no_grad():
-        model.train()(torch.randn(64, 1, 8, 8))
-    return model.eval()
+    return calibrate_batch_norm(create_model("resnet8_adder", 10, 1), torch.randn(64, 1, 8, 8))
 
 
 @pytest.fixture(scope="module")

@@ -56,3 +56,59 @@ def test_identity_shortcut_keeps_its_input_alive():
     plain = count_costs(Residual(False), (1, 100))["totals"]["peak_activation_bytes"]
     assert with_shortcut == 3 * 400  # x, relu(x), sigmoid: x must live until the addition
     assert plain == 2 * 400
+
+
+def test_imagenet_resnet18_cnn_and_addernet_mul_add_are_pinned():
+    """The AdderNet papers quote about 1.8G mul / 1.8G add (CNN) and 0.1G mul / 3.5G add (ANN)."""
+    stem = 3 * 7 * 7 * 64 * 112 * 112  # the first convolution stays multiplicative
+    fc = 512 * 1000
+    macs = 1_814_073_344
+    cnn = count_costs(create_model("imagenet_resnet18", 1000), (1, 3, 224, 224))["totals"]
+    ann = count_costs(create_model("imagenet_resnet18_adder", 1000), (1, 3, 224, 224))["totals"]
+    assert (cnn["mul"], cnn["add"]) == (macs, macs)
+    assert ann["macs"] == macs
+    assert ann["mul"] == stem + fc == 118_525_952
+    assert ann["add"] == 2 * (macs - stem - fc) + stem + fc == 3_509_620_736
+
+
+def test_energy_estimate_uses_horowitz_45nm():
+    from kdforge.profile.energy import energy_estimate
+
+    e = energy_estimate(mul=1_000_000, add=2_000_000)
+    assert e["fp32"] == pytest.approx((2e6 * 0.9 + 1e6 * 3.7) * 1e-6)
+    assert e["int8"] == pytest.approx((2e6 * 0.03 + 1e6 * 0.2) * 1e-6)
+
+
+def test_adder_macs_equal_fvcore_with_an_adder_handle():
+    from math import prod
+
+    model = create_model("resnet20_adder", 10).eval()
+
+    def adder_handle(inputs, outputs):  # fvcore sees the op as one jit node: MACs = output elements x (C kh kw)
+        weight_shape = inputs[1].type().sizes()
+        return prod(outputs[0].type().sizes()) * prod(weight_shape[1:])
+
+    analysis = FlopCountAnalysis(model, torch.zeros(1, 3, 32, 32)).set_op_handle("kdforge::adder_conv2d", adder_handle)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    by_op = analysis.by_operator()
+    ours = count_costs(model, (1, 3, 32, 32))
+    adder_macs = sum(c["macs"] for c in ours["layers"] if c["kind"] == "adder")
+    assert by_op["adder_conv2d"] == adder_macs
+    assert ours["totals"]["macs"] == by_op["adder_conv2d"] + by_op["conv"] + by_op["linear"]
+
+
+def test_plain_student_needs_less_activation_memory_than_its_residual_twin():
+    from kdforge.train.models.plain import remove_shortcuts
+
+    residual = count_costs(create_model("resnet20", 10), (1, 3, 32, 32))["totals"]["peak_activation_bytes"]
+    plain = count_costs(remove_shortcuts(create_model("resnet20", 10)), (1, 3, 32, 32))["totals"]["peak_activation_bytes"]
+    assert plain < residual
+
+
+def test_pareto_front_keeps_the_points_nothing_beats():
+    from kdforge.profile.plots import pareto_front
+
+    #            fast+bad   slow+good  dominated  fastest+worst
+    points = [(1.0, 90.0), (3.0, 99.0), (3.5, 95.0), (0.5, 80.0)]
+    assert pareto_front(points) == [3, 0, 1]

@@ -6,6 +6,7 @@ fp16 engine with a dynamic batch profile and writes it atomically; `verify_engin
 test split against PyTorch. Both end with one sentence when TensorRT or a GPU is missing.
 """
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,30 @@ def build_engine(onnx_path: Path, engine_path: Path, input_shape: tuple[int, ...
     with atomic_path(Path(engine_path)) as tmp:
         tmp.write_bytes(bytes(serialized))
     return Path(engine_path)
+
+
+def engine_latency(engine_path: Path, input_shape, warmup: int, runs: int) -> dict:
+    """GPU compute time of the engine from CUDA events, and host latency (the call, copies
+    included) apart, both as percentiles over `runs` after `warmup`."""
+    import torch
+
+    from kdforge.profile.latency import percentiles
+
+    run = engine_runner(engine_path)
+    x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+    for _ in range(warmup):
+        run(x)
+    gpu, host = [], []
+    for _ in range(runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0 = time.perf_counter()
+        start.record()
+        run(x)
+        end.record()
+        end.synchronize()
+        host.append(time.perf_counter() - t0)
+        gpu.append(start.elapsed_time(end) / 1e3)
+    return {"backend": "tensorrt", "batch": input_shape[0], "gpu": percentiles(gpu), **percentiles(host)}
 
 
 def engine_runner(engine_path: Path):

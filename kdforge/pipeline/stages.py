@@ -17,6 +17,7 @@ from kdforge.pipeline.graph import Unit
 from kdforge.pipeline.manifest import Manifest
 from kdforge.profile import latency
 from kdforge.profile.counts import count_costs
+from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
 from kdforge.profile.report import student_row, write_report
 from kdforge.train.data import DataBundle, batch_augmentation, build_data
 from kdforge.train.device import resolve_device
@@ -213,12 +214,20 @@ def run_profile(ctx: StageContext) -> StageResult:
     model, spec = load_deployed(ctx.student_dir / "deploy.pt")
     p = ctx.cfg.profile
     shape = (p.batch_size, spec["in_channels"], spec["image_size"], spec["image_size"])
+    onnx_path = ctx.student_dir / "model.onnx"
+    measure = {
+        "onnxruntime": lambda s, w, r: latency.onnxruntime_latency(onnx_path, s, p.threads, w, r),
+        "pytorch": lambda s, w, r: latency.pytorch_latency(model, s, p.threads, w, r),
+    }
+    if ctx.cfg.export.tensorrt:
+        from kdforge.export.tensorrt import engine_latency
+
+        measure["tensorrt"] = lambda s, w, r: engine_latency(ctx.student_dir / "model.engine", s, w, r)
     profile = {
         "costs": count_costs(model, (1, *shape[1:])),
-        "latency": {
-            "onnxruntime": latency.onnxruntime_latency(ctx.student_dir / "model.onnx", shape, p.threads, p.warmup, p.runs),
-            "pytorch": latency.pytorch_latency(model, shape, p.threads, p.warmup, p.runs),
-        },
+        "latency": {name: m(shape, p.warmup, p.runs) for name, m in measure.items()},
+        "sweep": {name: latency.batch_sweep(m, shape, p.sweep, max(1, p.warmup // 4), max(3, p.runs // 10))
+                  for name, m in measure.items()},
         "environment": latency.environment(),
     }
     path = ctx.student_dir / "profile.json"
@@ -237,11 +246,12 @@ def _read_json(path: Path) -> dict:
 
 
 def run_report(ctx: StageContext) -> StageResult:
-    rows, environment = [], None
+    rows, environment, layers = [], None, {}
     for s in ctx.cfg.students:
         folder = ctx.run_dir / "students" / s.name
         profile = _read_json(folder / "profile.json")
         environment = profile["environment"]
+        layers[s.name] = profile["costs"]["layers"]
         rows.append(student_row(s.name, s, ctx.metrics(f"distill/{s.name}"), ctx.metrics(f"strip/{s.name}"),
                                 _read_json(folder / "verify.json"), profile, ctx.metrics(f"export/{s.name}")))
     p = ctx.cfg.profile
@@ -250,8 +260,9 @@ def run_report(ctx: StageContext) -> StageResult:
         "name": ctx.cfg.name, "data": ctx.cfg.data.name, "teacher_model": teacher.model if teacher else None,
         "teacher_accuracy": ctx.metrics("teacher")["test_accuracy"] if teacher else None, "environment": environment,
         "latency_setup": {"batch_size": p.batch_size, "threads": p.threads, "warmup": p.warmup, "runs": p.runs},
+        "energy_source": ENERGY_SOURCE,
     }
-    paths = write_report(ctx.run_dir / "report", rows, context)
+    paths = write_report(ctx.run_dir / "report", rows, context, layers)
     best = max(rows, key=lambda r: r["test_accuracy"])
     return StageResult(paths, {"students": len(rows)}, f"{len(rows)} students; best {best['student']} at {best['test_accuracy'] * 100:.2f}%; {paths[0]}")
 

@@ -17,6 +17,9 @@ from math import prod
 import torch
 from torch import nn
 
+from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
+from kdforge.profile.energy import energy_estimate
+
 _CONV = {"aten.conv2d.default", "aten.convolution.default", "aten.conv1d.default"}
 _LINEAR = {"aten.linear.default", "aten.addmm.default", "aten.mm.default", "aten.matmul.default"}
 _ADDER = {"kdforge.adder_conv2d.default"}
@@ -129,5 +132,7 @@ def count_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
         "elementwise_elements": sum(c.elements for c in layers if c.kind == "elementwise"),
         "peak_activation_bytes": _peak_activation_bytes(program.graph, parameter_nodes),
         "input_shape": list(input_shape),
+        "energy_uj": energy_estimate(totals["mul"], totals["add"]),
+        "energy_source": ENERGY_SOURCE,
     })
     return {"totals": totals, "layers": [asdict(c) for c in layers]}

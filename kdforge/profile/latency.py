@@ -54,6 +54,16 @@ def onnxruntime_latency(onnx_path, input_shape, threads: int, warmup: int, runs:
     return {"backend": "onnxruntime", "provider": sess.get_providers()[0], "threads": threads, "batch": input_shape[0], **result}
 
 
+def batch_sweep(measure, input_shape, batches: list[int], warmup: int, runs: int) -> list[dict]:
+    """`measure(shape, warmup, runs)` at every batch size, with throughput in images per second."""
+    rows = []
+    for batch in batches:
+        result = measure((batch, *input_shape[1:]), warmup, runs)
+        rows.append({"batch": batch, "p50_ms": result["p50_ms"], "p90_ms": result["p90_ms"],
+                     "images_per_s": batch / (result["p50_ms"] / 1e3)})
+    return rows
+
+
 def pytorch_latency(model, input_shape, threads: int, warmup: int, runs: int) -> dict:
     import torch
 

@@ -1,37 +1,40 @@
-"""The run's report: one row per student, as Markdown, self-contained HTML and JSON."""
+"""The run's report: one row per student as Markdown, self-contained HTML (tables and plots
+embedded) and JSON, with the conventions of every number stated in words."""
 
+import base64
 import html
 from pathlib import Path
 
 from kdforge import atomic
+from kdforge.profile.plots import layer_cost_plot, pareto_front, tradeoff_plot
 
 COLUMNS = [
     ("student", "student", "{}"), ("method", "method", "{}"), ("model", "model", "{}"),
-    ("test_accuracy", "test acc. (%)", "{:.2f}"), ("params_training", "params (train)", "{:,}"),
+    ("test_accuracy", "test acc. (%)", "{:.2%}"), ("params_training", "params (train)", "{:,}"),
     ("params", "params (deploy)", "{:,}"), ("macs", "MACs", "{:,}"), ("mul", "mul", "{:,}"), ("add", "add", "{:,}"),
-    ("peak_activation_kib", "peak act. (KiB)", "{:,.1f}"),
+    ("peak_activation_kib", "peak act. (KiB)", "{:,.1f}"), ("energy_uj_fp32", "energy fp32 (uJ, est.)", "{:.3f}"),
     ("ort_p50_ms", "ORT p50 (ms)", "{:.3f}"), ("ort_p90_ms", "ORT p90 (ms)", "{:.3f}"),
-    ("torch_p50_ms", "PyTorch p50 (ms)", "{:.3f}"), ("max_abs_diff", "max abs diff ORT vs PyTorch", "{:.2e}"),
-    ("onnx_flavour", "ONNX", "{}"),
+    ("torch_p50_ms", "PyTorch p50 (ms)", "{:.3f}"), ("trt_p50_ms", "TensorRT p50 (ms)", "{:.3f}"),
+    ("max_abs_diff", "max abs diff ORT vs PyTorch", "{:.2e}"), ("onnx_flavour", "ONNX", "{}"),
 ]
 
 
 def _cell(value, fmt: str) -> str:
-    if value is None:
-        return "-"
-    return fmt.format(value * 100 if fmt == "{:.2f}" else value)
+    return "-" if value is None else fmt.format(value).rstrip("%")
 
 
 def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict, profile: dict, export: dict) -> dict:
-    totals = profile["costs"]["totals"]
+    totals, lat = profile["costs"]["totals"], profile["latency"]
     return {
         "student": name, "method": student_cfg.method, "model": student_cfg.model,
         "test_accuracy": distill["test_accuracy"], "params_training": strip["params_training"], "params": totals["params"],
         "macs": totals["macs"], "mul": totals["mul"], "add": totals["add"],
-        "peak_activation_kib": totals["peak_activation_bytes"] / 1024,
-        "ort_p50_ms": profile["latency"]["onnxruntime"]["p50_ms"], "ort_p90_ms": profile["latency"]["onnxruntime"]["p90_ms"],
-        "torch_p50_ms": profile["latency"]["pytorch"]["p50_ms"], "max_abs_diff": verify["onnxruntime"]["max_abs_diff"],
-        "onnx_flavour": export["flavour"],
+        "peak_activation_kib": totals["peak_activation_bytes"] / 1024, "energy_uj_fp32": totals["energy_uj"]["fp32"],
+        "energy_uj_int8": totals["energy_uj"]["int8"],
+        "ort_p50_ms": lat["onnxruntime"]["p50_ms"], "ort_p90_ms": lat["onnxruntime"]["p90_ms"],
+        "torch_p50_ms": lat["pytorch"]["p50_ms"], "trt_p50_ms": lat.get("tensorrt", {}).get("p50_ms"),
+        "max_abs_diff": verify["onnxruntime"]["max_abs_diff"], "onnx_flavour": export["flavour"],
+        "sweep": profile.get("sweep", {}),
     }
 
 
@@ -43,7 +46,10 @@ def _notes(context: dict) -> list[str]:
         f"{teacher} Data: {context['data']}.",
         "MACs: multiply-accumulates of convolutions and linear layers; one MAC is 1 multiplication + 1 addition "
         "(FLOPs = 2 x MACs); an adder-convolution MAC is 2 additions and no multiplication. Batch norm and "
-        "element-wise work are not included.",
+        "element-wise work are counted apart (profile.json), not in these totals.",
+        "peak act.: the largest sum of live activations over one inference at batch 1, from tensor lifetimes in the graph.",
+        f"energy: an estimate of arithmetic energy per inference from the mul/add counts ({context['energy_source']}); "
+        "fp32 in the table, int32 and int8 in summary.json.",
         f"Latency: batch {lat['batch_size']}, {lat['threads']} intra-op thread(s), {lat['warmup']} warm-up runs excluded, "
         f"percentiles over {lat['runs']} runs; CPU: {context['environment']['cpu']}; "
         f"onnxruntime {context['environment']['onnxruntime']}, torch {context['environment']['torch']}.",
@@ -53,30 +59,58 @@ def _notes(context: dict) -> list[str]:
     ]
 
 
-def markdown(rows: list[dict], context: dict) -> str:
-    header = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
-    rule = "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"
-    body = ["| " + " | ".join(_cell(r.get(key), fmt) for key, _, fmt in COLUMNS) + " |" for r in rows]
+def _table(rows: list[dict], columns) -> list[list[str]]:
+    return [[_cell(r.get(key), fmt) for key, _, fmt in columns] for r in rows]
+
+
+def _sweep_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["student", "backend", "batch", "p50 (ms)", "images/s"]
+    body = [[r["student"], backend, str(s["batch"]), f"{s['p50_ms']:.3f}", f"{s['images_per_s']:,.0f}"]
+            for r in rows for backend, sweep in r["sweep"].items() for s in sweep]
+    return header, body
+
+
+def _markdown_table(header: list[str], body: list[list[str]], left: int = 1) -> str:
+    rule = "|" + "|".join("---" if i < left else "---:" for i in range(len(header))) + "|"
+    return "\n".join(["| " + " | ".join(header) + " |", rule, *("| " + " | ".join(r) + " |" for r in body)])
+
+
+def markdown(rows: list[dict], context: dict, figures: list[Path]) -> str:
+    main = _markdown_table([t for _, t, _ in COLUMNS], _table(rows, COLUMNS), left=3)
     notes = "\n".join(f"- {n}" for n in _notes(context))
-    return f"# kdforge report: {context['name']}\n\n" + "\n".join([header, rule, *body]) + f"\n\n{notes}\n"
+    front = ", ".join(rows[i]["student"] for i in pareto_front([(r["ort_p50_ms"], r["test_accuracy"]) for r in rows]))
+    sweep = _markdown_table(*_sweep_rows(rows), left=2)
+    images = "\n".join(f"![{p.stem}]({p.name})" for p in figures)
+    return (f"# kdforge report: {context['name']}\n\n{main}\n\n{notes}\n\n"
+            f"Pareto front (ONNX Runtime latency vs accuracy): {front}.\n\n## Batch sweep\n\n{sweep}\n\n## Figures\n\n{images}\n")
 
 
-def html_page(rows: list[dict], context: dict) -> str:
-    head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in COLUMNS)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(key), fmt))}</td>" for key, _, fmt in COLUMNS) + "</tr>" for r in rows
-    )
+def _html_table(header: list[str], body: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+def html_page(rows: list[dict], context: dict, figures: list[Path]) -> str:
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in _notes(context))
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>kdforge report: {html.escape(context['name'])}</title>"
-            f"<style>{style}</style></head><body><h1>kdforge report: {html.escape(context['name'])}</h1>"
-            f"<table><tr>{head}</tr>{body}</table><ul>{notes}</ul></body></html>\n")
+    images = "".join(f"<figure><img alt='{html.escape(p.stem)}' src='data:image/png;base64,"
+                     f"{base64.b64encode(p.read_bytes()).decode()}'/></figure>" for p in figures)
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}img{max-width:100%}")
+    title = html.escape(f"kdforge report: {context['name']}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head><body>"
+            f"<h1>{title}</h1>{_html_table([t for _, t, _ in COLUMNS], _table(rows, COLUMNS))}<ul>{notes}</ul>"
+            f"<h2>Batch sweep</h2>{_html_table(*_sweep_rows(rows))}<h2>Figures</h2>{images}</body></html>\n")
 
 
-def write_report(folder: Path, rows: list[dict], context: dict) -> list[Path]:
+def write_report(folder: Path, rows: list[dict], context: dict, layers: dict[str, list[dict]]) -> list[Path]:
+    figures = [
+        tradeoff_plot(rows, "ort_p50_ms", "ONNX Runtime latency p50 (ms, batch 1)", folder / "accuracy_vs_latency.png"),
+        tradeoff_plot(rows, "macs", "MACs per inference", folder / "accuracy_vs_macs.png"),
+        *(layer_cost_plot(name, layer_costs, folder / f"layers_{name}.png") for name, layer_costs in layers.items()),
+    ]
     paths = [folder / "report.md", folder / "report.html", folder / "summary.json"]
-    atomic.write_text(paths[0], markdown(rows, context))
-    atomic.write_text(paths[1], html_page(rows, context))
+    atomic.write_text(paths[0], markdown(rows, context, figures))
+    atomic.write_text(paths[1], html_page(rows, context, figures))
     atomic.write_json(paths[2], {"context": context, "students": rows})
-    return paths
+    return paths + figures

@@ -40,6 +40,18 @@ def conv_bn(conv: nn.Module, out_channels: int) -> nn.Sequential:
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels))
 
 
+@torch.no_grad()
+def calibrate_batch_norm(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Sets every batch norm's running statistics to those of `images` and returns the model in
+    eval mode: an untrained AdderNet otherwise feeds its ReLUs only negative values."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the calibration batch
+    model.train()(images)
+    return model.eval()
+
+
 def reinitialize(model: nn.Module) -> nn.Module:
     """Fresh weights from the distributions a new model of this kind starts from."""
     for m in model.modules():
