@@ -44,11 +44,17 @@ class DataConfig(Section):
     image_size: int = Field(224, ge=8, description="folder data only: the training crop size")
     augment: Optional[AugmentConfig] = None
     num_workers: int = Field(0, ge=0)
+    teacher_classes: Optional[list[int]] = Field(None, description="cross-task: the classes the teacher learns")
+    student_classes: Optional[list[int]] = Field(None, description="cross-task: the classes the students learn")
+    overlap: Optional[float] = Field(None, ge=0, le=1, description="cross-task: draw both class sets with this share in common")
+    task_classes: Optional[int] = Field(None, ge=2, description="with overlap: classes per task (default half the data set's)")
 
     @model_validator(mode="after")
     def _root_and_augment(self):
         if self.name != "digits" and self.root is None:
             raise ValueError(f"data set '{self.name}' reads from a local folder; set data.root")
+        if self.overlap is not None and (self.teacher_classes or self.student_classes):
+            raise ValueError("give either data.overlap or explicit class lists, not both")
         if self.augment is None:  # digits are not mirror-symmetric and only 8 pixels wide
             self.augment = AugmentConfig(crop_padding=1, hflip=False) if self.name == "digits" else AugmentConfig()
         return self

@@ -21,6 +21,7 @@ from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
 from kdforge.profile.report import student_row, write_report
 from kdforge.train.data import DataBundle, batch_augmentation, build_data
 from kdforge.train.device import resolve_device
+from kdforge.train.evaluation import generalized_accuracy
 from kdforge.train.methods import method_class, teacher_method
 from kdforge.train.methods.base import submodule_state
 from kdforge.train.models import create_model
@@ -50,10 +51,12 @@ class StageContext:
     def student_dir(self) -> Path:
         return self.run_dir / "students" / self.unit.student
 
-    def data(self) -> DataBundle:
-        if "data" not in self.cache:
-            self.cache["data"] = build_data(self.cfg.data, self.cfg.seed)
-        return self.cache["data"]
+    def data(self, task: str = "student") -> DataBundle:
+        """The data of the students, or with task="teacher" the teacher's (they differ when cross-task)."""
+        key = f"data/{task}"
+        if key not in self.cache:
+            self.cache[key] = build_data(self.cfg.data, self.cfg.seed, task)
+        return self.cache[key]
 
     def device(self) -> torch.device:
         return resolve_device(self.cfg.device)
@@ -70,7 +73,7 @@ def run_data(ctx: StageContext) -> StageResult:
     data = ctx.data()
     summary = data.summary()
     path = ctx.run_dir / "data" / "summary.json"
-    atomic.write_json(path, {"name": ctx.cfg.data.name, **summary})
+    atomic.write_json(path, {"name": ctx.cfg.data.name, **summary, "teacher_classes": ctx.data("teacher").classes})
     return StageResult([path], summary, (
         f"{ctx.cfg.data.name}: {summary['train']}/{summary['val']}/{summary['test']} train/val/test images, "
         f"{summary['num_classes']} classes, {summary['in_channels']}x{summary['image_size']}x{summary['image_size']}"
@@ -91,7 +94,7 @@ def _load_state(path: Path, what: str) -> dict:
 
 
 def _teacher_model(ctx: StageContext) -> torch.nn.Module:
-    t, data = ctx.cfg.teacher, ctx.data()
+    t, data = ctx.cfg.teacher, ctx.data("teacher")
     return create_model(t.model, data.num_classes, data.in_channels, **t.model_args)
 
 
@@ -104,7 +107,7 @@ def _load_into(load, state: dict, path: Path) -> None:
 
 
 def run_teacher(ctx: StageContext) -> StageResult:
-    t, data = ctx.cfg.teacher, ctx.data()
+    t, data = ctx.cfg.teacher, ctx.data("teacher")
     folder = ctx.run_dir / "teacher"
     method = method_class(teacher_method(ctx.cfg))
     distiller = method(_teacher_model(ctx), None, method.Options(), _example(data))
@@ -152,9 +155,14 @@ def run_distill(ctx: StageContext) -> StageResult:
     result = fit(distiller, ctx.data(), s.train, ctx.student_dir / "checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
                  ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"{s.name} ({s.method})")
     metrics = _train_metrics(result)
+    summary = f"{s.model} via {s.method}: test accuracy {metrics['test_accuracy'] * 100:.2f}%{_resumed(metrics)}"
+    data, teacher_data = ctx.data(), ctx.data("teacher")
+    if data.classes is not None and teacher_data.classes is not None:
+        old = [i for i, c in enumerate(data.classes) if c in teacher_data.classes]
+        metrics.update(generalized_accuracy(*predict(distiller.student, data.test, ctx.device()), old))
+        summary += f", old/new classes {metrics['accuracy_old'] * 100:.1f}/{metrics['accuracy_new'] * 100:.1f}%"
     atomic.write_json(ctx.student_dir / "metrics.json", metrics)
-    return StageResult([ctx.student_dir / "checkpoint.pt", ctx.student_dir / "metrics.json"], metrics,
-                       f"{s.model} via {s.method}: test accuracy {metrics['test_accuracy'] * 100:.2f}%{_resumed(metrics)}")
+    return StageResult([ctx.student_dir / "checkpoint.pt", ctx.student_dir / "metrics.json"], metrics, summary)
 
 
 def run_strip(ctx: StageContext) -> StageResult:

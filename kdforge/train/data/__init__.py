@@ -6,14 +6,20 @@ from kdforge.config import DataConfig
 from kdforge.train.data import cifar, digits, folder
 from kdforge.train.data.augment import random_crop_flip
 from kdforge.train.data.splits import DataBundle
+from kdforge.train.data.tasks import restrict, task_classes
 
 
-def build_data(cfg: DataConfig, seed: int) -> DataBundle:
+def build_data(cfg: DataConfig, seed: int, task: str = "student") -> DataBundle:
+    """The data of one task: "teacher" or "student" (the same unless the config is cross-task)."""
     if cfg.name == "digits":
-        return digits.load(cfg.val_fraction, cfg.test_fraction, seed)
-    if cfg.name in ("cifar10", "cifar100"):
-        return cifar.load(cfg.root, 10 if cfg.name == "cifar10" else 100, cfg.val_fraction, seed)
-    return folder.load(cfg.root, cfg.image_size, cfg.val_fraction, seed)
+        bundle = digits.load(cfg.val_fraction, cfg.test_fraction, seed)
+    elif cfg.name in ("cifar10", "cifar100"):
+        bundle = cifar.load(cfg.root, 10 if cfg.name == "cifar10" else 100, cfg.val_fraction, seed)
+    else:
+        bundle = folder.load(cfg.root, cfg.image_size, cfg.val_fraction, seed)
+    teacher, student = task_classes(cfg, bundle.num_classes, seed)
+    classes = teacher if task == "teacher" else student
+    return restrict(bundle, classes) if classes is not None else bundle
 
 
 def batch_augmentation(cfg: DataConfig):

@@ -1,6 +1,7 @@
 """Tensor data sets, deterministic splits and the per-channel statistics every loader shares."""
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
@@ -19,12 +20,13 @@ class DataBundle:
     mean: list[float]
     std: list[float]
     class_names: list[str]
+    classes: Optional[list[int]] = None  # the data set's class ids this bundle keeps (cross-task), else all
 
     def summary(self) -> dict:
         return {
             "num_classes": self.num_classes, "in_channels": self.in_channels, "image_size": self.image_size,
             "train": len(self.train), "val": len(self.val), "test": len(self.test),
-            "mean": self.mean, "std": self.std, "class_names": self.class_names,
+            "mean": self.mean, "std": self.std, "class_names": self.class_names, "classes": self.classes,
         }
 
 

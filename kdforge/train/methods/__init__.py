@@ -1,6 +1,6 @@
 """Registered distillation methods; importing this package registers them all."""
 
-from kdforge.train.methods import at, ce, dml, fitnet, jointrd, kd, pkkd, rkd, sp, tofd  # noqa: F401  (registration)
+from kdforge.train.methods import at, ce, dml, fitnet, jointrd, kd, pkkd, refilled, rkd, sp, tofd  # noqa: F401  (registration)
 from kdforge.train.methods.base import Distiller
 from kdforge.train.methods.registry import list_methods, method_class, register_method
 
