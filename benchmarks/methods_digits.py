@@ -51,6 +51,7 @@ def few_shot(data, fraction: float, seed: int):
 
 
 def train_teacher(data, epochs: int, folder: Path, method: str = "tofd_teacher"):
+    torch.manual_seed(0)
     cls = method_class(method)
     example = torch.zeros(2, data.in_channels, data.image_size, data.image_size)
     teacher = cls(create_model(TEACHER, data.num_classes, data.in_channels), None, cls.Options(), example)

@@ -29,6 +29,8 @@ class TrainConfig(Section):
     milestones: list[int] = Field(default_factory=list, description="epochs at which a step schedule multiplies lr by gamma")
     gamma: float = Field(0.1, gt=0, le=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision: autocast to bf16 or fp16 (fp16 on GPUs)")
+    channels_last: bool = Field(False, description="NHWC memory format for convolutions")
 
 
 class AugmentConfig(Section):

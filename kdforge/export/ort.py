@@ -20,6 +20,7 @@ added to the nodes in memory at load time.
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -162,8 +163,9 @@ def session(path: Path, threads: int = 1, adder_kernel: str = "auto") -> ort.Inf
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     except Exception as e:  # ORT's own message names the node or op it cannot run
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"ONNX Runtime cannot open {path}: {first}") from None
+        reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Fatal error: )?", "", (str(e).strip() or type(e).__name__).splitlines()[0])
+        raise UserError(f"ONNX Runtime cannot open {path}: {reason.rstrip('.')}; the file needs an operator or "
+                        f"feature this ONNX Runtime lacks (kdforge's exports use standard operators and kdforge's own).") from None
 
 
 def run(sess: ort.InferenceSession, images: np.ndarray) -> np.ndarray:

@@ -1,5 +1,9 @@
 """Runs a config's stage graph in its run directory: skips units that are up to date, runs the
-rest in order, prints one line per unit and records each in the manifest."""
+rest in order, prints one line per unit and records each in the manifest.
+
+Under torchrun every rank walks the same graph: the training stages (teacher, distill) run on
+all ranks, everything else and every write on rank 0 only, with a barrier after each unit; the
+other ranks take their skip decisions from the manifest as rank 0 last wrote it."""
 
 import os
 import time
@@ -14,6 +18,8 @@ from kdforge.errors import UserError
 from kdforge.pipeline.graph import STAGES, build_graph
 from kdforge.pipeline.manifest import Manifest
 from kdforge.pipeline.stages import STAGE_FUNCTIONS, StageContext
+from kdforge.train import distributed
+from kdforge.train.device import resolve_device
 
 
 def prepare_run_dir(cfg: Config) -> Path:
@@ -27,13 +33,21 @@ def prepare_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
+_TRAINING_STAGES = ("teacher", "distill")
+
+
 def run_pipeline(cfg: Config, force: bool = False, only: Optional[Iterable[str]] = None, log: Callable[[str], None] = print) -> Path:
     only = set(only or ())
     unknown = only - set(STAGES)
     if unknown:
         raise UserError(f"--only: unknown stage '{sorted(unknown)[0]}'; stages are {', '.join(STAGES)}.")
-    run_dir = prepare_run_dir(cfg)
-    atomic.write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    distributed.init_from_environment(resolve_device(cfg.device))
+    main = distributed.is_main()
+    log = log if main else (lambda line: None)
+    run_dir = prepare_run_dir(cfg) if main else cfg.resolved_run_dir()
+    if main:
+        atomic.write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    distributed.barrier()
     manifest = Manifest(run_dir)
     units = build_graph(cfg)
     by_key = {u.key: u for u in units}
@@ -41,23 +55,31 @@ def run_pipeline(cfg: Config, force: bool = False, only: Optional[Iterable[str]]
     for unit in units:
         if only and unit.stage not in only:
             continue
+        if not main:
+            manifest = Manifest(run_dir)  # as rank 0 last wrote it, before the last barrier
         if not force and manifest.up_to_date(unit.key, unit.fingerprint, run_dir):
             log(f"[{unit.key}] up to date, skipped")
             continue
         for dep in unit.deps:
             if not manifest.up_to_date(dep, by_key[dep].fingerprint, run_dir):
                 raise UserError(f"stage '{unit.key}' needs '{dep}', which is missing or out of date; run without --only first.")
+        if not main and unit.stage not in _TRAINING_STAGES:
+            distributed.barrier()  # rank 0 runs this unit alone
+            continue
         started = time.perf_counter()
         try:
             result = STAGE_FUNCTIONS[unit.stage](StageContext(cfg, run_dir, unit, manifest, cache))
         except BaseException:
-            manifest.record(unit.key, status="failed", fingerprint=unit.fingerprint, inputs=unit.deps, outputs=[], metrics={})
+            if main:
+                manifest.record(unit.key, status="failed", fingerprint=unit.fingerprint, inputs=unit.deps, outputs=[], metrics={})
             raise
         seconds = time.perf_counter() - started
-        manifest.record(
-            unit.key, status="done", fingerprint=unit.fingerprint, inputs=unit.deps,
-            outputs=[str(Path(p).relative_to(run_dir)) for p in result.outputs], metrics=result.metrics,
-            summary=result.summary, wall_time=round(seconds, 3),
-        )
+        if main:
+            manifest.record(
+                unit.key, status="done", fingerprint=unit.fingerprint, inputs=unit.deps,
+                outputs=[str(Path(p).relative_to(run_dir)) for p in result.outputs], metrics=result.metrics,
+                summary=result.summary, wall_time=round(seconds, 3),
+            )
+        distributed.barrier()
         log(f"[{unit.key}] {result.summary} ({seconds:.1f} s)")
     return run_dir

@@ -20,12 +20,13 @@ from kdforge.profile.counts import count_costs
 from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
 from kdforge.profile.report import student_row, write_report
 from kdforge.train.data import DataBundle, batch_augmentation, build_data
+from kdforge.train import distributed
 from kdforge.train.device import resolve_device
 from kdforge.train.evaluation import generalized_accuracy
 from kdforge.train.methods import method_class, teacher_method
 from kdforge.train.methods.base import submodule_state
 from kdforge.train.models import create_model
-from kdforge.train.trainer import fit, predict, accuracy
+from kdforge.train.trainer import accuracy, fit, predict, seed_everything
 
 
 @dataclass
@@ -110,6 +111,7 @@ def run_teacher(ctx: StageContext) -> StageResult:
     t, data = ctx.cfg.teacher, ctx.data("teacher")
     folder = ctx.run_dir / "teacher"
     method = method_class(teacher_method(ctx.cfg))
+    seed_everything(ctx.cfg.seed)  # the initial weights are the seed's, in every process
     distiller = method(_teacher_model(ctx), None, method.Options(), _example(data))
     if t.checkpoint is not None:
         state = _load_state(t.checkpoint, "teacher.checkpoint")
@@ -117,13 +119,15 @@ def run_teacher(ctx: StageContext) -> StageResult:
         weights = submodule_state(weights, "student.") or weights
         _load_into(distiller.student.load_state_dict, weights, t.checkpoint)
         logits, labels = predict(distiller.student, data.test, torch.device("cpu"))
-        atomic.save_torch(folder / "checkpoint.pt", {"fingerprint": ctx.unit.fingerprint, "complete": True, "model": distiller.state_dict()})
+        if distributed.is_main():
+            atomic.save_torch(folder / "checkpoint.pt", {"fingerprint": ctx.unit.fingerprint, "complete": True, "model": distiller.state_dict()})
         metrics = {"test_accuracy": accuracy(logits, labels), "source": str(t.checkpoint)}
     else:
         result = fit(distiller, data, t.train, folder / "checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
                      ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"teacher {t.model}")
         metrics = _train_metrics(result)
-    atomic.write_json(folder / "metrics.json", metrics)
+    if distributed.is_main():
+        atomic.write_json(folder / "metrics.json", metrics)
     return StageResult([folder / "checkpoint.pt", folder / "metrics.json"], metrics,
                        f"{t.model} ({method.method_name}): test accuracy {metrics['test_accuracy'] * 100:.2f}%{_resumed(metrics)}")
 
@@ -141,6 +145,7 @@ def _resumed(metrics: dict) -> str:
 def build_distiller(ctx: StageContext, with_teacher_weights: bool):
     s, data = ctx.student, ctx.data()
     cls = method_class(s.method)
+    seed_everything(ctx.cfg.seed)  # the initial weights are the seed's, in every process
     student = create_model(s.model, data.num_classes, data.in_channels, **s.model_args)
     distiller = cls(student, _teacher_model(ctx) if cls.needs_teacher else None, cls.Options(**s.options), _example(data))
     if cls.needs_teacher and with_teacher_weights:
@@ -161,7 +166,8 @@ def run_distill(ctx: StageContext) -> StageResult:
         old = [i for i, c in enumerate(data.classes) if c in teacher_data.classes]
         metrics.update(generalized_accuracy(*predict(distiller.student, data.test, ctx.device()), old))
         summary += f", old/new classes {metrics['accuracy_old'] * 100:.1f}/{metrics['accuracy_new'] * 100:.1f}%"
-    atomic.write_json(ctx.student_dir / "metrics.json", metrics)
+    if distributed.is_main():
+        atomic.write_json(ctx.student_dir / "metrics.json", metrics)
     return StageResult([ctx.student_dir / "checkpoint.pt", ctx.student_dir / "metrics.json"], metrics, summary)
 
 

@@ -5,6 +5,11 @@ written atomically after every epoch with everything needed to resume (model, op
 scheduler, RNG states, epoch, history), and a stop with one sentence on a NaN or infinite loss
 that keeps the last good checkpoint. A checkpoint is resumed only if it was written for the
 same stage fingerprint, i.e. the same config and inputs.
+
+Under torchrun the distiller is wrapped in DistributedDataParallel, each rank reads its share
+of every epoch's batches (`batch_size` is the global batch), sums of losses and counts are
+reduced across ranks, and rank 0 alone writes the checkpoint. Mixed precision (bf16/fp16
+autocast, a gradient scaler for fp16) and channels-last are switches of the train config.
 """
 
 import math
@@ -19,9 +24,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+
 from kdforge import atomic
 from kdforge.config import TrainConfig
 from kdforge.errors import UserError
+from kdforge.train import distributed
 from kdforge.train.data import DataBundle
 
 
@@ -91,7 +100,7 @@ def fit(
 ) -> TrainResult:
     """Trains `distiller` (its forward returns logits and a dict of losses) and evaluates its student."""
     seed_everything(seed)
-    distiller.to(device)
+    distiller.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     optimizer = make_optimizer(distiller, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     history, start_epoch = [], 0
@@ -104,23 +113,27 @@ def fit(
         history, start_epoch = state["history"], state["epoch"] + 1
 
     loader_gen = torch.Generator().manual_seed(seed)
+    world = distributed.world_size()
+    model = DistributedDataParallel(distiller, find_unused_parameters=True) if world > 1 else distiller
     started = time.perf_counter()
-    epochs = tqdm(range(start_epoch, cfg.epochs), desc=description, unit="epoch", leave=False, disable=None)
+    epochs = tqdm(range(start_epoch, cfg.epochs), desc=description, unit="epoch", leave=False,
+                  disable=None if distributed.is_main() else True)
     for epoch in epochs:
-        loader_gen.manual_seed(seed * 1000 + epoch)  # the same batches whether or not the run resumed
-        loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size, generator=loader_gen)
-        totals = _train_epoch(distiller, loader, optimizer, device, augment, epoch, cfg.epochs, checkpoint)
+        loader = _train_loader(data.train, cfg, seed, epoch, loader_gen, world)
+        totals = _train_epoch(model, loader, optimizer, device, augment, epoch, cfg, checkpoint)
         scheduler.step()
         val_logits, val_labels = predict(distiller.student, data.val, device)
         totals["val_accuracy"] = accuracy(val_logits, val_labels)
         totals["epoch"] = epoch
         history.append(totals)
         epochs.set_postfix(loss=f"{totals['loss']:.3f}", val=f"{totals['val_accuracy']:.3f}")
-        atomic.save_torch(checkpoint, {
-            "fingerprint": fingerprint, "epoch": epoch, "complete": epoch == cfg.epochs - 1,
-            "model": distiller.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history,
-        })
+        if distributed.is_main():
+            atomic.save_torch(checkpoint, {
+                "fingerprint": fingerprint, "epoch": epoch, "complete": epoch == cfg.epochs - 1,
+                "model": distiller.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history,
+            })
+        distributed.barrier()
 
     test_logits, test_labels = predict(distiller.student, data.test, device)
     return TrainResult(
@@ -130,17 +143,33 @@ def fit(
     )
 
 
-def _train_epoch(distiller, loader, optimizer, device, augment, epoch: int, epochs: int, checkpoint: Path) -> dict:
-    distiller.train()
+def _train_loader(dataset, cfg: TrainConfig, seed: int, epoch: int, generator: torch.Generator, world: int) -> DataLoader:
+    """This epoch's batches: the same whether or not the run resumed, each rank its share."""
+    drop_last = len(dataset) > cfg.batch_size
+    if world > 1:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
+        sampler.set_epoch(epoch)
+        return DataLoader(dataset, batch_size=max(1, cfg.batch_size // world), sampler=sampler, drop_last=drop_last)
+    generator.manual_seed(seed * 1000 + epoch)
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last, generator=generator)
+
+
+def _train_epoch(model, loader, optimizer, device, augment, epoch: int, cfg: TrainConfig, checkpoint: Path) -> dict:
+    model.train()
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     totals: dict[str, float] = {}
     seen = correct = 0
     steps = len(loader)
     for step, (x, y) in enumerate(loader):
         if augment is not None:
             x = augment(x)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits, losses = distiller(x, y, progress=(epoch + step / steps) / epochs)
-        loss = sum(losses.values())
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits, losses = model(x, y, progress=(epoch + step / steps) / cfg.epochs)
+            loss = sum(losses.values())
         if not math.isfinite(loss.item()):
             bad = next(k for k, v in losses.items() if not math.isfinite(v.item()))
             raise UserError(
@@ -148,15 +177,19 @@ def _train_epoch(distiller, loader, optimizer, device, augment, epoch: int, epoc
                 f"{checkpoint}; lower the learning rate or the loss weights."
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         for k, v in losses.items():
             totals[k] = totals.get(k, 0.0) + v.item() * len(y)
         totals["loss"] = totals.get("loss", 0.0) + loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
-    result = {k: v / seen for k, v in totals.items()}
-    result["train_accuracy"] = correct / seen
+    keys = sorted(totals)
+    reduced = distributed.all_reduce_sum([totals[k] for k in keys] + [correct, seen], device)
+    seen = reduced[-1]
+    result = {k: v / seen for k, v in zip(keys, reduced)}
+    result["train_accuracy"] = reduced[-2] / seen
     result["lr"] = optimizer.param_groups[0]["lr"]
     return result
 

@@ -18,7 +18,10 @@ the teacher never needs its own); the teacher's logits are each instance's cosin
 those centres. The student gets CE + lambda * mean_i lambda_i * KL(teacher_i || student_i), the
 student's logits restricted to the classes in the batch, both at temperature tau2, and lambda_i
 the teacher's confidence (its largest local probability, in (0, 1]) so that an unsure teacher
-counts less. Departures from the public code, which follows neither detail of the paper: it
+counts less. The paper leaves the scale of the teacher's logits open: cosine similarities lie in
+[-1, 1], which makes the teacher's local distribution nearly flat and pulls the student's logits
+flat, so they are multiplied by `scale` = 10, as cosine classifiers usually are. Departures from
+the public code, which follows neither detail of the paper: it
 compares the student's embedding with global centres and weighs all instances equally; here the
 paper's per-batch centres, teacher embeddings and adaptive weights are used. The public code
 also gives the backbone 0.1x the classifier's learning rate in stage 2; here one schedule
@@ -76,11 +79,11 @@ def comparison_matching_loss(student_embedding, teacher_embedding, anchors, neig
     return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True)
 
 
-def local_classifier_loss(student_logits, teacher_embedding, labels, tau: float):
+def local_classifier_loss(student_logits, teacher_embedding, labels, tau: float, scale: float = 1.0):
     """Confidence-weighted KL from the teacher's local (batch-class-centre) classifier to the student's."""
     present = torch.unique(labels)
     centres = torch.stack([F.normalize(teacher_embedding[labels == c].mean(0), dim=0) for c in present])
-    teacher_logits = teacher_embedding @ centres.t()
+    teacher_logits = scale * (teacher_embedding @ centres.t())
     p_t = F.softmax(teacher_logits / tau, dim=1)
     weights = p_t.max(1).values
     log_s = F.log_softmax(student_logits[:, present] / tau, dim=1)
@@ -95,6 +98,7 @@ class REFILLEDOptions(NoOptions):
     margin: float = Field(0.2, ge=0, description="semi-hard margin of the impostor miner")
     max_impostors: int = Field(8, ge=1)
     tau2: float = Field(1.0, gt=0, description="temperature of local classifier distillation")
+    scale: float = Field(10.0, gt=0, description="the teacher's cosine similarities are multiplied by this into logits")
     lambd: float = Field(2.0, ge=0, description="weight of local classifier distillation")
 
 
@@ -115,5 +119,5 @@ class REFILLED(Distiller):
             return logits, {"comparison": o.weight1 * comparison_matching_loss(student_embedding, teacher_embedding, *tuples, o.tau1)}
         return logits, {
             "ce": F.cross_entropy(logits, labels),
-            "local_kd": o.lambd * local_classifier_loss(logits, teacher_embedding, labels, o.tau2),
+            "local_kd": o.lambd * local_classifier_loss(logits, teacher_embedding, labels, o.tau2, o.scale),
         }
