@@ -13,7 +13,6 @@ from typing import Optional
 from kdforge.config import Config
 
 STAGES = ("data", "teacher", "distill", "strip", "export", "verify", "profile", "report")
-_STUDENT_STAGES = ("distill", "strip", "export", "verify", "profile")
 
 
 @dataclass
@@ -57,7 +56,3 @@ def build_graph(cfg: Config) -> list[Unit]:
         unit.fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:16]
         by_key[unit.key] = unit
     return units
-
-
-def student_stages() -> tuple[str, ...]:
-    return _STUDENT_STAGES

@@ -2,6 +2,7 @@
 own artifacts atomically and returns a `StageResult`; the runner records it in the manifest.
 The work itself lives in train/, export/ and profile/: a stage only wires it to files."""
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,8 +255,6 @@ def run_profile(ctx: StageContext) -> StageResult:
 
 
 def _read_json(path: Path) -> dict:
-    import json
-
     return json.loads(path.read_text())
 
 
