@@ -67,3 +67,17 @@ def test_export_command_writes_onnx_and_refuses_tensorrt_without_it(tmp_path):
     assert out.returncode == 0 and "custom ONNX" in out.stdout and (tmp_path / "model.onnx").is_file()
     out = _kdforge("export", tmp_path / "deploy.pt", "--backend", "tensorrt", "-o", tmp_path / "t.onnx")
     assert out.returncode == 2 and ("TensorRT is not installed" in out.stderr or "no CUDA" in out.stderr or "GPU" in out.stderr)
+
+
+def test_profile_command_on_a_training_checkpoint(tmp_path):
+    from kdforge.config import parse_config
+    from kdforge.pipeline.runner import run_pipeline
+
+    raw = tiny_config(tmp_path / "run")
+    raw["students"] = raw["students"][:1]
+    run_pipeline(parse_config(raw), only=["data", "teacher", "distill"], log=lambda line: None)
+    for checkpoint, params in ((tmp_path / "run" / "teacher" / "checkpoint.pt", "77,754"),
+                               (tmp_path / "run" / "students" / "ce" / "checkpoint.pt", "77,754")):
+        out = _kdforge("profile", checkpoint)
+        assert out.returncode == 0, out.stderr
+        assert params in out.stdout and "training checkpoint" in out.stdout

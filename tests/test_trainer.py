@@ -58,3 +58,9 @@ def test_nan_loss_stops_with_one_sentence_and_keeps_the_checkpoint(tmp_path):
     with pytest.raises(UserError, match="loss 'ce' became nan at epoch 1; the last good checkpoint is kept"):
         fit(_distiller(), DATA, TrainConfig(epochs=2, batch_size=128), ckpt, "fp2", torch.device("cpu"), 0, poison)
     assert ckpt.read_bytes() == before
+
+
+def test_bf16_autocast_and_channels_last_train(tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=128, lr=0.05, amp="bf16", channels_last=True)
+    result = fit(_distiller(), DATA, cfg, tmp_path / "amp.pt", "fp", torch.device("cpu"), 0)
+    assert result.history[-1]["loss"] < 2.5 and result.test_accuracy > 0.1

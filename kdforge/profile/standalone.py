@@ -1,4 +1,6 @@
-"""`kdforge profile FILE`: the cost table of one deploy.pt or .onnx file, outside a pipeline."""
+"""`kdforge profile FILE`: the cost table of one model outside a pipeline: a deploy.pt, an .onnx
+file, or a training checkpoint.pt inside a run directory (teacher/ or students/NAME/, whose
+architecture the run's config.yaml and data/summary.json give)."""
 
 from pathlib import Path
 
@@ -26,16 +28,50 @@ def profile_file(path: Path, threads: int = 1, layers: bool = False, warmup: int
         raise UserError(f"{path} does not exist; give a deploy.pt or a .onnx file.")
     if path.suffix == ".onnx":
         return _profile_onnx(path, threads, warmup, runs)
+    if path.name == "checkpoint.pt":
+        return _profile_model(*_checkpoint_model(path), threads, layers, warmup, runs)
     if path.suffix == ".pt":
-        return _profile_deployed(path, threads, layers, warmup, runs)
+        from kdforge.export.strip import load_deployed
+
+        return _profile_model(*load_deployed(path), threads, layers, warmup, runs)
     raise UserError(f"{path}: kdforge profiles deploy.pt files and .onnx files, not '{path.suffix}'.")
 
 
-def _profile_deployed(path: Path, threads: int, layers: bool, warmup: int, runs: int) -> dict:
-    from kdforge.export.strip import load_deployed
+def _checkpoint_model(path: Path):
+    """The network a run's training checkpoint holds (the student or teacher as it trained)."""
+    import json
+
+    import torch
+
+    from kdforge.config import load_config
+    from kdforge.train.methods.base import submodule_state
+    from kdforge.train.models import create_model
+
+    folder = path.parent
+    run_dir = folder.parent if folder.name == "teacher" else folder.parent.parent
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "data" / "summary.json").is_file():
+        raise UserError(f"{path} is not inside a kdforge run directory (no config.yaml and data/summary.json above it).")
+    cfg, data = load_config(run_dir / "config.yaml"), json.loads((run_dir / "data" / "summary.json").read_text())
+    if folder.name == "teacher":
+        name, model_args, classes = cfg.teacher.model, cfg.teacher.model_args, len(data.get("teacher_classes") or []) or data["num_classes"]
+    else:
+        student = next((s for s in cfg.students if s.name == folder.name), None)
+        if student is None:
+            raise UserError(f"{path}: the run's config has no student '{folder.name}'.")
+        name, model_args, classes = student.model, student.model_args, data["num_classes"]
+    model = create_model(name, classes, data["in_channels"], **model_args)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        model.load_state_dict(submodule_state(state, "student."))
+    except Exception:
+        raise UserError(f"{path} does not hold a '{name}' (a kdforge training checkpoint of the configured model).") from None
+    spec = {"model": name, "method": "training checkpoint", "in_channels": data["in_channels"], "image_size": data["image_size"]}
+    return model.eval(), spec
+
+
+def _profile_model(model, spec: dict, threads: int, layers: bool, warmup: int, runs: int) -> dict:
     from kdforge.profile.counts import count_costs
 
-    model, spec = load_deployed(path)
     shape = (1, spec["in_channels"], spec["image_size"], spec["image_size"])
     costs = count_costs(model, shape)
     lat = latency.pytorch_latency(model, shape, threads, warmup, runs)
