@@ -3,11 +3,12 @@
 A user's mistake ends with exit code 2 and one sentence on stderr; a bug is a traceback."""
 
 import argparse
-import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from kdforge.errors import UserError
+from kdforge.errors import Interrupted, UserError
 
 
 def _cmd_run(args) -> None:
@@ -18,7 +19,7 @@ def _cmd_run(args) -> None:
     if args.run_dir is not None:
         cfg.run_dir = args.run_dir
     only = args.only if args.command == "run" else [args.stage]
-    run_dir = run_pipeline(cfg, force=args.force, only=only)
+    run_dir = run_pipeline(cfg, force=args.force, only=only, wait=args.wait)
     report = run_dir / "report" / "report.md"
     print(f"run directory: {run_dir}" + (f"; report: {report}" if report.exists() else ""))
 
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", action="append", metavar="STAGE", help="run only this stage (repeatable); its inputs must exist")
     run.add_argument("--run-dir", type=Path, default=None, help="override the config's run directory")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. export.tensorrt=true")
+    run.add_argument("--wait", action="store_true", help="if another kdforge process uses the run directory, wait for it instead of exiting")
     run.set_defaults(func=_cmd_run)
 
     stage = sub.add_parser("stage", help="run one stage of a config (same as run --only STAGE)")
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--force", action="store_true")
     stage.add_argument("--run-dir", type=Path, default=None)
     stage.add_argument("--set", action="append", metavar="KEY=VALUE")
+    stage.add_argument("--wait", action="store_true", help="wait for another kdforge process using the run directory")
     stage.set_defaults(func=_cmd_run)
 
     export = sub.add_parser("export", help="export a deploy.pt to ONNX (and a TensorRT engine)")
@@ -113,14 +116,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_on(signum, frame) -> None:
+    """SIGINT and SIGTERM end the command through the same path as Ctrl-C, once: a second signal
+    during the clean-up is ignored, so the clean-up finishes."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signal.Signals(signum).name)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    previous = {sig: signal.signal(sig, _stop_on) for sig in handled}
     try:
         args.func(args)
     except UserError as e:
         print(f"kdforge: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("kdforge: interrupted; finished stages are kept and the next run resumes.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        stop = Interrupted.of(e)
+        print(f"kdforge: {stop.sentence()}", file=sys.stderr)
+        return 128 + signal.Signals[stop.signal_name].value
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0

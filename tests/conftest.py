@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -33,6 +34,44 @@ def run_python(code: str, **env) -> str:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env})
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip()
+
+
+def kdforge_cli(*args, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """`kdforge ARGS` in a fresh process (extra environment variables from `env`)."""
+    return subprocess.run([sys.executable, "-m", "kdforge", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kwargs)
+
+
+def assert_one_sentence(out, fragment: str, code: int = 2, prefix: str = "kdforge: error: ") -> None:
+    """The command ended with `code` and exactly one line on stderr that contains `fragment`."""
+    assert out.returncode == code, (out.returncode, out.stderr[-2000:])
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix) and lines[0].endswith("."), out.stderr
+    assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="session")
+def _pristine_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pristine")
+    raw = tiny_config(root / "run")
+    raw["students"] = raw["students"][:2]
+    (root / "ok.yaml").write_text(yaml.safe_dump(raw))
+    out = kdforge_cli("run", root / "ok.yaml")
+    assert out.returncode == 0, out.stderr
+    return root / "run", raw
+
+
+@pytest.fixture(scope="module")
+def finished(_pristine_run, tmp_path_factory):
+    """A finished tiny run (CNN students only), one copy per test module: (folder holding ok.yaml
+    and run/, its raw config). Tests that change it put it back; tests that damage it copy it."""
+    pristine, raw = _pristine_run
+    root = tmp_path_factory.mktemp("finished")
+    shutil.copytree(pristine, root / "run")
+    raw = {**raw, "run_dir": str(root / "run")}
+    (root / "ok.yaml").write_text(yaml.safe_dump(raw))
+    return root, raw
 
 
 @pytest.fixture

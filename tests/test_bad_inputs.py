@@ -10,26 +10,14 @@ import torch
 import yaml
 from onnx import TensorProto, helper
 
-from conftest import tiny_config
-from test_cli import _kdforge
+from conftest import assert_one_sentence as _assert_one_sentence
+from conftest import kdforge_cli as _kdforge
 
 
 def _fingerprint(folder: Path) -> dict:
     """Hashes of every artifact (the manifest may record the failure; config.yaml is the last run's)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in ("config.yaml", "manifest.json")}
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished tiny run (CNN students only) that every case must leave as it was."""
-    root = tmp_path_factory.mktemp("bad")
-    raw = tiny_config(root / "run")
-    raw["students"] = raw["students"][:2]
-    (root / "ok.yaml").write_text(yaml.safe_dump(raw))
-    out = _kdforge("run", root / "ok.yaml")
-    assert out.returncode == 0, out.stderr
-    return root, raw
 
 
 def _config(root: Path, raw: dict, mutate) -> Path:
@@ -168,19 +156,6 @@ def test_bad_yaml_and_missing_config(finished, tmp_path):
 
 
 def _kdforge_env(env: dict, *args):
-    import os
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "kdforge", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **env})
-
-
-def _assert_one_sentence(out, fragment: str) -> None:
-    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
-    assert "Traceback" not in out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kdforge: error: ") and lines[0].endswith("."), out.stderr
-    assert fragment in lines[0], lines[0]
+    return _kdforge(*args, env=env)
 
 

@@ -53,7 +53,7 @@ def test_cifar_missing_folder_and_corrupt_file(tmp_path):
     root = tmp_path / "cifar"
     _write_cifar(root, 10, 10, 10)
     (root / "data_batch_3").write_bytes(b"not a pickle")
-    with pytest.raises(UserError, match="data_batch_3 is not a CIFAR pickle"):
+    with pytest.raises(UserError, match="data_batch_3 is not a readable pickle"):
         build_data(DataConfig(name="cifar10", root=root), seed=0)
 
 

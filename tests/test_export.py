@@ -50,9 +50,9 @@ def test_deployed_model_errors(tmp_path, exported):
     with pytest.raises(UserError, match="does not exist"):
         load_deployed(tmp_path / "none.pt")
     (tmp_path / "junk.pt").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="not a readable PyTorch file"):
+    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
         load_deployed(tmp_path / "junk.pt")
-    blob = torch.load(exported[1] / "deploy.pt", weights_only=False)
+    blob = torch.load(exported[1] / "deploy.pt", weights_only=True)
     blob["model"] = "resnet14"
     torch.save(blob, tmp_path / "other.pt")
     with pytest.raises(UserError, match="another architecture than 'resnet14'"):

@@ -17,6 +17,7 @@ from kdforge.config import DataConfig
 from kdforge.train.data import build_data
 from kdforge.train.models import create_model
 from kdforge.train.trainer import accuracy, predict
+from kdforge.untrusted import load_torch
 
 
 def _teacher_only_config(tmp_path, name: str, epochs: int) -> str:
@@ -34,7 +35,7 @@ def _command(config: str) -> list[str]:
 
 def _checkpoint_epoch(path) -> int:
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)["epoch"]
+        return load_torch(path, "checkpoint")["epoch"]
     except Exception:
         return -1
 
@@ -74,7 +75,7 @@ def test_two_cpu_processes_train_one_consistent_model(tmp_path):
     assert out.stdout.count("[teacher]") == 1  # rank 0 alone reports and writes
     folder = tmp_path / "ddp" / "teacher"
     metrics = json.loads((folder / "metrics.json").read_text())
-    state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = load_torch(folder / "checkpoint.pt", "checkpoint")
     assert state["epoch"] == 1 and state["complete"]
     model = create_model("resnet14", 10, 1)
     model.load_state_dict({k[len("student."):]: v for k, v in state["model"].items() if k.startswith("student.")})

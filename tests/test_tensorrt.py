@@ -13,8 +13,22 @@ def test_plugin_geometry_reads_the_node_attributes():
     assert tensorrt_plugin.geometry([2, 1], [1, 0, 1, 0]) == (2, 1, 1, 0)
     with pytest.raises(ValueError, match="symmetric"):
         tensorrt_plugin.geometry([1, 1], [1, 1, 0, 0])
-    with pytest.raises(ValueError, match="2 strides and 4 pads"):
+    with pytest.raises(ValueError, match="'strides' must be 2 integers >= 1"):
         tensorrt_plugin.geometry([1], [1, 1, 1, 1])
+    with pytest.raises(ValueError, match="'strides' must be 2 integers >= 1"):
+        tensorrt_plugin.geometry([0, 1], [1, 1, 1, 1])
+    with pytest.raises(ValueError, match="int32"):
+        tensorrt_plugin.geometry([1, 1], [2**31, 0, 2**31, 0])
+
+
+def test_plugin_shape_descriptor_checks_the_dimensions_it_knows():
+    tensorrt_plugin.check_static_shapes([None, 3, 32, 32], [8, 3, 3, 3], 1, 1, 1, 1)  # dynamic batch
+    tensorrt_plugin.check_static_shapes([1, 3, 32, 32], [8, 3, None, None], 1, 1, 1, 1)  # weight not yet known
+    for x, w, fragment in [([1, 3, 32, 32], [8, 4, 3, 3], "channels"), ([1, 3, 32], [8, 3, 3, 3], "4-D"),
+                           ([1, 3, 2, 2], [8, 3, 5, 5], "larger than the padded"),
+                           ([4096, 64, 1024, 1024], [64, 64, 3, 3], "int32|index")]:
+        with pytest.raises(ValueError, match=fragment):
+            tensorrt_plugin.check_static_shapes(x, w, 1, 1, 0, 0)
 
 
 def test_plugin_output_shape_and_grid_match_the_op():

@@ -7,6 +7,7 @@ from kdforge.train.data import batch_augmentation, build_data
 from kdforge.train.methods import method_class
 from kdforge.train.models import create_model
 from kdforge.train.trainer import fit
+from kdforge.untrusted import load_torch
 
 DATA = build_data(DataConfig(), seed=0)
 CFG = TrainConfig(epochs=3, batch_size=128, lr=0.05)
@@ -40,7 +41,7 @@ def test_resumed_training_ends_where_uninterrupted_training_does(tmp_path):
     resumed = fit(_distiller(), DATA, CFG, tmp_path / "b.pt", "fp", torch.device("cpu"), 0, batch_augmentation(DataConfig()))
     assert resumed.resumed_from_epoch == 1
     assert resumed.test_accuracy == reference.test_accuracy
-    a, b = torch.load(tmp_path / "a.pt", weights_only=False), torch.load(tmp_path / "b.pt", weights_only=False)
+    a, b = load_torch(tmp_path / "a.pt", "a"), load_torch(tmp_path / "b.pt", "b")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 

@@ -14,8 +14,13 @@ usual custom-op library cannot be built against it. Two kernels, best first:
   runs the numba kernel (kdforge.nn.adder_cpu). No compiler needed, exact, but the extension
   copies each output tensor element by element (about 0.1 us per element here), which
   dominates at large batches: the fallback where no compiler is found.
-Either way the file on disk is untouched: attributes the kernels read (scalar stride/pad) are
-added to the nodes in memory at load time.
+The native kernel runs the file's nodes as they are; the Python operator's copy is rewritten in
+memory, never on disk.
+
+Files come from anyone, so every adder node is checked when a session opens (two inputs,
+`strides` and `pads` as kdforge.nn.adder_geometry demands, a 4-D weight initializer where there
+is one), and both kernels check the tensors' shapes again at every run. A malformed node, and
+any error ONNX Runtime raises while running, is a UserError naming the node.
 """
 
 import hashlib
@@ -24,6 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +37,17 @@ import onnx
 import onnxruntime as ort
 
 from kdforge.errors import UserError
+from kdforge.nn.adder_geometry import AdderGeometryError, node_attributes
 
 ADDER_DOMAIN, ADDER_OP = "kdforge", "AdderConv2d"
 _CONTRIB_DOMAIN, _CONTRIB_OP = "ai.onnx.contrib", "KdforgeAdderConv2d"
 _SCALAR_ATTRS = ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom", "pad_right")
 _registered = False
+# onnxruntime-extensions turns an exception inside a Python operator into std::terminate, which
+# aborts the process. The operator therefore never raises: it leaves its error here (per thread:
+# ONNX Runtime runs the nodes of a sequential session on the calling thread), returns an empty
+# tensor, and `run` raises the error once the session returns or fails on that tensor.
+_python_op_errors = threading.local()
 
 
 def _register_adder_kernel() -> str:
@@ -50,11 +62,15 @@ def _register_adder_kernel() -> str:
         from kdforge.nn.adder_cpu import adder_conv2d_forward
 
         @onnx_op(op_type=_CONTRIB_OP, inputs=[PyCustomOpDef.dt_float, PyCustomOpDef.dt_float], outputs=[PyCustomOpDef.dt_float],
-                 attrs={name: PyCustomOpDef.dt_int64 for name in _SCALAR_ATTRS})
+                 attrs={"node_name": PyCustomOpDef.dt_string, **{name: PyCustomOpDef.dt_int64 for name in _SCALAR_ATTRS}})
         def _adder(x, w, **attrs):
-            if attrs["pad_top"] != attrs["pad_bottom"] or attrs["pad_left"] != attrs["pad_right"]:
-                raise ValueError("kdforge AdderConv2d supports symmetric padding only")
-            return adder_conv2d_forward(x, w, (attrs["stride_h"], attrs["stride_w"]), (attrs["pad_top"], attrs["pad_left"]))
+            where = f"kdforge::AdderConv2d node '{attrs['node_name']}'"
+            try:
+                sh, sw, ph, pw = node_attributes([attrs[k] for k in _SCALAR_ATTRS[:2]], [attrs[k] for k in _SCALAR_ATTRS[2:]], where)
+                return adder_conv2d_forward(x, w, (sh, sw), (ph, pw), where)
+            except Exception as e:  # raising here would abort the process (see _python_op_errors)
+                _python_op_errors.error = e
+                return np.zeros((0,), np.float32)
 
         _registered = True
     return get_library_path()
@@ -75,7 +91,8 @@ def _import_extensions():
     return PyCustomOpDef, get_library_path, onnx_op
 
 
-_NATIVE_SOURCE = Path(__file__).with_name("adder_ort_op.c")
+NATIVE_SOURCE = Path(__file__).with_name("adder_ort_op.c")
+NATIVE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-Wl,-z,nodelete")
 
 
 def native_library() -> Path | None:
@@ -83,8 +100,8 @@ def native_library() -> Path | None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    source = _NATIVE_SOURCE.read_bytes()
-    flags = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-Wl,-z,nodelete"]
+    source = NATIVE_SOURCE.read_bytes()
+    flags = list(NATIVE_FLAGS)
     key = hashlib.sha256(source + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("KDFORGE_CACHE", Path.home() / ".cache" / "kdforge"))
     library = cache / f"adder_ort_op-{key}.so"
@@ -93,7 +110,7 @@ def native_library() -> Path | None:
     cache.mkdir(parents=True, exist_ok=True)
     tmp = library.with_name(f".{library.name}.{os.getpid()}")
     try:
-        built = subprocess.run([compiler, *flags, "-o", str(tmp), str(_NATIVE_SOURCE)], capture_output=True)
+        built = subprocess.run([compiler, *flags, "-o", str(tmp), str(NATIVE_SOURCE)], capture_output=True)
     except OSError:  # $CC names no runnable program
         return None
     if built.returncode != 0:
@@ -107,16 +124,27 @@ def _adder_nodes(model: onnx.ModelProto):
     return [n for n in model.graph.node if n.domain == ADDER_DOMAIN and n.op_type == ADDER_OP]
 
 
-def add_scalar_attributes(model: onnx.ModelProto) -> int:
-    """Adds stride_h, stride_w, pad_h, pad_w beside each adder node's lists, for the native kernel."""
+def _node_lists(node) -> tuple[list, list]:
+    """The node's `strides` and `pads`, ONNX's defaults where absent."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return attrs.get("strides", [1, 1]), attrs.get("pads", [0, 0, 0, 0])
+
+
+def check_adder_nodes(model: onnx.ModelProto, path) -> int:
+    """Checks every adder node of a loaded file before any kernel sees it; returns how many."""
     nodes = _adder_nodes(model)
+    initializers = {init.name: init for init in model.graph.initializer}
     for node in nodes:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        (sh, sw), pads = attrs.get("strides", [1, 1]), attrs.get("pads", [0, 0, 0, 0])
-        if pads[0] != pads[2] or pads[1] != pads[3]:
-            raise UserError(f"adder node '{node.name}' has asymmetric pads {pads}; kdforge's kernels take symmetric padding.")
-        node.attribute.extend(onnx.helper.make_attribute(k, int(v)) for k, v in
-                              (("stride_h", sh), ("stride_w", sw), ("pad_h", pads[0]), ("pad_w", pads[1])))
+        where = f"{path}: kdforge::AdderConv2d node '{node.name}'"
+        try:
+            if len(node.input) != 2 or len(node.output) != 1:
+                raise AdderGeometryError(f"{where} must have 2 inputs (X, W) and 1 output, it has {len(node.input)} and {len(node.output)}")
+            node_attributes(*_node_lists(node), where)
+            weight = initializers.get(node.input[1])
+            if weight is not None and (len(weight.dims) != 4 or min(weight.dims) < 1):
+                raise AdderGeometryError(f"{where}: weight W must be a non-empty 4-D tensor (O, C, kh, kw), got shape {list(weight.dims)}")
+        except AdderGeometryError as e:
+            raise UserError(f"{e}; the file is malformed, re-export the model.") from None
     return len(nodes)
 
 
@@ -124,10 +152,10 @@ def rewrite_adder_nodes(model: onnx.ModelProto) -> int:
     """kdforge::AdderConv2d -> ai.onnx.contrib::KdforgeAdderConv2d in place; returns how many."""
     nodes = _adder_nodes(model)
     for node in nodes:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        values = [*attrs.get("strides", [1, 1]), *attrs.get("pads", [0, 0, 0, 0])]
+        strides, pads = _node_lists(node)
         del node.attribute[:]
-        node.attribute.extend(onnx.helper.make_attribute(k, int(v)) for k, v in zip(_SCALAR_ATTRS, values))
+        node.attribute.extend(onnx.helper.make_attribute(k, int(v)) for k, v in zip(_SCALAR_ATTRS, [*strides, *pads]))
+        node.attribute.append(onnx.helper.make_attribute("node_name", node.name))
         node.domain, node.op_type = _CONTRIB_DOMAIN, _CONTRIB_OP
     if nodes:
         kept = [o for o in model.opset_import if o.domain != ADDER_DOMAIN]
@@ -144,18 +172,15 @@ def session(path: Path, threads: int = 1, adder_kernel: str = "auto") -> ort.Inf
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 4  # errors reach the caller as exceptions; ORT's own log lines would repeat them
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-    try:
-        model = onnx.load(os.fspath(path))
-    except Exception:
-        raise UserError(f"{path} is not a readable ONNX file.") from None
-    if _adder_nodes(model):
+    model = load_model(path)
+    if check_adder_nodes(model, path):
         providers = ["CPUExecutionProvider"]  # both adder kernels run on the CPU
         library = native_library() if adder_kernel in ("auto", "native") else None
         if adder_kernel == "native" and library is None:
             raise UserError("the native adder kernel needs a C compiler (cc or $CC) with OpenMP; install one or use adder_kernel='python'.")
         if library is not None:
-            add_scalar_attributes(model)
             options.register_custom_ops_library(str(library))
         else:
             rewrite_adder_nodes(model)
@@ -163,10 +188,44 @@ def session(path: Path, threads: int = 1, adder_kernel: str = "auto") -> ort.Inf
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     except Exception as e:  # ORT's own message names the node or op it cannot run
-        reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Fatal error: )?", "", (str(e).strip() or type(e).__name__).splitlines()[0])
-        raise UserError(f"ONNX Runtime cannot open {path}: {reason.rstrip('.')}; the file needs an operator or "
+        raise UserError(f"ONNX Runtime cannot open {path}: {_reason(e)}; the file needs an operator or "
                         f"feature this ONNX Runtime lacks (kdforge's exports use standard operators and kdforge's own).") from None
 
 
+def load_model(path) -> onnx.ModelProto:
+    """The ONNX graph of `path`, a UserError if it is not one. External data files are not read:
+    kdforge's students never need them, and a hostile file could point them anywhere."""
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception:
+        raise UserError(f"{path} is not a readable ONNX file.") from None
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
+        raise UserError(f"{path} keeps its weights in external data files, which kdforge does not load; save it as one file.")
+    return model
+
+
+def _reason(error: Exception) -> str:
+    """ONNX Runtime's message without its code prefix, on one line."""
+    text = " ".join((str(error).strip() or type(error).__name__).split())
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Fatal error: )?", "", text).rstrip(".")
+
+
+def run_feeds(sess: ort.InferenceSession, feeds: dict) -> list:
+    """sess.run(None, feeds), where an error inside a kernel (ONNX Runtime raises it as an
+    exception; the Python operator leaves it aside) is a UserError naming the node."""
+    _python_op_errors.error = None
+    try:
+        outputs = sess.run(None, feeds)
+    except Exception as e:
+        error = _python_op_errors.error or e
+    else:
+        error = _python_op_errors.error
+    if error is not None:
+        _python_op_errors.error = None
+        raise UserError(f"ONNX Runtime failed to run the model: {_reason(error)}.")
+    return outputs
+
+
 def run(sess: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
-    return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(images, dtype=np.float32)})[0]
+    """The session's first output for a batch of images (see run_feeds)."""
+    return run_feeds(sess, {sess.get_inputs()[0].name: np.ascontiguousarray(images, dtype=np.float32)})[0]

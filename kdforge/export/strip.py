@@ -14,6 +14,7 @@ from torch import nn
 
 from kdforge import atomic
 from kdforge.errors import UserError
+from kdforge.untrusted import load_torch
 from kdforge.train.models import create_model
 from kdforge.train.models.plain import apply_transforms
 
@@ -50,17 +51,16 @@ def load_deployed(path: Path) -> tuple[nn.Module, dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"deployed model {path} does not exist; run the strip stage first.")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
-        raise UserError(f"{path} is not a readable PyTorch file; it may be corrupt or half-written.") from None
+    blob = load_torch(path, "deployed model")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise UserError(f"{path} is not a kdforge deployed model (deploy.pt written by the strip stage).")
     spec = {k: v for k, v in blob.items() if k not in ("format", "state_dict")}
-    model = create_model(spec["model"], spec["num_classes"], spec["in_channels"], **spec["model_args"])
-    apply_transforms(model, spec.get("transforms", ()))
     try:
+        model = create_model(spec["model"], spec["num_classes"], spec["in_channels"], **spec["model_args"])
+        apply_transforms(model, spec.get("transforms", ()))
         model.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"{path} has a damaged header (model, model_args, num_classes, in_channels); re-run the strip stage.") from None
     except RuntimeError:
         raise UserError(f"{path} holds weights of another architecture than '{spec['model']}'.") from None
     return model.eval(), spec

@@ -5,22 +5,41 @@ forward kernel the torch CUDA op runs (kdforge/nn/adder_triton.py) to PTX, which
 in the engine, so the engine runs without Python.
 
 Importing this module registers the plugin and needs TensorRT; the geometry below (attributes,
-output shape, launch grid) is plain Python, tested on machines without TensorRT.
+static shapes, output shape, launch grid) is plain Python, tested on machines without TensorRT.
+The shape descriptor checks the node's attributes, and every dimension TensorRT already knows,
+with the same checks as every other entry point of the op (kdforge.nn.adder_geometry), before
+an engine with that node can be built: the kernel indexes in int32 without bounds checks.
 """
 
 from math import ceil
 
+from kdforge.nn.adder_geometry import INT32_MAX, AdderGeometryError, check, node_attributes
+
 PLUGIN_ID = "kdforge::AdderConv2d"
+_WHERE = "TensorRT plugin kdforge::AdderConv2d"
 
 
 def geometry(strides, pads) -> tuple[int, int, int, int]:
-    """(stride_h, stride_w, pad_h, pad_w) of a node's attributes; padding must be symmetric."""
-    strides, pads = [int(s) for s in strides], [int(p) for p in pads]
-    if len(strides) != 2 or len(pads) != 4:
-        raise ValueError(f"AdderConv2d takes 2 strides and 4 pads, got {strides} and {pads}")
-    if pads[0] != pads[2] or pads[1] != pads[3]:
-        raise ValueError(f"AdderConv2d takes symmetric padding, got pads {pads}")
-    return strides[0], strides[1], pads[0], pads[1]
+    """(stride_h, stride_w, pad_h, pad_w) of a node's attributes, checked."""
+    sh, sw, ph, pw = node_attributes(strides, pads, _WHERE)
+    if max(sh, sw, ph, pw) > INT32_MAX:
+        raise AdderGeometryError(f"{_WHERE}: strides or pads exceed the kernel's int32 index range")
+    return sh, sw, ph, pw
+
+
+def check_static_shapes(x_dims, w_dims, sh: int, sw: int, ph: int, pw: int) -> None:
+    """Checks the input and weight shapes where every dimension is a known integer (None marks
+    one TensorRT will only know at run time, such as a dynamic batch, which counts as 1 here)."""
+    if len(x_dims) != 4 or len(w_dims) != 4:
+        raise AdderGeometryError(f"{_WHERE}: input X and weight W must be 4-D, got ranks {len(x_dims)} and {len(w_dims)}")
+    x_dims = [1 if d is None else d for d in x_dims]
+    if None not in w_dims:
+        check(x_dims, w_dims, (sh, sw), (ph, pw), _WHERE, limit=INT32_MAX)
+
+
+def _known(dim):
+    """A TensorRT shape expression's value where it is a build-time constant, else None."""
+    return int(dim.constant_value()) if getattr(dim, "is_constant", False) else None
 
 
 def output_size(size, kernel, stride: int, pad: int):
@@ -44,6 +63,8 @@ def register() -> None:
     def adder_desc(x: trtp.TensorDesc, w: trtp.TensorDesc, strides: np.ndarray, pads: np.ndarray,
                    plugin_namespace: str) -> tuple[trtp.TensorDesc]:
         sh, sw, ph, pw = geometry(strides, pads)
+        check_static_shapes([_known(x.shape_expr[i]) for i in range(len(x.shape_expr))],
+                            [_known(w.shape_expr[i]) for i in range(len(w.shape_expr))], sh, sw, ph, pw)
         n, o = x.shape_expr[0], w.shape_expr[0]
         ho = output_size(x.shape_expr[2], w.shape_expr[2], sh, ph)
         wo = output_size(x.shape_expr[3], w.shape_expr[3], sw, pw)

@@ -19,17 +19,22 @@ Backward (AdderNet): with the gradient G of Y,
 where X_col holds the zero-padded receptive fields, so padding contributes to dW as in the
 paper's unfold-based code. Work is split over images; each worker keeps its own dW partial
 and one image's receptive fields at a time.
+
+The kernels index without bounds checks, so the entry points below check the geometry first
+(adder_geometry.check). Calls are serialised by a lock: each call already uses every core, and
+numba's workqueue threading layer (where OpenMP and TBB are absent) aborts the process when two
+threads enter parallel code at once, as they do when an ONNX Runtime session is shared.
 """
+
+import threading
 
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from kdforge.nn.adder_geometry import check
+
 _PIXELS_PER_BLOCK = 32
 _FILTERS_PER_BLOCK = 16
-
-
-def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    return (size + 2 * pad - kernel) // stride + 1
 
 
 @njit(inline="always", fastmath=True)
@@ -151,27 +156,33 @@ def _backward(x, w2, grad, kh, kw, sh, sw, ph, pw, ho, wo, workers):
     return grad_x, dw_total
 
 
-def _geometry(x: np.ndarray, w: np.ndarray, strides, pads):
-    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
-        raise ValueError(f"adder_conv2d: input {x.shape} and weight {w.shape} do not fit (N,C,H,W) and (O,C,kh,kw)")
-    (sh, sw), (ph, pw) = strides, pads
-    ho, wo = output_size(x.shape[2], w.shape[2], sh, ph), output_size(x.shape[3], w.shape[3], sw, pw)
-    return sh, sw, ph, pw, ho, wo
+_kernel_lock = threading.Lock()
 
 
-def adder_conv2d_forward(x: np.ndarray, w: np.ndarray, strides=(1, 1), pads=(0, 0)) -> np.ndarray:
-    """Y (N, O, Ho, Wo) of the adder convolution; float32, C-contiguous in and out."""
+def _geometry(x: np.ndarray, w: np.ndarray, strides, pads, where: str):
+    _, _, ho, wo = check(x.shape, w.shape, strides, pads, where)
+    return (*strides, *pads, ho, wo)
+
+
+def adder_conv2d_forward(x: np.ndarray, w: np.ndarray, strides=(1, 1), pads=(0, 0), where: str = "adder_conv2d") -> np.ndarray:
+    """Y (N, O, Ho, Wo) of the adder convolution; float32, C-contiguous in and out. `where` names
+    the layer or node in the error a malformed geometry gets."""
     x, w = np.ascontiguousarray(x, np.float32), np.ascontiguousarray(w, np.float32)
-    sh, sw, ph, pw, ho, wo = _geometry(x, w, strides, pads)
-    out = _forward(x, w.reshape(w.shape[0], -1), w.shape[2], w.shape[3], sh, sw, ph, pw, ho, wo)
+    sh, sw, ph, pw, ho, wo = _geometry(x, w, strides, pads, where)
+    with _kernel_lock:
+        out = _forward(x, w.reshape(w.shape[0], -1), w.shape[2], w.shape[3], sh, sw, ph, pw, ho, wo)
     return out.reshape(x.shape[0], w.shape[0], ho, wo)
 
 
 def adder_conv2d_backward(x: np.ndarray, w: np.ndarray, grad: np.ndarray, strides=(1, 1), pads=(0, 0)):
     """(dX, dW) of AdderNet's backward, before any adaptive rescaling of dW."""
     x, w = np.ascontiguousarray(x, np.float32), np.ascontiguousarray(w, np.float32)
-    sh, sw, ph, pw, ho, wo = _geometry(x, w, strides, pads)
-    grad = np.ascontiguousarray(grad, np.float32).reshape(x.shape[0], w.shape[0], ho * wo)
+    sh, sw, ph, pw, ho, wo = _geometry(x, w, strides, pads, "adder_conv2d backward")
+    grad = np.ascontiguousarray(grad, np.float32)
+    if grad.shape != (x.shape[0], w.shape[0], ho, wo):
+        raise ValueError(f"adder_conv2d backward: gradient of shape {grad.shape}, expected {(x.shape[0], w.shape[0], ho, wo)}")
+    grad = grad.reshape(x.shape[0], w.shape[0], ho * wo)
     workers = max(1, min(get_num_threads(), x.shape[0]))
-    grad_x, dw = _backward(x, w.reshape(w.shape[0], -1), grad, w.shape[2], w.shape[3], sh, sw, ph, pw, ho, wo, workers)
+    with _kernel_lock:
+        grad_x, dw = _backward(x, w.reshape(w.shape[0], -1), grad, w.shape[2], w.shape[3], sh, sw, ph, pw, ho, wo, workers)
     return grad_x, dw.reshape(w.shape)

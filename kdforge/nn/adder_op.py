@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from kdforge.nn import adder_cpu
+from kdforge.nn.adder_geometry import layer_attributes
 
 
 def _float32_numpy(t: Tensor):
@@ -42,6 +43,8 @@ def output_shape(x_shape, w_shape, stride, padding) -> tuple[int, int, int, int]
 
 @adder_conv2d.register_fake
 def _adder_conv2d_fake(x, weight, stride, padding, eta):
+    layer_attributes(stride, padding, "adder_conv2d")  # shapes may be symbolic here; the kernels check them
+    torch._check(x.dim() == 4 and weight.dim() == 4, lambda: "adder_conv2d: input and weight must be 4-D")
     torch._check(x.shape[1] == weight.shape[1], lambda: "adder_conv2d: input and weight channels differ")
     return x.new_empty(output_shape(x.shape, weight.shape, stride, padding))
 

@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kdforge.nn.adder_geometry import INT32_MAX, check
+
 
 @triton.jit
 def _pixel_coords(offs_p, Ho, Wo):
@@ -107,9 +109,10 @@ _INPUT_BLOCKS = {"BLOCK_P": 32, "BLOCK_K": 32}
 
 
 def _geometry(x, weight, stride, padding):
-    n, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    ho, wo = (h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1
+    """The kernels' scalar arguments, checked first: the kernels index in int32 without bounds checks."""
+    n, o, ho, wo = check(x.shape, weight.shape, stride, padding, "adder_conv2d (CUDA)", limit=INT32_MAX)
+    _, c, h, w = x.shape
+    kh, kw = weight.shape[2:]
     return (n, c, h, w, o, ho, wo, stride[0], stride[1], padding[0], padding[1]), {"KH": kh, "KW": kw}
 
 
@@ -127,6 +130,8 @@ def backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: 
     x, weight, grad = x.contiguous().float(), weight.contiguous().float(), grad.contiguous().float()
     dims, kernel = _geometry(x, weight, stride, padding)
     n, _, _, _, o, ho, wo = dims[:7]
+    if tuple(grad.shape) != (n, o, ho, wo):
+        raise ValueError(f"adder_conv2d backward (CUDA): gradient of shape {tuple(grad.shape)}, expected {(n, o, ho, wo)}")
     k_len = weight[0].numel()
     grad_w = torch.empty_like(weight)
     grid_w = (triton.cdiv(o, _WEIGHT_BLOCKS["BLOCK_O"]), triton.cdiv(k_len, _WEIGHT_BLOCKS["BLOCK_K"]))

@@ -3,7 +3,11 @@ rest in order, prints one line per unit and records each in the manifest.
 
 Under torchrun every rank walks the same graph: the training stages (teacher, distill) run on
 all ranks, everything else and every write on rank 0 only, with a barrier after each unit; the
-other ranks take their skip decisions from the manifest as rank 0 last wrote it."""
+other ranks take their skip decisions from the manifest as rank 0 last wrote it.
+
+Rank 0 holds the run directory's lock (pipeline/lock.py) for the whole run. A unit that fails or
+is interrupted is recorded as failed (as far as the disk allows) and the next run redoes it; an
+interrupted unit is named in the Interrupted it raises."""
 
 import os
 import time
@@ -14,8 +18,9 @@ import yaml
 
 from kdforge import atomic
 from kdforge.config import Config
-from kdforge.errors import UserError
+from kdforge.errors import Interrupted, UserError
 from kdforge.pipeline.graph import STAGES, build_graph
+from kdforge.pipeline.lock import run_lock
 from kdforge.pipeline.manifest import Manifest
 from kdforge.pipeline.stages import STAGE_FUNCTIONS, StageContext
 from kdforge.train import distributed
@@ -36,7 +41,10 @@ def prepare_run_dir(cfg: Config) -> Path:
 _TRAINING_STAGES = ("teacher", "distill")
 
 
-def run_pipeline(cfg: Config, force: bool = False, only: Optional[Iterable[str]] = None, log: Callable[[str], None] = print) -> Path:
+def run_pipeline(cfg: Config, force: bool = False, only: Optional[Iterable[str]] = None, log: Callable[[str], None] = print,
+                 wait: bool = False) -> Path:
+    """Runs the config's units in its run directory; `wait` queues behind another kdforge process
+    on the same directory instead of refusing to start."""
     only = set(only or ())
     unknown = only - set(STAGES)
     if unknown:
@@ -44,7 +52,14 @@ def run_pipeline(cfg: Config, force: bool = False, only: Optional[Iterable[str]]
     distributed.init_from_environment(resolve_device(cfg.device))
     main = distributed.is_main()
     log = log if main else (lambda line: None)
-    run_dir = prepare_run_dir(cfg) if main else cfg.resolved_run_dir()
+    if not main:
+        return _run_units(cfg, cfg.resolved_run_dir(), force, only, log, main)
+    run_dir = prepare_run_dir(cfg)
+    with run_lock(run_dir, wait, log):
+        return _run_units(cfg, run_dir, force, only, log, main)
+
+
+def _run_units(cfg: Config, run_dir: Path, force: bool, only: set, log: Callable[[str], None], main: bool) -> Path:
     if main:
         atomic.write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     distributed.barrier()
@@ -69,9 +84,13 @@ def run_pipeline(cfg: Config, force: bool = False, only: Optional[Iterable[str]]
         started = time.perf_counter()
         try:
             result = STAGE_FUNCTIONS[unit.stage](StageContext(cfg, run_dir, unit, manifest, cache))
-        except BaseException:
+        except BaseException as error:
             if main:
-                manifest.record(unit.key, status="failed", fingerprint=unit.fingerprint, inputs=unit.deps, outputs=[], metrics={})
+                _record_failure(manifest, unit)
+            if isinstance(error, KeyboardInterrupt):
+                stop = Interrupted.of(error)
+                stop.unit = unit.key
+                raise stop from None
             raise
         seconds = time.perf_counter() - started
         if main:
@@ -83,3 +102,12 @@ def run_pipeline(cfg: Config, force: bool = False, only: Optional[Iterable[str]]
         distributed.barrier()
         log(f"[{unit.key}] {result.summary} ({seconds:.1f} s)")
     return run_dir
+
+
+def _record_failure(manifest: Manifest, unit) -> None:
+    """Marks the unit failed so the next run redoes it; where even that cannot be written (a full
+    disk), the error that stopped the unit is the one worth reporting."""
+    try:
+        manifest.record(unit.key, status="failed", fingerprint=unit.fingerprint, inputs=unit.deps, outputs=[], metrics={})
+    except (OSError, UserError):
+        pass

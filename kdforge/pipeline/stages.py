@@ -10,7 +10,6 @@ import torch
 
 from kdforge import atomic
 from kdforge.config import Config, StudentConfig
-from kdforge.errors import UserError
 from kdforge.export.onnx_export import export_onnx, onnx_flavour
 from kdforge.export.strip import load_deployed, save_deployed, strip, training_parameters
 from kdforge.export.verify import require_passed, verify_backend
@@ -25,9 +24,10 @@ from kdforge.train import distributed
 from kdforge.train.device import resolve_device
 from kdforge.train.evaluation import generalized_accuracy
 from kdforge.train.methods import method_class, teacher_method
-from kdforge.train.methods.base import submodule_state
 from kdforge.train.models import create_model
 from kdforge.train.trainer import accuracy, fit, predict, seed_everything
+from kdforge.train.weights import load_into, network_weights
+from kdforge.untrusted import load_torch
 
 
 @dataclass
@@ -86,26 +86,9 @@ def _example(data: DataBundle) -> torch.Tensor:
     return torch.zeros(_input_shape(data, 2))
 
 
-def _load_state(path: Path, what: str) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist; run the stage that writes it first.") from None
-    except Exception:
-        raise UserError(f"{what} {path} is not a readable PyTorch checkpoint; it may be corrupt.") from None
-
-
 def _teacher_model(ctx: StageContext) -> torch.nn.Module:
     t, data = ctx.cfg.teacher, ctx.data("teacher")
     return create_model(t.model, data.num_classes, data.in_channels, **t.model_args)
-
-
-def _load_into(load, state: dict, path: Path) -> None:
-    """Calls `load(state)` (a load_state_dict), turning a mismatch into a sentence about `path`."""
-    try:
-        load(state)
-    except (RuntimeError, KeyError):
-        raise UserError(f"{path} holds weights of another architecture than the configured one; check the model name and model_args.") from None
 
 
 def run_teacher(ctx: StageContext) -> StageResult:
@@ -115,10 +98,8 @@ def run_teacher(ctx: StageContext) -> StageResult:
     seed_everything(ctx.cfg.seed)  # the initial weights are the seed's, in every process
     distiller = method(_teacher_model(ctx), None, method.Options(), _example(data))
     if t.checkpoint is not None:
-        state = _load_state(t.checkpoint, "teacher.checkpoint")
-        weights = state.get("model", state) if isinstance(state, dict) else state
-        weights = submodule_state(weights, "student.") or weights
-        _load_into(distiller.student.load_state_dict, weights, t.checkpoint)
+        weights = network_weights(load_torch(t.checkpoint, "teacher.checkpoint"))
+        load_into(distiller.student.load_state_dict, weights, t.checkpoint)
         logits, labels = predict(distiller.student, data.test, torch.device("cpu"))
         if distributed.is_main():
             atomic.save_torch(folder / "checkpoint.pt", {"fingerprint": ctx.unit.fingerprint, "complete": True, "model": distiller.state_dict()})
@@ -143,6 +124,12 @@ def _resumed(metrics: dict) -> str:
     return f" (resumed at epoch {epoch + 1})" if epoch else ""
 
 
+def _distiller_state(path: Path, what: str):
+    """The whole distiller's state from a kdforge training checkpoint (None if the file holds none)."""
+    blob = load_torch(path, what)
+    return blob.get("model") if isinstance(blob, dict) else None
+
+
 def build_distiller(ctx: StageContext, with_teacher_weights: bool):
     s, data = ctx.student, ctx.data()
     cls = method_class(s.method)
@@ -151,7 +138,7 @@ def build_distiller(ctx: StageContext, with_teacher_weights: bool):
     distiller = cls(student, _teacher_model(ctx) if cls.needs_teacher else None, cls.Options(**s.options), _example(data))
     if cls.needs_teacher and with_teacher_weights:
         path = ctx.run_dir / "teacher" / "checkpoint.pt"
-        _load_into(distiller.load_teacher_state, _load_state(path, "teacher checkpoint")["model"], path)
+        load_into(distiller.load_teacher_state, _distiller_state(path, "teacher checkpoint"), path)
     return distiller
 
 
@@ -176,7 +163,7 @@ def run_strip(ctx: StageContext) -> StageResult:
     s, data = ctx.student, ctx.data()
     distiller = build_distiller(ctx, with_teacher_weights=False)
     checkpoint = ctx.student_dir / "checkpoint.pt"
-    _load_into(distiller.load_state_dict, _load_state(checkpoint, "student checkpoint")["model"], checkpoint)
+    load_into(distiller.load_state_dict, _distiller_state(checkpoint, "student checkpoint"), checkpoint)
     probe = torch.stack([data.val[i][0] for i in range(min(16, len(data.val)))])
     deployed = strip(distiller, probe)
     spec = {"model": s.model, "model_args": s.model_args, "num_classes": data.num_classes, "in_channels": data.in_channels,

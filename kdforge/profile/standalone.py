@@ -41,11 +41,10 @@ def _checkpoint_model(path: Path):
     """The network a run's training checkpoint holds (the student or teacher as it trained)."""
     import json
 
-    import torch
-
     from kdforge.config import load_config
-    from kdforge.train.methods.base import submodule_state
     from kdforge.train.models import create_model
+    from kdforge.train.weights import load_into, network_weights
+    from kdforge.untrusted import load_torch
 
     folder = path.parent
     run_dir = folder.parent if folder.name == "teacher" else folder.parent.parent
@@ -60,11 +59,7 @@ def _checkpoint_model(path: Path):
             raise UserError(f"{path}: the run's config has no student '{folder.name}'.")
         name, model_args, classes = student.model, student.model_args, data["num_classes"]
     model = create_model(name, classes, data["in_channels"], **model_args)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-        model.load_state_dict(submodule_state(state, "student."))
-    except Exception:
-        raise UserError(f"{path} does not hold a '{name}' (a kdforge training checkpoint of the configured model).") from None
+    load_into(model.load_state_dict, network_weights(load_torch(path, "training checkpoint")), path)
     spec = {"model": name, "method": "training checkpoint", "in_channels": data["in_channels"], "image_size": data["image_size"]}
     return model.eval(), spec
 
@@ -91,14 +86,15 @@ def _profile_model(model, spec: dict, threads: int, layers: bool, warmup: int, r
 
 
 def _profile_onnx(path: Path, threads: int, warmup: int, runs: int) -> dict:
-    import onnx
+    from kdforge.export.ort import load_model
 
-    try:
-        model = onnx.load(str(path))
-    except Exception:
-        raise UserError(f"{path} is not a readable ONNX file.") from None
+    model = load_model(path)
     params = int(sum(np.prod(init.dims) for init in model.graph.initializer))
-    dims = model.graph.input[0].type.tensor_type.shape.dim
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]  # old IR versions list weights as inputs
+    if not inputs:
+        raise UserError(f"{path} has no graph input to feed; it is not a model kdforge can time.")
+    dims = inputs[0].type.tensor_type.shape.dim
     shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)
     lat = latency.onnxruntime_latency(path, shape, threads, warmup, runs)
     table = _table([

@@ -3,7 +3,8 @@
 SGD with momentum and weight decay, a step or cosine schedule (per epoch), a checkpoint
 written atomically after every epoch with everything needed to resume (model, optimizer,
 scheduler, RNG states, epoch, history), and a stop with one sentence on a NaN or infinite loss
-that keeps the last good checkpoint. A checkpoint is resumed only if it was written for the
+that keeps the last good checkpoint. An interrupt (Ctrl-C, SIGTERM) leaves the last complete
+epoch's checkpoint and says how many epochs it holds. A checkpoint is resumed only if it was written for the
 same stage fingerprint, i.e. the same config and inputs.
 
 Under torchrun the distiller is wrapped in DistributedDataParallel, each rank reads its share
@@ -29,9 +30,10 @@ from torch.utils.data.distributed import DistributedSampler
 
 from kdforge import atomic
 from kdforge.config import TrainConfig
-from kdforge.errors import UserError
+from kdforge.errors import Interrupted, UserError
 from kdforge.train import distributed
 from kdforge.train.data import DataBundle
+from kdforge.untrusted import load_torch
 
 
 def seed_everything(seed: int) -> None:
@@ -118,22 +120,29 @@ def fit(
     started = time.perf_counter()
     epochs = tqdm(range(start_epoch, cfg.epochs), desc=description, unit="epoch", leave=False,
                   disable=None if distributed.is_main() else True)
-    for epoch in epochs:
-        loader = _train_loader(data.train, cfg, seed, epoch, loader_gen, world)
-        totals = _train_epoch(model, loader, optimizer, device, augment, epoch, cfg, checkpoint)
-        scheduler.step()
-        val_logits, val_labels = predict(distiller.student, data.val, device)
-        totals["val_accuracy"] = accuracy(val_logits, val_labels)
-        totals["epoch"] = epoch
-        history.append(totals)
-        epochs.set_postfix(loss=f"{totals['loss']:.3f}", val=f"{totals['val_accuracy']:.3f}")
-        if distributed.is_main():
-            atomic.save_torch(checkpoint, {
-                "fingerprint": fingerprint, "epoch": epoch, "complete": epoch == cfg.epochs - 1,
-                "model": distiller.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history,
-            })
-        distributed.barrier()
+    saved = start_epoch
+    try:
+        for epoch in epochs:
+            loader = _train_loader(data.train, cfg, seed, epoch, loader_gen, world)
+            totals = _train_epoch(model, loader, optimizer, device, augment, epoch, cfg, checkpoint)
+            scheduler.step()
+            val_logits, val_labels = predict(distiller.student, data.val, device)
+            totals["val_accuracy"] = accuracy(val_logits, val_labels)
+            totals["epoch"] = epoch
+            history.append(totals)
+            epochs.set_postfix(loss=f"{totals['loss']:.3f}", val=f"{totals['val_accuracy']:.3f}")
+            if distributed.is_main():
+                atomic.save_torch(checkpoint, {
+                    "fingerprint": fingerprint, "epoch": epoch, "complete": epoch == cfg.epochs - 1,
+                    "model": distiller.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history,
+                })
+            saved = epoch + 1
+            distributed.barrier()
+    except KeyboardInterrupt as error:  # the checkpoint on disk is the last complete epoch's
+        stop = Interrupted.of(error)
+        stop.progress = f"{saved} of {cfg.epochs} epochs saved in {checkpoint}"
+        raise stop from None
 
     test_logits, test_labels = predict(distiller.student, data.test, device)
     return TrainResult(
@@ -197,10 +206,7 @@ def _train_epoch(model, loader, optimizer, device, augment, epoch: int, cfg: Tra
 def _load_resumable(checkpoint: Path, fingerprint: str) -> Optional[dict]:
     if not checkpoint.is_file():
         return None
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except Exception:
-        return None  # unreadable: start over, the stage will overwrite it
-    if state.get("fingerprint") != fingerprint:
+    state = load_torch(checkpoint, "training checkpoint")
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         return None
     return state

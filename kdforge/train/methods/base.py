@@ -19,6 +19,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from kdforge.train.weights import submodule_state
+
 
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -68,10 +70,6 @@ class Distiller(nn.Module):
 
     def deployable(self) -> nn.Module:
         return self.student
-
-
-def submodule_state(state: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def features_and_logits(model: nn.Module, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:

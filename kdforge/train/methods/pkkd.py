@@ -33,10 +33,12 @@ from torch import nn
 
 from kdforge.errors import UserError
 from kdforge.nn.adder import AdderConv2d
-from kdforge.train.methods.base import Distiller, NoOptions, submodule_state
+from kdforge.train.methods.base import Distiller, NoOptions
 from kdforge.train.methods.kd import kd_loss
 from kdforge.train.methods.registry import register_method
 from kdforge.train.models.base import kaiming_init
+from kdforge.train.weights import load_into, network_weights
+from kdforge.untrusted import load_torch
 
 
 def cnn_twin(ann: nn.Module) -> nn.Module:
@@ -97,8 +99,8 @@ class PKKD(Distiller):
             raise UserError("pkkd distils AdderNet students; choose a *_adder model for this student.")
         super().__init__(student, cnn_twin(student), options, example)
         if options.teacher_checkpoint is not None:
-            state = torch.load(options.teacher_checkpoint, map_location="cpu", weights_only=False)
-            self.teacher.load_state_dict(submodule_state(state.get("model", state), "student.") or state)
+            blob = load_torch(options.teacher_checkpoint, "options.teacher_checkpoint")
+            load_into(self.teacher.load_state_dict, network_weights(blob), options.teacher_checkpoint)
         self.layers = layers
         channels = dict(student.named_modules())
         self.aligners = nn.ModuleList(nn.Conv2d(channels[n].out_channels, channels[n].out_channels, 1) for n in layers)

@@ -20,7 +20,8 @@ from pydantic import Field
 from torch import nn
 
 from kdforge.nn.aux_heads import AuxiliaryHeads
-from kdforge.train.methods.base import Distiller, NoOptions, submodule_state
+from kdforge.train.methods.base import Distiller, NoOptions
+from kdforge.train.weights import submodule_state
 from kdforge.train.methods.registry import register_method
 
 
