@@ -180,3 +180,33 @@ def test_profile_refuses_malformed_adder_nodes_in_one_sentence(tmp_path, strides
     """Caught by the loader (attributes, weight) or by the kernel at the first run (shapes)."""
     out = kdforge_cli("profile", _adder_file(tmp_path / "bad.onnx", strides, pads, weight))
     assert_one_sentence(out, fragment)
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", b"\xff\xd8\xff\xe0" + b"\x00" * 20], ids=["text", "truncated-jpeg"])
+def test_a_hand_made_image_folder_with_a_broken_file_names_it(tmp_path, content):
+    from PIL import Image
+
+    from kdforge.config import DataConfig
+    from kdforge.errors import UserError
+    from kdforge.train.data import build_data
+
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (12, 10), (i * 40, 0, 0)).save(tmp_path / split / name / f"{i}.png")
+    (tmp_path / "val" / "dog" / "broken.jpg").write_bytes(content)
+    bundle = build_data(DataConfig(name="folder", root=tmp_path, image_size=8), seed=0)
+    with pytest.raises(UserError, match="broken.jpg is not a readable image"):
+        [bundle.test[i] for i in range(len(bundle.test))]
+
+
+def test_onnx_external_data_is_not_followed(tmp_path):
+    """An initializer stored "elsewhere" could name any file on the machine: refused, not read."""
+    import onnx
+
+    model = onnx.load(_adder_file(tmp_path / "one.onnx", [1, 1], [1, 1, 1, 1], (4, 3, 3, 3)))
+    onnx.save(model, tmp_path / "external.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    out = kdforge_cli("profile", tmp_path / "external.onnx")
+    assert_one_sentence(out, "keeps its weights in external data files")

@@ -207,7 +207,10 @@ def load_model(path) -> onnx.ModelProto:
 def _reason(error: Exception) -> str:
     """ONNX Runtime's message without its code prefix, on one line."""
     text = " ".join((str(error).strip() or type(error).__name__).split())
-    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Fatal error: )?", "", text).rstrip(".")
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Fatal error: )?", "", text)
+    # kdforge's kernel names its node itself; ORT's wrapper around that would say it twice
+    text = re.sub(r"^Non-zero status code returned while running \w+ node\. Name:'[^']*' Status Message: (?=kdforge::)", "", text)
+    return text.rstrip(".")
 
 
 def run_feeds(sess: ort.InferenceSession, feeds: dict) -> list:

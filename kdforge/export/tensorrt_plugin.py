@@ -38,8 +38,12 @@ def check_static_shapes(x_dims, w_dims, sh: int, sw: int, ph: int, pw: int) -> N
 
 
 def _known(dim):
-    """A TensorRT shape expression's value where it is a build-time constant, else None."""
-    return int(dim.constant_value()) if getattr(dim, "is_constant", False) else None
+    """A TensorRT shape expression's value where it is a build-time constant, else None (a
+    dynamic dimension, or a "fake" expression, whose is_constant raises RuntimeError)."""
+    try:
+        return int(dim.constant_value()) if not dim.is_fake and dim.is_constant else None
+    except RuntimeError:
+        return None
 
 
 def output_size(size, kernel, stride: int, pad: int):

@@ -1,7 +1,9 @@
 """ImageNet-style class folders: ROOT/train/CLASS/*.jpg and ROOT/val/CLASS/*.jpg (ROOT/test/
 is used as the test split when present, else val/). The validation split is carved from
 train/ with a seed. Training images get the standard random-resized crop and flip; evaluation
-images are resized to image_size/0.875 and centre-cropped."""
+images are resized to image_size/0.875 and centre-cropped. A file that PIL cannot decode (a
+truncated download, a text file named .jpg, an image past PIL's decompression-bomb limit) ends
+the run with a UserError naming it."""
 
 import math
 import random
@@ -62,7 +64,11 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, i):
         path, label = self.samples[i]
-        img = Image.open(path).convert("RGB")
+        try:
+            with Image.open(path) as opened:
+                img = opened.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # truncated, not an image, a decompression bomb
+            raise UserError(f"data.root: {path} is not a readable image ({type(e).__name__}); remove it or replace it.") from None
         if self.train:
             img = random_resized_crop(img, self.image_size, self.rng)
             if self.rng.random() < 0.5:
