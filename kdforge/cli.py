@@ -64,7 +64,9 @@ def _cmd_export(args) -> None:
 def _cmd_profile(args) -> None:
     from kdforge.profile.standalone import profile_file
 
-    result = profile_file(args.model, threads=args.threads, layers=args.layers)
+    if args.batch < 1:
+        raise UserError(f"--batch {args.batch}: give a batch size of 1 or more.")
+    result = profile_file(args.model, threads=args.threads, layers=args.layers, batch=args.batch)
     print(result["table"])
     if args.json:
         from kdforge import atomic
@@ -112,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     prof.add_argument("--layers", action="store_true", help="add the per-layer table")
     prof.add_argument("--threads", type=int, default=1)
+    prof.add_argument("--batch", type=int, default=1, help="the batch size a dynamic batch dimension of an .onnx file takes")
     prof.set_defaults(func=_cmd_profile)
     return parser
 

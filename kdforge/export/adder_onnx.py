@@ -20,14 +20,44 @@ OP_TYPE = "AdderConv2d"
 VERSION = 1
 
 
+def _infer_output(ctx) -> None:
+    """Y's type and shape, so that onnx's shape inference carries on past adder nodes: (N, O, Ho,
+    Wo) with every dimension it can know (a symbolic batch stays symbolic)."""
+    x, w = ctx.get_input_type(0), ctx.get_input_type(1)
+    y = onnx.TypeProto()
+    y.tensor_type.elem_type = x.tensor_type.elem_type or onnx.TensorProto.FLOAT
+    x_dims, w_dims = x.tensor_type.shape.dim, w.tensor_type.shape.dim
+    if len(x_dims) != 4 or len(w_dims) != 4:
+        ctx.set_output_type(0, y)
+        return
+    attrs = {name: ctx.get_attribute(name) for name in ("strides", "pads")}
+    strides = list(attrs["strides"].ints) if attrs["strides"] is not None else [1, 1]
+    pads = list(attrs["pads"].ints) if attrs["pads"] is not None else [0, 0, 0, 0]
+    out = [x_dims[0], w_dims[0], None, None]
+    if len(strides) == 2 and len(pads) == 4 and min(strides) >= 1:
+        for axis in (2, 3):
+            size, kernel = x_dims[axis], w_dims[axis]
+            if size.HasField("dim_value") and kernel.HasField("dim_value"):
+                i = axis - 2
+                out[axis] = (size.dim_value + pads[i] + pads[i + 2] - kernel.dim_value) // strides[i] + 1
+    for value in out:
+        dim = y.tensor_type.shape.dim.add()
+        if isinstance(value, int):
+            dim.dim_value = value
+        elif value is not None:
+            dim.CopyFrom(value)
+    ctx.set_output_type(0, y)
+
+
 def _register_schema() -> None:
     """The node's schema, registered with onnx in this process, so that the exporter and onnx's
-    tools know its inputs and attributes (files stay plain ONNX: no runtime needs the schema)."""
+    tools know its inputs, attributes and output shape (files stay plain ONNX: no runtime needs
+    the schema)."""
     if onnx.defs.has(OP_TYPE, DOMAIN):
         return
     attr = onnx.defs.OpSchema.Attribute
     ints, string = onnx.defs.OpSchema.AttrType.INTS, onnx.defs.OpSchema.AttrType.STRING
-    onnx.defs.register_schema(onnx.defs.OpSchema(
+    schema = onnx.defs.OpSchema(
         OP_TYPE, DOMAIN, VERSION,
         doc="Adder convolution: Y[n,o,i,j] = -sum_{c,u,v} |Xpad[n,c,i*s+u,j*s+v] - W[o,c,u,v]|.",
         inputs=[onnx.defs.OpSchema.FormalParameter("X", "T"), onnx.defs.OpSchema.FormalParameter("W", "T")],
@@ -35,7 +65,9 @@ def _register_schema() -> None:
         type_constraints=[("T", ["tensor(float)"], "float32 tensors")],
         attributes=[attr("strides", ints, "[stride_h, stride_w]"), attr("pads", ints, "[top, left, bottom, right]"),
                     attr("plugin_namespace", string, "the TensorRT plugin namespace")],
-    ))
+    )
+    schema.set_type_and_shape_inference_function(_infer_output)
+    onnx.defs.register_schema(schema)
 
 
 _register_schema()

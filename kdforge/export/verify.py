@@ -2,7 +2,8 @@
 
 Per backend: max absolute difference of logits, top-1 agreement, and both accuracies. Beyond
 the config's tolerances the stage fails with one sentence naming the model and the backend;
-every artifact stays in place for inspection."""
+every artifact stays in place for inspection. The counts of the file and of the PyTorch model
+are compared too (DESIGN.md: counting is one truth)."""
 
 from pathlib import Path
 from typing import Callable
@@ -31,6 +32,25 @@ def verify_backend(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarra
         "atol": atol, "min_agreement": min_agreement,
     }
     result["passed"] = result["max_abs_diff"] <= atol and result["top1_agreement"] >= min_agreement
+    return result
+
+
+def compare_counts(model: torch.nn.Module, input_shape: tuple, onnx_path: Path) -> dict:
+    """Conv, linear and adder MACs of the deployed model (torch.export) and of its ONNX file (its
+    own graph), which must agree exactly: batch norm is folded in the file, so those MACs do not
+    move. A portable file spells each adder layer in standard ops, so there they cannot agree."""
+    import onnx
+
+    from kdforge.profile.counts import count_costs, macs_by_kind
+    from kdforge.profile.onnx_counts import count_onnx
+
+    pytorch = macs_by_kind(count_costs(model, input_shape))
+    exported = macs_by_kind(count_onnx(onnx.load(str(onnx_path)), batch=input_shape[0]))
+    result = {"pytorch": pytorch, "onnx": exported, "agree": pytorch == exported, "note": ""}
+    if not result["agree"] and pytorch["adder"] and not exported["adder"]:
+        result["note"] = "portable ONNX spells adder layers in standard ops: MACs not comparable"
+    elif not result["agree"]:
+        raise RuntimeError(f"the MACs of {onnx_path} {exported} differ from its deploy.pt's {pytorch}; one of kdforge's counters is wrong")
     return result
 
 

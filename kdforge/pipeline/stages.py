@@ -12,7 +12,7 @@ from kdforge import atomic
 from kdforge.config import Config, StudentConfig
 from kdforge.export.onnx_export import export_onnx, onnx_flavour
 from kdforge.export.strip import load_deployed, save_deployed, strip, training_parameters
-from kdforge.export.verify import require_passed, verify_backend
+from kdforge.export.verify import compare_counts, require_passed, verify_backend
 from kdforge.pipeline.graph import Unit
 from kdforge.pipeline.manifest import Manifest
 from kdforge.profile import latency
@@ -202,14 +202,15 @@ def run_verify(ctx: StageContext) -> StageResult:
 
         runners["tensorrt"] = engine_runner(folder / "model.engine")
     results = {name: verify_backend(model, run, ctx.data().test, v.atol, v.min_agreement, name) for name, run in runners.items()}
+    counts = compare_counts(model, _input_shape(ctx.data(), 1), folder / "model.onnx")
     path = folder / "verify.json"
-    atomic.write_json(path, results)
+    atomic.write_json(path, {**results, "counts": counts})
     for result in results.values():
         require_passed(result, ctx.unit.student, folder)
-    return StageResult([path], results, "; ".join(
-        f"{name} vs PyTorch: max |diff| {r['max_abs_diff']:.2e}, top-1 agreement {r['top1_agreement'] * 100:.2f}%, "
-        f"accuracy {r['accuracy_backend'] * 100:.2f}%" for name, r in results.items()
-    ))
+    summary = "; ".join(f"{name} vs PyTorch: max |diff| {r['max_abs_diff']:.2e}, top-1 agreement {r['top1_agreement'] * 100:.2f}%, "
+                        f"accuracy {r['accuracy_backend'] * 100:.2f}%" for name, r in results.items())
+    summary += f"; MACs ONNX = PyTorch ({sum(counts['onnx'].values()):,})" if counts["agree"] else f"; {counts['note']}"
+    return StageResult([path], {**results, "counts": counts}, summary)
 
 
 def run_profile(ctx: StageContext) -> StageResult:

@@ -123,16 +123,28 @@ def count_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
             cost = _cost(node, str(node.target))
             if cost is not None:
                 layers.append(cost)
+    return summarise(layers, sum(p.numel() for p in model.parameters()),
+                     sum(p.numel() * p.element_size() for p in model.parameters()),
+                     _peak_activation_bytes(program.graph, parameter_nodes), list(input_shape))
+
+
+def summarise(layers: list[LayerCost], params: int, param_bytes: int, peak_activation_bytes: int, input_shape) -> dict:
+    """{"totals", "layers"}: the report structure every counter (torch.export, ONNX) returns."""
     totals = {key: sum(getattr(c, key) for c in layers) for key in ("macs", "mul", "add")}
-    params = sum(p.numel() for p in model.parameters())
     totals.update({
         "params": params,
-        "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "param_bytes": param_bytes,
         "norm_elements": sum(c.elements for c in layers if c.kind == "norm"),
         "elementwise_elements": sum(c.elements for c in layers if c.kind == "elementwise"),
-        "peak_activation_bytes": _peak_activation_bytes(program.graph, parameter_nodes),
-        "input_shape": list(input_shape),
+        "unknown_layers": [c.layer for c in layers if c.kind == "unknown"],
+        "peak_activation_bytes": peak_activation_bytes,
+        "input_shape": input_shape,
         "energy_uj": energy_estimate(totals["mul"], totals["add"]),
         "energy_source": ENERGY_SOURCE,
     })
     return {"totals": totals, "layers": [asdict(c) for c in layers]}
+
+
+def macs_by_kind(costs: dict) -> dict:
+    """MACs of conv, linear and adder layers: what two counts of one model must agree on exactly."""
+    return {kind: sum(c["macs"] for c in costs["layers"] if c["kind"] == kind) for kind in ("conv", "linear", "adder")}

@@ -1,10 +1,9 @@
 """`kdforge profile FILE`: the cost table of one model outside a pipeline: a deploy.pt, an .onnx
-file, or a training checkpoint.pt inside a run directory (teacher/ or students/NAME/, whose
-architecture the run's config.yaml and data/summary.json give)."""
+file (counted from its own graph, kdforge.profile.onnx_counts), or a training checkpoint.pt
+inside a run directory (teacher/ or students/NAME/, whose architecture the run's config.yaml and
+data/summary.json give). Every kind of file gets the same table."""
 
 from pathlib import Path
-
-import numpy as np
 
 from kdforge.errors import UserError
 from kdforge.profile import latency
@@ -22,12 +21,25 @@ def _layer_table(layers: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def profile_file(path: Path, threads: int = 1, layers: bool = False, warmup: int = 10, runs: int = 50) -> dict:
+def _cost_rows(t: dict) -> list[tuple[str, str]]:
+    rows = [
+        ("parameters", f"{t['params']:,} ({t['param_bytes'] / 1024:,.1f} KiB)"),
+        ("MACs", f"{t['macs']:,} (1 MAC = 1 mul + 1 add; adder MAC = 2 add)"),
+        ("multiplications", f"{t['mul']:,}"), ("additions", f"{t['add']:,}"),
+        ("norm / element-wise", f"{t['norm_elements']:,} / {t['elementwise_elements']:,} elements (not in the totals)"),
+        ("peak activations", f"{t['peak_activation_bytes'] / 1024:,.1f} KiB"),
+    ]
+    if t.get("unknown_layers"):
+        rows.append(("not counted", f"{len(t['unknown_layers'])} layers of unknown shape: {', '.join(t['unknown_layers'][:5])}"))
+    return rows
+
+
+def profile_file(path: Path, threads: int = 1, layers: bool = False, warmup: int = 10, runs: int = 50, batch: int = 1) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist; give a deploy.pt or a .onnx file.")
     if path.suffix == ".onnx":
-        return _profile_onnx(path, threads, warmup, runs)
+        return _profile_onnx(path, threads, layers, warmup, runs, batch)
     if path.name == "checkpoint.pt":
         return _profile_model(*_checkpoint_model(path), threads, layers, warmup, runs)
     if path.suffix == ".pt":
@@ -72,12 +84,7 @@ def _profile_model(model, spec: dict, threads: int, layers: bool, warmup: int, r
     lat = latency.pytorch_latency(model, shape, threads, warmup, runs)
     t = costs["totals"]
     table = _table([
-        ("model", f"{spec['model']} ({spec.get('method', '?')})"), ("input", "x".join(map(str, shape))),
-        ("parameters", f"{t['params']:,} ({t['param_bytes'] / 1024:,.1f} KiB)"),
-        ("MACs", f"{t['macs']:,} (1 MAC = 1 mul + 1 add; adder MAC = 2 add)"),
-        ("multiplications", f"{t['mul']:,}"), ("additions", f"{t['add']:,}"),
-        ("norm / element-wise", f"{t['norm_elements']:,} / {t['elementwise_elements']:,} elements (not in the totals)"),
-        ("peak activations", f"{t['peak_activation_bytes'] / 1024:,.1f} KiB"),
+        ("model", f"{spec['model']} ({spec.get('method', '?')})"), ("input", "x".join(map(str, shape))), *_cost_rows(t),
         ("PyTorch CPU latency", f"p50 {lat['p50_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({threads} thread(s))"),
     ])
     if layers:
@@ -85,20 +92,22 @@ def _profile_model(model, spec: dict, threads: int, layers: bool, warmup: int, r
     return {"table": table, "costs": costs, "latency": {"pytorch": lat}, "environment": latency.environment()}
 
 
-def _profile_onnx(path: Path, threads: int, warmup: int, runs: int) -> dict:
+def _profile_onnx(path: Path, threads: int, layers: bool, warmup: int, runs: int, batch: int) -> dict:
     from kdforge.export.ort import load_model
+    from kdforge.profile.onnx_counts import count_onnx
 
     model = load_model(path)
-    params = int(sum(np.prod(init.dims) for init in model.graph.initializer))
     weights = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in weights]  # old IR versions list weights as inputs
-    if not inputs:
+    if not [i for i in model.graph.input if i.name not in weights]:  # old IR versions list weights as inputs
         raise UserError(f"{path} has no graph input to feed; it is not a model kdforge can time.")
-    dims = inputs[0].type.tensor_type.shape.dim
-    shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)
+    costs = count_onnx(model, batch)
+    t = costs["totals"]
+    shape = tuple(t["input_shape"] or ())
     lat = latency.onnxruntime_latency(path, shape, threads, warmup, runs)
     table = _table([
-        ("file", str(path)), ("input", "x".join(map(str, shape))), ("parameters", f"{params:,}"),
+        ("file", str(path)), ("input", "x".join(map(str, shape))), *_cost_rows(t),
         ("ONNX Runtime latency", f"p50 {lat['p50_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({threads} thread(s), {lat['provider']})"),
     ])
-    return {"table": table, "params": params, "latency": {"onnxruntime": lat}, "environment": latency.environment()}
+    if layers:
+        table += "\n\n" + _layer_table(costs["layers"])
+    return {"table": table, "costs": costs, "latency": {"onnxruntime": lat}, "environment": latency.environment()}

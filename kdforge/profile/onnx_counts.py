@@ -1,0 +1,172 @@
+"""Operation counts and activation memory of an ONNX graph: the cost of the file a user ships.
+
+The same conventions as counts.py (DESIGN.md): a MAC of a convolution, transposed convolution,
+Gemm or MatMul (two activations too, as in attention) is one multiplication and one addition; a
+kdforge::AdderConv2d MAC is two additions; integer and QLinear convolutions and matrix products
+(an INT8 file's) count their MACs the same way; bias additions are not MACs. Normalisation and
+element-wise work (activations, pooling, residual additions, quantize/dequantize) are counted apart,
+in output elements. Ops that only reshape or relabel data count nothing.
+
+Shapes come from onnx's shape inference (the adder node's schema infers its own output, see
+kdforge.export.adder_onnx); a symbolic batch dimension is set to `batch` first. A node whose
+output shape stays unknown is listed as kind "unknown", never dropped.
+
+Peak activation memory follows tensor lifetimes in the graph's (topological) node order: a
+tensor lives from its node to its last consumer, graph outputs to the end; reshape-like ops
+alias their input. Initializers are parameters, not activations.
+"""
+
+from math import prod
+
+import numpy as np
+import onnx
+
+from kdforge.errors import UserError
+from kdforge.profile.counts import LayerCost, summarise
+
+# op_type -> index of the weight input, for ops whose MACs are outputs x (weight volume per output)
+_CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
+_MATMUL_B = {"MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3}
+_NORM = {"BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
+         "RMSNormalization", "LpNormalization"}
+_NO_WORK = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Size", "Constant", "ConstantOfShape",
+            "Transpose", "Expand", "Gather", "Slice", "Concat", "Split", "Cast", "Dropout", "Range"}
+_ALIASES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+
+
+def _fix_batch(model: onnx.ModelProto, batch: int) -> None:
+    weights = {init.name for init in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in weights:
+            continue
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if not dim.HasField("dim_value"):
+                if axis != 0:
+                    raise UserError(f"input '{value.name}' has a dynamic dimension {axis} ('{dim.dim_param}'); "
+                                    f"only the batch may be dynamic when counting.")
+                dim.Clear()
+                dim.dim_value = batch
+
+
+def _shapes(model: onnx.ModelProto) -> tuple[dict, dict]:
+    """Shapes and element sizes of every tensor onnx's shape inference can tell."""
+    import kdforge.export.adder_onnx  # noqa: F401  (the adder node's schema and shape inference)
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as e:  # an inconsistent graph
+        raise UserError(f"ONNX shape inference fails on this file: {' '.join(str(e).split())[:300]}.") from None
+    shapes, itemsize = {}, {}
+    values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    for value in values:
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        if tensor.HasField("shape") and None not in dims:
+            shapes[value.name] = dims
+            itemsize[value.name] = _itemsize(tensor.elem_type)
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+        itemsize[init.name] = _itemsize(init.data_type)
+    return shapes, itemsize
+
+
+def _itemsize(elem_type: int) -> int:
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 4
+
+
+def _attr(node, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _node_cost(node, shapes: dict, weights: dict) -> LayerCost | None:
+    name, op = node.name or node.output[0], node.op_type
+    out = shapes.get(node.output[0]) if node.output else None
+    if node.domain == "kdforge" and op == "AdderConv2d":
+        w = shapes.get(node.input[1])
+        if out is None or w is None:
+            return LayerCost(name, op, "unknown")
+        macs = prod(out) * prod(w[1:])
+        return LayerCost(name, op, "adder", macs, 0, 2 * macs, params=prod(w) if node.input[1] in weights else 0)
+    if op in _NO_WORK:
+        return None
+    if out is None:
+        return LayerCost(name, op, "unknown")
+    params = sum(prod(weights[i]) for i in node.input if i in weights)
+    if op in _CONV_WEIGHT:
+        w = shapes.get(node.input[_CONV_WEIGHT[op]])
+        macs = prod(out) * prod(w[1:])  # (in_channels / groups) * kh * kw per output
+        return LayerCost(name, op, "conv", macs, macs, macs, params=params)
+    if op == "ConvTranspose":
+        x, w = shapes.get(node.input[0]), shapes.get(node.input[1])
+        macs = prod(x) * prod(w[1:])  # every input element meets (out_channels / groups) * kh * kw weights
+        return LayerCost(name, op, "conv", macs, macs, macs, params=params)
+    if op == "Gemm":
+        a = shapes.get(node.input[0])
+        k = a[0] if _attr(node, "transA", 0) else a[1]
+        macs = prod(out) * k
+        return LayerCost(name, op, "linear", macs, macs, macs, params=params)
+    if op in _MATMUL_B:
+        a = shapes.get(node.input[0])
+        macs = prod(out) * a[-1]
+        return LayerCost(name, op, "linear", macs, macs, macs, params=params)
+    if op in _NORM:
+        return LayerCost(name, op, "norm", elements=prod(out), params=params)
+    return LayerCost(name, op, "elementwise", elements=prod(out), params=params)
+
+
+def _peak_activation_bytes(model: onnx.ModelProto, shapes: dict, itemsize: dict) -> int:
+    weights = {init.name for init in model.graph.initializer}
+    nodes = list(model.graph.node)
+    end = len(nodes)
+    owner, last_use, size = {}, {}, {}
+    for value in model.graph.input:
+        if value.name not in weights and value.name in shapes:
+            owner[value.name] = value.name
+            size[value.name] = (prod(shapes[value.name]) * itemsize[value.name], -1)
+    for i, node in enumerate(nodes):
+        for tensor in node.input:
+            if tensor in owner:
+                last_use[owner[tensor]] = max(last_use.get(owner[tensor], -1), i)
+        for j, tensor in enumerate(node.output):
+            if tensor not in shapes:
+                continue
+            if node.op_type in _ALIASES and j == 0 and node.input and node.input[0] in owner:
+                owner[tensor] = owner[node.input[0]]
+            else:
+                owner[tensor] = tensor
+                size[tensor] = (prod(shapes[tensor]) * itemsize[tensor], i)
+    for value in model.graph.output:
+        if value.name in owner:
+            last_use[owner[value.name]] = end
+    live = peak = 0
+    frees: dict[int, int] = {}
+    born: dict[int, int] = {}
+    for tensor, (nbytes, start) in size.items():
+        born[start] = born.get(start, 0) + nbytes
+        frees[last_use.get(tensor, start)] = frees.get(last_use.get(tensor, start), 0) + nbytes
+    for step in range(-1, end + 1):
+        live += born.get(step, 0)
+        peak = max(peak, live)
+        live -= frees.get(step, 0)
+    return peak
+
+
+def count_onnx(model: onnx.ModelProto, batch: int = 1) -> dict:
+    """Per-node costs and totals of one run of `model` at batch size `batch` (the structure of
+    kdforge.profile.counts.count_costs)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's copy stays as it was
+    _fix_batch(model, batch)
+    shapes, itemsize = _shapes(model)
+    weights = {init.name: list(init.dims) for init in model.graph.initializer}
+    layers = [c for c in (_node_cost(node, shapes, weights) for node in model.graph.node) if c is not None]
+    params = sum(prod(d) for d in weights.values())
+    param_bytes = sum(prod(init.dims) * _itemsize(init.data_type) for init in model.graph.initializer)
+    inputs = [v for v in model.graph.input if v.name not in weights]
+    input_shape = shapes.get(inputs[0].name) if inputs else None
+    return summarise(layers, params, param_bytes, _peak_activation_bytes(model, shapes, itemsize), input_shape)
