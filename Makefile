@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # A CPU build of torch; an unpinned torch would pull a CUDA build of several GB.
 TORCH ?= torch==2.13.0
+TORCHVISION ?= torchvision==0.29.1
 
 .PHONY: setup demo test test-all bench clean
 
@@ -13,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e '.[dev]'
+	# torchvision's model definitions only, for the count cross-check (its wheel does not import
+	# against the pinned torch); the tests skip it where the package index cannot be reached
+	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "$(TORCHVISION)"
 	touch $(STAMP)
 
 setup: $(STAMP)

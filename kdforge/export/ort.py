@@ -168,13 +168,17 @@ def session(path: Path, threads: int = 1, adder_kernel: str = "auto") -> ort.Inf
     """A session on CPU (and CUDA first where onnxruntime-gpu has it), `threads` intra-op threads,
     with the kdforge adder kernel registered when the file has adder nodes: `adder_kernel` is
     "native", "python" or "auto" (native where a C compiler exists)."""
+    return model_session(load_model(path), path, threads, adder_kernel)
+
+
+def model_session(model: onnx.ModelProto, path, threads: int = 1, adder_kernel: str = "auto") -> ort.InferenceSession:
+    """`session` for a graph already in memory (`path` names it in errors); `model` may be changed."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 4  # errors reach the caller as exceptions; ORT's own log lines would repeat them
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-    model = load_model(path)
     if check_adder_nodes(model, path):
         providers = ["CPUExecutionProvider"]  # both adder kernels run on the CPU
         library = native_library() if adder_kernel in ("auto", "native") else None

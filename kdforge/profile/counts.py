@@ -1,7 +1,9 @@
 """Operation counts and activation memory of a model, read off its torch.export graph.
 
-Convention (DESIGN.md): a multiply-accumulate (MAC) of a convolution or linear layer is one
-multiplication and one addition; an adder-convolution MAC is two additions (subtract and
+Convention (DESIGN.md): a multiply-accumulate (MAC) of a convolution (grouped, depthwise and
+transposed too) or linear layer, and of a matrix product of two activations (attention's Q K^T
+and its product with V, scaled_dot_product_attention included), is one multiplication and one
+addition; an adder-convolution MAC is two additions (subtract and
 accumulate; |.| is a sign-bit operation and not counted). Bias additions are not MACs (as in
 fvcore). Normalisation (batch norm, folded at deployment) and element-wise work (activations,
 shortcut additions, pooling) are counted apart, in elements, never mixed into those totals.
@@ -21,7 +23,10 @@ from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
 from kdforge.profile.energy import energy_estimate
 
 _CONV = {"aten.conv2d.default", "aten.convolution.default", "aten.conv1d.default"}
-_LINEAR = {"aten.linear.default", "aten.addmm.default", "aten.mm.default", "aten.matmul.default"}
+_CONV_TRANSPOSE = {"aten.conv_transpose2d.input", "aten.conv_transpose1d.default"}
+_LINEAR = {"aten.linear.default", "aten.addmm.default", "aten.mm.default", "aten.matmul.default", "aten.bmm.default",
+           "aten.baddbmm.default"}
+_ATTENTION = {"aten.scaled_dot_product_attention.default"}
 _ADDER = {"kdforge.adder_conv2d.default"}
 _NORM = {"aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default", "aten.layer_norm.default", "aten.group_norm.default"}
 _VIEWS = {"aten.view.default", "aten.reshape.default", "aten.flatten.using_ints", "aten.t.default", "aten.permute.default",
@@ -54,6 +59,15 @@ def _cost(node, target: str) -> LayerCost | None:
     if not isinstance(out, torch.Tensor):
         return None
     name = _layer_name(node)
+    transposed = target == "aten.convolution.default" and len(node.args) > 6 and node.args[6]
+    if target in _CONV_TRANSPOSE or transposed:
+        x, weight = _val(node.args[0]), _val(node.args[1])
+        macs = x.numel() * prod(weight.shape[1:])  # every input element meets (out_channels/groups) * kh * kw weights
+        return LayerCost(name, target, "conv", macs, macs, macs, params=weight.numel() + _bias_numel(node))
+    if target in _ATTENTION:  # softmax(Q K^T) V: two matrix products of activations
+        q, k, v = (_val(a) for a in node.args[:3])
+        macs = prod(q.shape[:-1]) * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+        return LayerCost(name, target, "linear", macs, macs, macs)
     if target in _CONV or target in _ADDER:
         weight = _val(node.args[1])
         per_output = prod(weight.shape[1:])  # in_channels/groups * kh * kw
@@ -62,7 +76,7 @@ def _cost(node, target: str) -> LayerCost | None:
             return LayerCost(name, target, "adder", macs, 0, 2 * macs, params=weight.numel())
         return LayerCost(name, target, "conv", macs, macs, macs, params=weight.numel() + _bias_numel(node))
     if target in _LINEAR:
-        a = _val(node.args[1] if target == "aten.addmm.default" else node.args[0])
+        a = _val(node.args[1] if target in ("aten.addmm.default", "aten.baddbmm.default") else node.args[0])
         macs = out.numel() * a.shape[-1]
         weight = _val(node.args[1]) if target == "aten.linear.default" else None
         params = (weight.numel() + _bias_numel(node)) if weight is not None else 0

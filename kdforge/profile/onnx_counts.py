@@ -8,8 +8,10 @@ element-wise work (activations, pooling, residual additions, quantize/dequantize
 in output elements. Ops that only reshape or relabel data count nothing.
 
 Shapes come from onnx's shape inference (the adder node's schema infers its own output, see
-kdforge.export.adder_onnx); a symbolic batch dimension is set to `batch` first. A node whose
-output shape stays unknown is listed as kind "unknown", never dropped.
+kdforge.export.adder_onnx); a symbolic batch dimension is set to `batch` first. Where inference
+leaves shapes unknown (data-dependent ops such as Range, which exporters emit for dynamic
+batches), one run of ONNX Runtime on zeros tells them. A node whose output shape is still
+unknown is listed as kind "unknown", never dropped.
 
 Peak activation memory follows tensor lifetimes in the graph's (topological) node order: a
 tensor lives from its node to its last consumer, graph outputs to the end; reshape-like ops
@@ -70,6 +72,23 @@ def _shapes(model: onnx.ModelProto) -> tuple[dict, dict]:
     return shapes, itemsize
 
 
+def _runtime_shapes(model: onnx.ModelProto, missing: list[str], shapes: dict, itemsize: dict) -> None:
+    """Adds the shapes of the `missing` tensors as one ONNX Runtime run on zeros shows them."""
+    from kdforge.export.ort import model_session
+
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in missing)
+    try:
+        sess = model_session(probe, "the graph")
+        declared = {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
+        feeds = {i.name: np.zeros(shapes[i.name], onnx.helper.tensor_dtype_to_np_dtype(declared[i.name])) for i in sess.get_inputs()}
+        values = sess.run(missing, feeds)
+    except Exception:  # noqa: BLE001 - a graph ORT cannot run keeps its unknown shapes, listed as such
+        return
+    for name, value in zip(missing, values):
+        shapes[name], itemsize[name] = list(np.shape(value)), np.asarray(value).itemsize
+
+
 def _itemsize(elem_type: int) -> int:
     try:
         return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
@@ -95,7 +114,8 @@ def _node_cost(node, shapes: dict, weights: dict) -> LayerCost | None:
         return LayerCost(name, op, "adder", macs, 0, 2 * macs, params=prod(w) if node.input[1] in weights else 0)
     if op in _NO_WORK:
         return None
-    if out is None:
+    operands = [shapes.get(i) for i in node.input[:4] if i]
+    if out is None or None in operands:
         return LayerCost(name, op, "unknown")
     params = sum(prod(weights[i]) for i in node.input if i in weights)
     if op in _CONV_WEIGHT:
@@ -163,6 +183,9 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1) -> dict:
     model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's copy stays as it was
     _fix_batch(model, batch)
     shapes, itemsize = _shapes(model)
+    missing = [o for node in model.graph.node for o in node.output if o and o not in shapes]
+    if missing:
+        _runtime_shapes(model, missing, shapes, itemsize)
     weights = {init.name: list(init.dims) for init in model.graph.initializer}
     layers = [c for c in (_node_cost(node, shapes, weights) for node in model.graph.node) if c is not None]
     params = sum(prod(d) for d in weights.values())
