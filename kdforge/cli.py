@@ -61,12 +61,23 @@ def _cmd_export(args) -> None:
         print(f"written: {engine} (TensorRT, {'fp16' if args.fp16 else 'fp32'})")
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise UserError(f"--input {text}: write the shape as NxCxHxW with positive sizes, e.g. 1x3x224x224.")
+    return shape
+
+
 def _cmd_profile(args) -> None:
     from kdforge.profile.standalone import profile_file
 
     if args.batch < 1:
         raise UserError(f"--batch {args.batch}: give a batch size of 1 or more.")
-    result = profile_file(args.model, threads=args.threads, layers=args.layers, batch=args.batch)
+    result = profile_file(args.model, threads=args.threads, layers=args.layers, batch=args.batch,
+                          input_shape=_shape(args.input) if args.input else None)
     print(result["table"])
     if args.json:
         from kdforge import atomic
@@ -109,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list the registered distillation methods").set_defaults(func=_cmd_methods)
     sub.add_parser("models", help="list the registered models").set_defaults(func=_cmd_models)
 
-    prof = sub.add_parser("profile", help="cost table of a deploy.pt or .onnx file")
-    prof.add_argument("model", type=Path)
+    prof = sub.add_parser("profile", help="cost table of a deploy.pt, checkpoint.pt, .onnx or .pt2 file, or a model factory")
+    prof.add_argument("model", help="a file, or a factory package.module:function (with --input)")
+    prof.add_argument("--input", default=None, metavar="NxCxHxW", help="the input shape, for a factory")
     prof.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     prof.add_argument("--layers", action="store_true", help="add the per-layer table")
     prof.add_argument("--threads", type=int, default=1)

@@ -10,11 +10,19 @@ whatever functions a file names. Everything kdforge reads goes through the two l
 - `load_numpy_pickle`: a plain pickle (the CIFAR python folders) read by an unpickler that admits
   NumPy arrays and nothing else.
 
+- `load_exported_program`: a torch.export archive (.pt2). torch.export.load unpickles some of an
+  archive's payloads without restriction (pickled weights and constants, and custom objects), so
+  every pickled payload is first loaded with weights_only=True and custom objects are refused;
+  what torch then loads is only what that check admitted.
+
 A file that names any other global is refused with a UserError naming the file and the global.
 """
 
+import io
+import json
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +85,42 @@ def load_numpy_pickle(path: Path, what: str):
         raise UserError(f"{what}: {path} is not a readable pickle file; it may be corrupt.") from None
     except Exception as e:  # a truncated or foreign file
         raise UserError(f"{what}: {path} is not a readable pickle file ({type(e).__name__}).") from None
+
+
+def _pt2_pickles(archive: zipfile.ZipFile):
+    """(member, needs_check) for every payload torch.export.load would unpickle; raises UserError
+    for custom objects, which it unpickles with no restriction possible."""
+    names = archive.namelist()
+    for name in names:
+        if name.endswith(".pt"):  # sample inputs; the whole artifact in the older format
+            yield name
+    for config_name in (n for n in names if n.endswith("_weights_config.json") or n.endswith("_constants_config.json")):
+        folder = config_name.rsplit("/", 1)[0]
+        entries = json.loads(archive.read(config_name)).get("config", {})
+        for fqn, meta in entries.items():
+            path_name = str(meta.get("path_name", ""))
+            if config_name.endswith("_constants_config.json") and not path_name.startswith("tensor"):
+                raise UserError(f"holds a custom object '{fqn}' ({path_name}), which loads by unrestricted unpickling")
+            if meta.get("use_pickle"):
+                yield f"{folder}/{path_name}"
+
+
+def load_exported_program(path: Path):
+    """A torch.export program from a .pt2 file, loaded after its pickled payloads pass weights_only."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in _pt2_pickles(archive):
+                try:
+                    torch.load(io.BytesIO(archive.read(member)), map_location="cpu", weights_only=True)
+                except pickle.UnpicklingError as e:
+                    culprit = re.search(r"GLOBAL ([\w.]+)", str(e))
+                    raise _refused(path, "torch.export archive", culprit.group(1) if culprit else member) from None
+    except UserError as e:
+        raise UserError(str(e) if str(e).startswith("torch.export archive") else f"torch.export archive {path} {e}; kdforge does not load it.") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        raise UserError(f"{path} is not a readable torch.export archive (.pt2).") from None
+    try:
+        return torch.export.load(path)
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign archive
+        raise UserError(f"{path} is not a readable torch.export archive (.pt2): {type(e).__name__}.") from None

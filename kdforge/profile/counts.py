@@ -126,8 +126,18 @@ def _peak_activation_bytes(graph, parameter_nodes: set) -> int:
 
 def count_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     """Per-layer costs and totals for one forward pass of `model` on an input of `input_shape`."""
-    model = model.eval()
-    program = torch.export.export(model, (torch.zeros(input_shape),))
+    return count_program(torch.export.export(model.eval(), (torch.zeros(input_shape),)))
+
+
+def program_input_shape(program) -> list[int]:
+    """The shape of an exported program's first user input."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    first = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs)
+    return [int(d) for d in _val(first).shape]
+
+
+def count_program(program) -> dict:
+    """Per-layer costs and totals of a torch.export program (as exported, or loaded from a .pt2)."""
     signature = program.graph_signature
     parameter_names = set(signature.inputs_to_parameters) | set(signature.inputs_to_buffers)
     parameter_nodes = {n for n in program.graph.nodes if n.op == "placeholder" and n.name in parameter_names}
@@ -137,9 +147,9 @@ def count_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
             cost = _cost(node, str(node.target))
             if cost is not None:
                 layers.append(cost)
-    return summarise(layers, sum(p.numel() for p in model.parameters()),
-                     sum(p.numel() * p.element_size() for p in model.parameters()),
-                     _peak_activation_bytes(program.graph, parameter_nodes), list(input_shape))
+    parameters = [program.state_dict[name] for name in signature.parameters]
+    return summarise(layers, sum(p.numel() for p in parameters), sum(p.numel() * p.element_size() for p in parameters),
+                     _peak_activation_bytes(program.graph, parameter_nodes), program_input_shape(program))
 
 
 def summarise(layers: list[LayerCost], params: int, param_bytes: int, peak_activation_bytes: int, input_shape) -> dict:

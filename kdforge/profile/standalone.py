@@ -1,7 +1,9 @@
-"""`kdforge profile FILE`: the cost table of one model outside a pipeline: a deploy.pt, an .onnx
-file (counted from its own graph, kdforge.profile.onnx_counts), or a training checkpoint.pt
-inside a run directory (teacher/ or students/NAME/, whose architecture the run's config.yaml and
-data/summary.json give). Every kind of file gets the same table."""
+"""`kdforge profile MODEL`: the cost table of one model outside a pipeline: a deploy.pt, an .onnx
+file (counted from its own graph, kdforge.profile.onnx_counts), a training checkpoint.pt inside a
+run directory (teacher/ or students/NAME/, whose architecture the run's config.yaml and
+data/summary.json give), a torch.export archive (.pt2), or a model kdforge did not write, named by
+its factory `package.module:function` (called with no arguments) with `--input NxCxHxW`.
+Every kind gets the same table."""
 
 from pathlib import Path
 
@@ -34,12 +36,17 @@ def _cost_rows(t: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def profile_file(path: Path, threads: int = 1, layers: bool = False, warmup: int = 10, runs: int = 50, batch: int = 1) -> dict:
+def profile_file(path, threads: int = 1, layers: bool = False, warmup: int = 10, runs: int = 50, batch: int = 1,
+                 input_shape: tuple[int, ...] | None = None) -> dict:
+    if ":" in str(path) and not Path(path).exists():
+        return _profile_factory(str(path), input_shape, threads, layers, warmup, runs)
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} does not exist; give a deploy.pt or a .onnx file.")
+        raise UserError(f"{path} does not exist; give a deploy.pt, a .onnx or .pt2 file, or a factory package.module:function.")
     if path.suffix == ".onnx":
         return _profile_onnx(path, threads, layers, warmup, runs, batch)
+    if path.suffix == ".pt2":
+        return _profile_program(path, threads, layers, warmup, runs)
     if path.name == "checkpoint.pt":
         return _profile_model(*_checkpoint_model(path), threads, layers, warmup, runs)
     if path.suffix == ".pt":
@@ -76,15 +83,59 @@ def _checkpoint_model(path: Path):
     return model.eval(), spec
 
 
+def _profile_factory(factory: str, input_shape, threads: int, layers: bool, warmup: int, runs: int) -> dict:
+    """A model built by the user's own code: importing and calling it is what they asked for."""
+    import importlib
+
+    from torch import nn
+
+    if input_shape is None:
+        raise UserError(f"profiling {factory} needs the input shape: add --input, e.g. --input 1x3x224x224.")
+    module_name, _, function_name = factory.partition(":")
+    try:
+        build = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UserError(f"{factory}: cannot import it ({type(e).__name__}: {e}); give package.module:function.") from None
+    try:
+        model = build()
+    except Exception as e:  # noqa: BLE001 - the user's code
+        raise UserError(f"{factory}() failed: {type(e).__name__}: {e}.") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{factory}() returned a {type(model).__name__}, not a torch.nn.Module.")
+    spec = {"model": factory, "method": "factory", "input_shape": tuple(input_shape)}
+    return _profile_model(model.eval(), spec, threads, layers, warmup, runs)
+
+
+def _profile_program(path: Path, threads: int, layers: bool, warmup: int, runs: int) -> dict:
+    from kdforge.profile.counts import count_program
+    from kdforge.untrusted import load_exported_program
+
+    program = load_exported_program(path)
+    costs = count_program(program)
+    shape = tuple(costs["totals"]["input_shape"])
+    lat = latency.pytorch_latency(program.module(), shape, threads, warmup, runs)
+    return _model_result(costs, lat, f"{path.name} (torch.export archive)", shape, threads, layers)
+
+
 def _profile_model(model, spec: dict, threads: int, layers: bool, warmup: int, runs: int) -> dict:
     from kdforge.profile.counts import count_costs
 
-    shape = (1, spec["in_channels"], spec["image_size"], spec["image_size"])
-    costs = count_costs(model, shape)
+    shape = spec.get("input_shape") or (1, spec["in_channels"], spec["image_size"], spec["image_size"])
+    try:
+        costs = count_costs(model, shape)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a model torch.export cannot trace, or a wrong --input
+        raise UserError(f"torch.export cannot trace {spec['model']} on a {'x'.join(map(str, shape))} input "
+                        f"({type(e).__name__}: {' '.join(str(e).split())[:200]}).") from None
     lat = latency.pytorch_latency(model, shape, threads, warmup, runs)
+    return _model_result(costs, lat, f"{spec['model']} ({spec.get('method', '?')})", shape, threads, layers)
+
+
+def _model_result(costs: dict, lat: dict, label: str, shape, threads: int, layers: bool) -> dict:
     t = costs["totals"]
     table = _table([
-        ("model", f"{spec['model']} ({spec.get('method', '?')})"), ("input", "x".join(map(str, shape))), *_cost_rows(t),
+        ("model", label), ("input", "x".join(map(str, shape))), *_cost_rows(t),
         ("PyTorch CPU latency", f"p50 {lat['p50_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({threads} thread(s))"),
     ])
     if layers:

@@ -1,0 +1,131 @@
+"""`kdforge profile` on models kdforge did not write: a factory `package.module:function` and a
+torch.export archive (.pt2), with grouped, depthwise and transposed convolutions and attention
+counted by hand; a hostile .pt2 is refused."""
+
+import json
+import os
+import zipfile
+
+import pytest
+import torch
+
+from conftest import assert_one_sentence, kdforge_cli
+
+FACTORY = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AttentionNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.grouped = nn.Conv2d(8, 16, 3, padding=1, groups=4, bias=False)
+        self.depthwise = nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16, bias=False)
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2, bias=False)
+        self.qkv = nn.Linear(8, 24, bias=False)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.up(self.depthwise(self.grouped(x)))                 # (1, 8, 8, 8)
+        tokens = x.flatten(2).transpose(1, 2)                         # (1, 64, 8)
+        q, k, v = self.qkv(tokens).unsqueeze(1).chunk(3, dim=-1)      # (1, 1, 64, 8) each
+        attended = F.scaled_dot_product_attention(q, k, v).squeeze(1)
+        return self.head(torch.cumsum(attended, dim=1).mean(1))
+
+
+def attention_net():
+    return AttentionNet()
+'''
+
+EXPECTED = {
+    "grouped": 16 * 8 * 8 * (2 * 3 * 3),
+    "depthwise": 16 * 4 * 4 * (1 * 3 * 3),
+    "up": (16 * 4 * 4) * (8 * 2 * 2),       # input elements x out_channels x kh x kw
+    "qkv": 64 * 24 * 8,
+    "attention": 64 * 64 * (8 + 8),         # Q K^T and the product with V
+    "head": 5 * 8,
+}
+
+
+@pytest.fixture
+def factory(tmp_path):
+    (tmp_path / "user_models.py").write_text(FACTORY)
+    return tmp_path
+
+
+def _profile(*args, path):
+    return kdforge_cli("profile", *args, env={"PYTHONPATH": f"{path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+
+
+def test_a_factory_is_counted_by_hand(factory):
+    out = _profile("user_models:attention_net", "--input", "1x8x8x8", "--layers", "--json", factory / "p.json", path=factory)
+    assert out.returncode == 0, out.stderr
+    costs = json.loads((factory / "p.json").read_text())["costs"]
+    assert costs["totals"]["macs"] == sum(EXPECTED.values())
+    assert costs["totals"]["mul"] == costs["totals"]["add"] == sum(EXPECTED.values())
+    ops = {c["op"] for c in costs["layers"]}
+    assert "aten.scaled_dot_product_attention.default" in ops
+    assert "aten.cumsum.default" in ops  # not a MAC op: listed by name with its output size, not dropped
+    assert "cumsum" in out.stdout or "elementwise" in out.stdout
+
+
+def test_a_torch_export_archive_counts_as_the_model(factory, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(factory))
+    try:
+        from user_models import attention_net
+    finally:
+        sys.path.remove(str(factory))
+    torch.export.save(torch.export.export(attention_net().eval(), (torch.zeros(1, 8, 8, 8),)), tmp_path / "net.pt2")
+    out = kdforge_cli("profile", tmp_path / "net.pt2", "--json", tmp_path / "p.json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["costs"]["totals"]["macs"] == sum(EXPECTED.values())
+
+
+class _RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_hostile_torch_export_archive_is_refused(factory, tmp_path):
+    """An archive whose weight is marked as pickled and holds a pickled command: torch.export.load
+    would unpickle it without restriction."""
+    import io
+    import sys
+
+    sys.path.insert(0, str(factory))
+    try:
+        from user_models import attention_net
+    finally:
+        sys.path.remove(str(factory))
+    torch.export.save(torch.export.export(attention_net().eval(), (torch.zeros(1, 8, 8, 8),)), tmp_path / "good.pt2")
+    marker = tmp_path / "MARKER"
+    with zipfile.ZipFile(tmp_path / "good.pt2") as good, zipfile.ZipFile(tmp_path / "evil.pt2", "w") as evil:
+        config_name = next(n for n in good.namelist() if n.endswith("_weights_config.json"))
+        config = json.loads(good.read(config_name))
+        first = next(iter(config["config"].values()))
+        first["use_pickle"] = True
+        payload = io.BytesIO()
+        torch.save(_RunsACommand(marker), payload)
+        target = f"{config_name.rsplit('/', 1)[0]}/{first['path_name']}"
+        for item in good.infolist():
+            data = good.read(item.filename)
+            if item.filename == config_name:
+                data = json.dumps(config).encode()
+            elif item.filename == target:
+                data = payload.getvalue()
+            evil.writestr(item, data)
+    out = kdforge_cli("profile", tmp_path / "evil.pt2")
+    assert_one_sentence(out, "which can run code")
+    assert not marker.exists()
+
+
+def test_a_factory_without_its_input_shape_is_one_sentence(factory):
+    assert_one_sentence(_profile("user_models:attention_net", path=factory), "add --input")
+    assert_one_sentence(_profile("user_models:attention_net", "--input", "1xthree", path=factory), "NxCxHxW")
+    assert_one_sentence(_profile("user_models:nothing_here", "--input", "1x8x8x8", path=factory), "cannot import it")
