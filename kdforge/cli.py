@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 
 from kdforge.errors import Interrupted, UserError
+from kdforge.profile.roofline import PRECISIONS
+from kdforge.profile.targets import TARGET_NAMES
 
 
 def _cmd_run(args) -> None:
@@ -79,6 +81,11 @@ def _cmd_profile(args) -> None:
     result = profile_file(args.model, threads=args.threads, layers=args.layers, batch=args.batch,
                           input_shape=_shape(args.input) if args.input else None)
     print(result["table"])
+    if args.target:
+        from kdforge.profile.standalone import estimate_on
+
+        result["estimate"], table = estimate_on(result["costs"], args.target, args.precision, args.threads)
+        print("\n" + table)
     if args.json:
         from kdforge import atomic
 
@@ -127,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--layers", action="store_true", help="add the per-layer table")
     prof.add_argument("--threads", type=int, default=1)
     prof.add_argument("--batch", type=int, default=1, help="the batch size a dynamic batch dimension of an .onnx file takes")
+    prof.add_argument("--target", choices=TARGET_NAMES, default=None, help="estimate the latency per layer on this device (roofline)")
+    prof.add_argument("--precision", choices=PRECISIONS, default="fp16", help="the precision of that estimate")
     prof.set_defaults(func=_cmd_profile)
     return parser
 

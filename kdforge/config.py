@@ -117,12 +117,23 @@ class VerifyConfig(Section):
     min_agreement: float = Field(0.99, ge=0, le=1, description="smallest tolerated top-1 agreement")
 
 
+def _check_target(name: str) -> str:
+    from kdforge.profile.targets import TARGET_NAMES
+
+    if name not in TARGET_NAMES:
+        raise ValueError(f"unknown target '{name}'; the targets are {', '.join(TARGET_NAMES)}")
+    return name
+
+
 class ProfileConfig(Section):
     threads: int = Field(1, ge=1)
     warmup: int = Field(10, ge=0)
     runs: int = Field(50, ge=1)
     batch_size: int = Field(1, ge=1)
     sweep: list[int] = Field(default_factory=lambda: [1, 4, 16, 64], description="batch sizes of the throughput sweep")
+    targets: list[Annotated[str, AfterValidator(_check_target)]] = Field(
+        default_factory=list, description="devices to estimate each student's latency on (roofline), e.g. [h100, orin]")
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = Field("fp16", description="the precision of those estimates")
 
 
 class Config(Section):

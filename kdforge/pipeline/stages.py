@@ -15,10 +15,11 @@ from kdforge.export.strip import load_deployed, save_deployed, strip, training_p
 from kdforge.export.verify import compare_counts, require_passed, verify_backend
 from kdforge.pipeline.graph import Unit
 from kdforge.pipeline.manifest import Manifest
-from kdforge.profile import latency
+from kdforge.profile import latency, roofline
 from kdforge.profile.counts import count_costs
 from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
 from kdforge.profile.report import student_row, write_report
+from kdforge.profile.targets import target
 from kdforge.train.data import DataBundle, batch_augmentation, build_data
 from kdforge.train import distributed
 from kdforge.train.device import resolve_device
@@ -226,8 +227,10 @@ def run_profile(ctx: StageContext) -> StageResult:
         from kdforge.export.tensorrt import engine_latency
 
         measure["tensorrt"] = lambda s, w, r: engine_latency(ctx.student_dir / "model.engine", s, w, r)
+    costs = count_costs(model, (1, *shape[1:]))
     profile = {
-        "costs": count_costs(model, (1, *shape[1:])),
+        "costs": costs,
+        "estimates": {name: roofline.estimate(costs, target(name, p.threads), p.precision) for name in p.targets},
         "latency": {name: m(shape, p.warmup, p.runs) for name, m in measure.items()},
         "sweep": {name: latency.batch_sweep(m, shape, p.sweep, max(1, p.warmup // 4), max(3, p.runs // 10))
                   for name, m in measure.items()},
@@ -261,6 +264,7 @@ def run_report(ctx: StageContext) -> StageResult:
         "name": ctx.cfg.name, "data": ctx.cfg.data.name, "teacher_model": teacher.model if teacher else None,
         "teacher_accuracy": ctx.metrics("teacher")["test_accuracy"] if teacher else None, "environment": environment,
         "latency_setup": {"batch_size": p.batch_size, "threads": p.threads, "warmup": p.warmup, "runs": p.runs},
+        "targets": list(p.targets), "precision": p.precision,
         "energy_source": ENERGY_SOURCE,
     }
     paths = write_report(ctx.run_dir / "report", rows, context, layers)

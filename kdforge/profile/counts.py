@@ -43,6 +43,7 @@ class LayerCost:
     add: int = 0
     elements: int = 0  # normalisation or element-wise outputs
     params: int = 0
+    traffic: int = 0  # elements read (activations and weights) and written, for the roofline
 
 
 def _val(node):
@@ -54,7 +55,20 @@ def _layer_name(node) -> str:
     return list(stack.values())[-1][0] if stack else node.name
 
 
+def _traffic(node, out: torch.Tensor) -> int:
+    operands = [a for arg in node.args for a in (arg if isinstance(arg, (list, tuple)) else [arg])]
+    return out.numel() + sum(v.numel() for v in (_val(a) for a in operands if isinstance(a, torch.fx.Node))
+                             if isinstance(v, torch.Tensor))
+
+
 def _cost(node, target: str) -> LayerCost | None:
+    cost = _cost_of(node, target)
+    if cost is not None:
+        cost.traffic = _traffic(node, _val(node))
+    return cost
+
+
+def _cost_of(node, target: str) -> LayerCost | None:
     out = _val(node)
     if not isinstance(out, torch.Tensor):
         return None

@@ -42,7 +42,8 @@ def environment() -> dict:
     import torch
 
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def onnxruntime_latency(onnx_path, input_shape, threads: int, warmup: int, runs: int) -> dict:

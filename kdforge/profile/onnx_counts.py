@@ -104,6 +104,13 @@ def _attr(node, name: str, default):
 
 
 def _node_cost(node, shapes: dict, weights: dict) -> LayerCost | None:
+    cost = _node_cost_of(node, shapes, weights)
+    if cost is not None and cost.kind != "unknown":
+        cost.traffic = sum(prod(shapes[t]) for t in [*node.input, *node.output] if t in shapes)
+    return cost
+
+
+def _node_cost_of(node, shapes: dict, weights: dict) -> LayerCost | None:
     name, op = node.name or node.output[0], node.op_type
     out = shapes.get(node.output[0]) if node.output else None
     if node.domain == "kdforge" and op == "AdderConv2d":

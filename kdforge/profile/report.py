@@ -19,13 +19,33 @@ COLUMNS = [
 ]
 
 
+def columns(context: dict) -> list[tuple[str, str, str]]:
+    """The fixed columns, then per configured target its roofline estimate and, where TensorRT
+    was measured on that kind of GPU, the ratio of measurement to estimate."""
+    extra = []
+    for name in context.get("targets", []):
+        extra.append((f"est_{name}_ms", f"{name} {context['precision']} est. (ms, roofline)", "{:.4f}"))
+        extra.append((f"trt_over_est_{name}", f"TensorRT / {name} est.", "{:.2f}"))
+    return COLUMNS + extra
+
+
 def _cell(value, fmt: str) -> str:
     return "-" if value is None else fmt.format(value).rstrip("%")
 
 
+def _estimate_cells(profile: dict) -> dict:
+    cells, measured = {}, profile["latency"].get("tensorrt", {}).get("p50_ms")
+    gpu = profile.get("environment", {}).get("gpu") or ""
+    for name, estimate in profile.get("estimates", {}).items():
+        cells[f"est_{name}_ms"] = estimate["total_ms"]
+        same_kind = bool(estimate.get("gpu_name_contains")) and estimate["gpu_name_contains"] in gpu
+        cells[f"trt_over_est_{name}"] = measured / estimate["total_ms"] if measured and same_kind else None
+    return cells
+
+
 def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict, profile: dict, export: dict) -> dict:
     totals, lat = profile["costs"]["totals"], profile["latency"]
-    return {
+    return {**_estimate_cells(profile),
         "student": name, "method": student_cfg.method, "model": student_cfg.model,
         "test_accuracy": distill["test_accuracy"], "params_training": strip["params_training"], "params": totals["params"],
         "macs": totals["macs"], "mul": totals["mul"], "add": totals["add"],
@@ -53,6 +73,11 @@ def _notes(context: dict) -> list[str]:
         f"Latency: batch {lat['batch_size']}, {lat['threads']} intra-op thread(s), {lat['warmup']} warm-up runs excluded, "
         f"percentiles over {lat['runs']} runs; CPU: {context['environment']['cpu']}; "
         f"onnxruntime {context['environment']['onnxruntime']}, torch {context['environment']['torch']}.",
+        *([f"est.: a roofline estimate of one inference at batch 1 on each target at {context['precision']} "
+           "(kdforge/profile/roofline.py: per layer the larger of compute time at the datasheet's dense peak and "
+           "memory time at its bandwidth; adder layers on CUDA cores at 2 instructions per MAC). It leaves out launch "
+           "overhead, fusion and caches: a lower bound, not a measurement. 'TensorRT / est.' appears where an engine "
+           "was timed on that kind of GPU."] if context.get("targets") else []),
         "max abs diff: largest |ONNX Runtime - PyTorch| over all test-split logits. ONNX: 'standard' files use "
         "standard operators only; 'custom' files hold kdforge::AdderConv2d nodes, run by kdforge.export.ort.session "
         "(or the TensorRT plugin).",
@@ -76,7 +101,7 @@ def _markdown_table(header: list[str], body: list[list[str]], left: int = 1) -> 
 
 
 def markdown(rows: list[dict], context: dict, figures: list[Path]) -> str:
-    main = _markdown_table([t for _, t, _ in COLUMNS], _table(rows, COLUMNS), left=3)
+    main = _markdown_table([t for _, t, _ in columns(context)], _table(rows, columns(context)), left=3)
     notes = "\n".join(f"- {n}" for n in _notes(context))
     front = ", ".join(rows[i]["student"] for i in pareto_front([(r["ort_p50_ms"], r["test_accuracy"]) for r in rows]))
     sweep = _markdown_table(*_sweep_rows(rows), left=2)
@@ -99,7 +124,7 @@ def html_page(rows: list[dict], context: dict, figures: list[Path]) -> str:
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}img{max-width:100%}")
     title = html.escape(f"kdforge report: {context['name']}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head><body>"
-            f"<h1>{title}</h1>{_html_table([t for _, t, _ in COLUMNS], _table(rows, COLUMNS))}<ul>{notes}</ul>"
+            f"<h1>{title}</h1>{_html_table([t for _, t, _ in columns(context)], _table(rows, columns(context)))}<ul>{notes}</ul>"
             f"<h2>Batch sweep</h2>{_html_table(*_sweep_rows(rows))}<h2>Figures</h2>{images}</body></html>\n")
 
 

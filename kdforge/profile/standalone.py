@@ -162,3 +162,17 @@ def _profile_onnx(path: Path, threads: int, layers: bool, warmup: int, runs: int
     if layers:
         table += "\n\n" + _layer_table(costs["layers"])
     return {"table": table, "costs": costs, "latency": {"onnxruntime": lat}, "environment": latency.environment()}
+
+
+def estimate_on(costs: dict, target_name: str, precision: str, threads: int = 1) -> tuple[dict, str]:
+    """The roofline estimate of a cost table on a named target, and its printed table."""
+    from kdforge.profile.roofline import estimate
+    from kdforge.profile.targets import target
+
+    result = estimate(costs, target(target_name, threads), precision)
+    lines = [f"estimated on {result['description']} at {precision}: {result['total_ms']:.4f} ms "
+             f"({result['compute_bound_ms']:.4f} ms compute-bound, {result['memory_bound_ms']:.4f} ms memory-bound); "
+             f"{result['method']}", f"figures: {result['source']}", "",
+             f"{'layer':40s} {'kind':12s} {'est. (us)':>12s} {'bound':>8s}"]
+    lines += [f"{l['layer'][:40]:40s} {l['kind']:12s} {l['ms'] * 1e3:>12.3f} {l['bound']:>8s}" for l in result["layers"]]
+    return result, "\n".join(lines)
