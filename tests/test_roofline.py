@@ -67,7 +67,7 @@ def test_configured_targets_add_estimate_columns_to_the_report(finished, tmp_pat
     assert out.returncode == 0, out.stderr
     assert "[profile/ce]" in out.stdout and "[distill/ce] up to date" in out.stdout  # only profile and report re-ran
     report = (tmp_path / "run" / "report" / "report.md").read_text()
-    assert "t4 int8 est. (ms, roofline)" in report and "orin int8 est. (ms, roofline)" in report
+    assert "t4 int8 est. (us, roofline)" in report and "orin int8 est. (us, roofline)" in report
     assert "a lower bound, not a measurement" in report
     estimates = json.loads((tmp_path / "run" / "students" / "ce" / "profile.json").read_text())["estimates"]
     assert set(estimates) == {"t4", "orin"} and estimates["t4"]["precision"] == "int8"
@@ -90,4 +90,4 @@ def test_a_tensorrt_measurement_on_the_same_gpu_sits_beside_the_estimate():
     row = student_row("kd", student, {"test_accuracy": 0.9}, {"params_training": 1}, {"onnxruntime": {"max_abs_diff": 0}},
                       profile, {"flavour": "standard"})
     assert row["trt_over_est_h100"] == pytest.approx(3.0) and row["trt_over_est_t4"] is None
-    assert row["est_t4_ms"] == estimate_ms
+    assert row["est_t4_us"] == estimate_ms * 1e3

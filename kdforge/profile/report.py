@@ -24,7 +24,7 @@ def columns(context: dict) -> list[tuple[str, str, str]]:
     was measured on that kind of GPU, the ratio of measurement to estimate."""
     extra = []
     for name in context.get("targets", []):
-        extra.append((f"est_{name}_ms", f"{name} {context['precision']} est. (ms, roofline)", "{:.4f}"))
+        extra.append((f"est_{name}_us", f"{name} {context['precision']} est. (us, roofline)", "{:,.2f}"))
         extra.append((f"trt_over_est_{name}", f"TensorRT / {name} est.", "{:.2f}"))
     return COLUMNS + extra
 
@@ -37,7 +37,7 @@ def _estimate_cells(profile: dict) -> dict:
     cells, measured = {}, profile["latency"].get("tensorrt", {}).get("p50_ms")
     gpu = profile.get("environment", {}).get("gpu") or ""
     for name, estimate in profile.get("estimates", {}).items():
-        cells[f"est_{name}_ms"] = estimate["total_ms"]
+        cells[f"est_{name}_us"] = estimate["total_ms"] * 1e3
         same_kind = bool(estimate.get("gpu_name_contains")) and estimate["gpu_name_contains"] in gpu
         cells[f"trt_over_est_{name}"] = measured / estimate["total_ms"] if measured and same_kind else None
     return cells
