@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import assert_one_sentence, kdforge_cli
+from test_hostile_files import _RunsACommand
 
 FACTORY = '''
 import torch
@@ -82,14 +83,6 @@ def test_a_torch_export_archive_counts_as_the_model(factory, tmp_path):
     out = kdforge_cli("profile", tmp_path / "net.pt2", "--json", tmp_path / "p.json")
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "p.json").read_text())["costs"]["totals"]["macs"] == sum(EXPECTED.values())
-
-
-class _RunsACommand:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_a_hostile_torch_export_archive_is_refused(factory, tmp_path):
