@@ -58,8 +58,9 @@ def test_identity_shortcut_keeps_its_input_alive():
     assert plain == 2 * 400
 
 
-def test_imagenet_resnet18_cnn_and_addernet_mul_add_are_pinned():
-    """The AdderNet papers quote about 1.8G mul / 1.8G add (CNN) and 0.1G mul / 3.5G add (ANN)."""
+def test_imagenet_resnet18_cnn_addernet_and_binary_totals_are_pinned():
+    """The PKKD paper quotes about 1.8G mul / 1.8G add (CNN), 0.1G mul / 3.5G add (ANN) and
+    0.1G mul / 1.8G add / 1.7G XNOR (BNN)."""
     stem = 3 * 7 * 7 * 64 * 112 * 112  # the first convolution stays multiplicative
     fc = 512 * 1000
     macs = 1_814_073_344
@@ -69,6 +70,10 @@ def test_imagenet_resnet18_cnn_and_addernet_mul_add_are_pinned():
     assert ann["macs"] == macs
     assert ann["mul"] == stem + fc == 118_525_952
     assert ann["add"] == 2 * (macs - stem - fc) + stem + fc == 3_509_620_736
+    bnn = count_costs(create_model("imagenet_resnet18_binary", 1000), (1, 3, 224, 224))["totals"]
+    assert bnn["macs"] == macs and bnn["mul"] == stem + fc == 118_525_952
+    assert bnn["xnor"] == macs - stem - fc == 1_695_547_392
+    assert bnn["add"] == macs == 1_814_073_344  # a popcount-add per binary MAC, an add per multiply-accumulate
 
 
 def test_energy_estimate_uses_horowitz_45nm():

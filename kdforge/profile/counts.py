@@ -4,8 +4,9 @@ Convention (DESIGN.md): a multiply-accumulate (MAC) of a convolution (grouped, d
 transposed too) or linear layer, and of a matrix product of two activations (attention's Q K^T
 and its product with V, scaled_dot_product_attention included), is one multiplication and one
 addition; an adder-convolution MAC is two additions (subtract and
-accumulate; |.| is a sign-bit operation and not counted). Bias additions are not MACs (as in
-fvcore). Normalisation (batch norm, folded at deployment) and element-wise work (activations,
+accumulate; |.| is a sign-bit operation and not counted); a binary MAC (a convolution of sign()
+inputs with sign() weights, kdforge/nn/binary.py) is one XNOR and one (popcount) addition. Bias
+additions are not MACs (as in fvcore). Normalisation (batch norm, folded at deployment) and element-wise work (activations,
 shortcut additions, pooling) are counted apart, in elements, never mixed into those totals.
 
 Peak activation memory follows tensor lifetimes over the graph: a tensor lives from the node
@@ -37,10 +38,11 @@ _VIEWS = {"aten.view.default", "aten.reshape.default", "aten.flatten.using_ints"
 class LayerCost:
     layer: str
     op: str
-    kind: str  # conv | linear | adder | norm | elementwise
+    kind: str  # conv | linear | adder | binary | norm | elementwise | unknown
     macs: int = 0
     mul: int = 0
     add: int = 0
+    xnor: int = 0
     elements: int = 0  # normalisation or element-wise outputs
     params: int = 0
     traffic: int = 0  # elements read (activations and weights) and written, for the roofline
@@ -88,6 +90,8 @@ def _cost_of(node, target: str) -> LayerCost | None:
         macs = out.numel() * per_output
         if target in _ADDER:
             return LayerCost(name, target, "adder", macs, 0, 2 * macs, params=weight.numel())
+        if all(_is_sign(a) for a in node.args[:2]):
+            return LayerCost(name, target, "binary", macs, 0, macs, macs, params=weight.numel())
         return LayerCost(name, target, "conv", macs, macs, macs, params=weight.numel() + _bias_numel(node))
     if target in _LINEAR:
         a = _val(node.args[1] if target in ("aten.addmm.default", "aten.baddbmm.default") else node.args[0])
@@ -100,6 +104,10 @@ def _cost_of(node, target: str) -> LayerCost | None:
     if target in _VIEWS:
         return None
     return LayerCost(name, target, "elementwise", elements=out.numel())
+
+
+def _is_sign(arg) -> bool:
+    return isinstance(arg, torch.fx.Node) and str(arg.target) == "aten.sign.default"
 
 
 def _bias_numel(node) -> int:
@@ -168,7 +176,7 @@ def count_program(program) -> dict:
 
 def summarise(layers: list[LayerCost], params: int, param_bytes: int, peak_activation_bytes: int, input_shape) -> dict:
     """{"totals", "layers"}: the report structure every counter (torch.export, ONNX) returns."""
-    totals = {key: sum(getattr(c, key) for c in layers) for key in ("macs", "mul", "add")}
+    totals = {key: sum(getattr(c, key) for c in layers) for key in ("macs", "mul", "add", "xnor")}
     totals.update({
         "params": params,
         "param_bytes": param_bytes,
@@ -184,5 +192,5 @@ def summarise(layers: list[LayerCost], params: int, param_bytes: int, peak_activ
 
 
 def macs_by_kind(costs: dict) -> dict:
-    """MACs of conv, linear and adder layers: what two counts of one model must agree on exactly."""
-    return {kind: sum(c["macs"] for c in costs["layers"] if c["kind"] == kind) for kind in ("conv", "linear", "adder")}
+    """MACs of conv, linear, adder and binary layers: what two counts of one model must agree on exactly."""
+    return {kind: sum(c["macs"] for c in costs["layers"] if c["kind"] == kind) for kind in ("conv", "linear", "adder", "binary")}

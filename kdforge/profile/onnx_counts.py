@@ -2,7 +2,9 @@
 
 The same conventions as counts.py (DESIGN.md): a MAC of a convolution, transposed convolution,
 Gemm or MatMul (two activations too, as in attention) is one multiplication and one addition; a
-kdforge::AdderConv2d MAC is two additions; integer and QLinear convolutions and matrix products
+kdforge::AdderConv2d MAC is two additions; a binary MAC (a Conv whose input comes from Sign and
+whose weight is Sign's output or holds only +-1, kdforge/nn/binary.py) is one XNOR and one
+addition; integer and QLinear convolutions and matrix products
 (an INT8 file's) count their MACs the same way; bias additions are not MACs. Normalisation and
 element-wise work (activations, pooling, residual additions, quantize/dequantize) are counted apart,
 in output elements. Ops that only reshape or relabel data count nothing.
@@ -103,14 +105,33 @@ def _attr(node, name: str, default):
     return default
 
 
-def _node_cost(node, shapes: dict, weights: dict) -> LayerCost | None:
-    cost = _node_cost_of(node, shapes, weights)
+class _Graph:
+    """What the cost of a node may depend on beyond shapes: who produced a tensor, and the values
+    of the initializers (read only for the few convolutions that may be binary)."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.producer = {o: n for n in model.graph.node for o in n.output}
+        self._initializers = {i.name: i for i in model.graph.initializer}
+
+    def from_sign(self, tensor: str) -> bool:
+        node = self.producer.get(tensor)
+        return node is not None and node.op_type == "Sign"
+
+    def is_binary_weight(self, tensor: str) -> bool:
+        if self.from_sign(tensor):
+            return True
+        init = self._initializers.get(tensor)
+        return init is not None and bool(np.isin(onnx.numpy_helper.to_array(init), (-1, 0, 1)).all())
+
+
+def _node_cost(node, shapes: dict, weights: dict, graph: "_Graph") -> LayerCost | None:
+    cost = _node_cost_of(node, shapes, weights, graph)
     if cost is not None and cost.kind != "unknown":
         cost.traffic = sum(prod(shapes[t]) for t in [*node.input, *node.output] if t in shapes)
     return cost
 
 
-def _node_cost_of(node, shapes: dict, weights: dict) -> LayerCost | None:
+def _node_cost_of(node, shapes: dict, weights: dict, graph: "_Graph") -> LayerCost | None:
     name, op = node.name or node.output[0], node.op_type
     out = shapes.get(node.output[0]) if node.output else None
     if node.domain == "kdforge" and op == "AdderConv2d":
@@ -128,6 +149,8 @@ def _node_cost_of(node, shapes: dict, weights: dict) -> LayerCost | None:
     if op in _CONV_WEIGHT:
         w = shapes.get(node.input[_CONV_WEIGHT[op]])
         macs = prod(out) * prod(w[1:])  # (in_channels / groups) * kh * kw per output
+        if op == "Conv" and graph.from_sign(node.input[0]) and graph.is_binary_weight(node.input[1]):
+            return LayerCost(name, op, "binary", macs, 0, macs, macs, params=params)
         return LayerCost(name, op, "conv", macs, macs, macs, params=params)
     if op == "ConvTranspose":
         x, w = shapes.get(node.input[0]), shapes.get(node.input[1])
@@ -194,7 +217,8 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1) -> dict:
     if missing:
         _runtime_shapes(model, missing, shapes, itemsize)
     weights = {init.name: list(init.dims) for init in model.graph.initializer}
-    layers = [c for c in (_node_cost(node, shapes, weights) for node in model.graph.node) if c is not None]
+    graph = _Graph(model)
+    layers = [c for c in (_node_cost(node, shapes, weights, graph) for node in model.graph.node) if c is not None]
     params = sum(prod(d) for d in weights.values())
     param_bytes = sum(prod(init.dims) * _itemsize(init.data_type) for init in model.graph.initializer)
     inputs = [v for v in model.graph.input if v.name not in weights]

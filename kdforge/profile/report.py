@@ -11,7 +11,7 @@ from kdforge.profile.plots import layer_cost_plot, pareto_front, tradeoff_plot
 COLUMNS = [
     ("student", "student", "{}"), ("method", "method", "{}"), ("model", "model", "{}"),
     ("test_accuracy", "test acc. (%)", "{:.2%}"), ("params_training", "params (train)", "{:,}"),
-    ("params", "params (deploy)", "{:,}"), ("macs", "MACs", "{:,}"), ("mul", "mul", "{:,}"), ("add", "add", "{:,}"),
+    ("params", "params (deploy)", "{:,}"), ("macs", "MACs", "{:,}"), ("mul", "mul", "{:,}"), ("add", "add", "{:,}"), ("xnor", "XNOR", "{:,}"),
     ("peak_activation_kib", "peak act. (KiB)", "{:,.1f}"), ("energy_uj_fp32", "energy fp32 (uJ, est.)", "{:.3f}"),
     ("ort_p50_ms", "ORT p50 (ms)", "{:.3f}"), ("ort_p90_ms", "ORT p90 (ms)", "{:.3f}"),
     ("torch_p50_ms", "PyTorch p50 (ms)", "{:.3f}"), ("trt_p50_ms", "TensorRT p50 (ms)", "{:.3f}"),
@@ -48,7 +48,7 @@ def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict
     return {**_estimate_cells(profile),
         "student": name, "method": student_cfg.method, "model": student_cfg.model,
         "test_accuracy": distill["test_accuracy"], "params_training": strip["params_training"], "params": totals["params"],
-        "macs": totals["macs"], "mul": totals["mul"], "add": totals["add"],
+        "macs": totals["macs"], "mul": totals["mul"], "add": totals["add"], "xnor": totals.get("xnor", 0),
         "peak_activation_kib": totals["peak_activation_bytes"] / 1024, "energy_uj_fp32": totals["energy_uj"]["fp32"],
         "energy_uj_int8": totals["energy_uj"]["int8"],
         "ort_p50_ms": lat["onnxruntime"]["p50_ms"], "ort_p90_ms": lat["onnxruntime"]["p90_ms"],
@@ -65,7 +65,8 @@ def _notes(context: dict) -> list[str]:
     return [
         f"{teacher} Data: {context['data']}.",
         "MACs: multiply-accumulates of convolutions and linear layers; one MAC is 1 multiplication + 1 addition "
-        "(FLOPs = 2 x MACs); an adder-convolution MAC is 2 additions and no multiplication. Batch norm and "
+        "(FLOPs = 2 x MACs); an adder-convolution MAC is 2 additions and no multiplication; a binary MAC is "
+        "1 XNOR + 1 (popcount) addition. Batch norm and "
         "element-wise work are counted apart (profile.json), not in these totals.",
         "peak act.: the largest sum of live activations over one inference at batch 1, from tensor lifetimes in the graph.",
         f"energy: an estimate of arithmetic energy per inference from the mul/add counts ({context['energy_source']}); "

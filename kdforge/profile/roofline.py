@@ -3,7 +3,8 @@ layer counts (counts.py, onnx_counts.py) and the elements each layer reads and w
 
 Each layer takes max(compute time, memory time):
 - convolutions and linear layers (matrix products included) run on tensor cores at the chosen
-  precision: 2 x MACs / the target's dense peak;
+  precision: 2 x MACs / the target's dense peak; so do binary layers, which kdforge exports as
+  standard convolutions of +-1 values (no 1-bit kernel is assumed);
 - adder layers run on CUDA cores, since no tensor core computes |x - w|: one adder MAC is two
   add instructions (the subtraction, then the accumulation with |.| as a free operand modifier),
   issued at one per lane per cycle (packed half2 doubles it at fp16/bf16);
@@ -27,7 +28,7 @@ ADDER_INSTRUCTIONS_PER_MAC = 2
 def layer_seconds(layer: dict, target: Target, precision: str) -> tuple[float, str]:
     """(seconds, "compute" or "memory") for one layer of a cost table."""
     memory = layer.get("traffic", 0) * BYTES[precision] / (target.bandwidth_gbs * 1e9)
-    if layer["kind"] in ("conv", "linear"):
+    if layer["kind"] in ("conv", "linear", "binary"):
         compute = 2 * layer["macs"] / target.matmul_ops_per_s(precision)
     elif layer["kind"] == "adder":
         compute = ADDER_INSTRUCTIONS_PER_MAC * layer["macs"] / target.scalar_instructions_per_s(precision)

@@ -17,17 +17,18 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 
 def _layer_table(layers: list[dict]) -> str:
-    lines = [f"{'layer':40s} {'kind':12s} {'MACs':>14s} {'mul':>14s} {'add':>14s} {'elements':>10s}"]
+    lines = [f"{'layer':40s} {'kind':12s} {'MACs':>14s} {'mul':>14s} {'add':>14s} {'XNOR':>14s} {'elements':>10s}"]
     for c in layers:
-        lines.append(f"{c['layer'][:40]:40s} {c['kind']:12s} {c['macs']:>14,} {c['mul']:>14,} {c['add']:>14,} {c['elements']:>10,}")
+        lines.append(f"{c['layer'][:40]:40s} {c['kind']:12s} {c['macs']:>14,} {c['mul']:>14,} {c['add']:>14,} "
+                     f"{c.get('xnor', 0):>14,} {c['elements']:>10,}")
     return "\n".join(lines)
 
 
 def _cost_rows(t: dict) -> list[tuple[str, str]]:
     rows = [
         ("parameters", f"{t['params']:,} ({t['param_bytes'] / 1024:,.1f} KiB)"),
-        ("MACs", f"{t['macs']:,} (1 MAC = 1 mul + 1 add; adder MAC = 2 add)"),
-        ("multiplications", f"{t['mul']:,}"), ("additions", f"{t['add']:,}"),
+        ("MACs", f"{t['macs']:,} (1 MAC = 1 mul + 1 add; adder MAC = 2 add; binary MAC = 1 XNOR + 1 add)"),
+        ("multiplications", f"{t['mul']:,}"), ("additions", f"{t['add']:,}"), ("XNOR", f"{t.get('xnor', 0):,}"),
         ("norm / element-wise", f"{t['norm_elements']:,} / {t['elementwise_elements']:,} elements (not in the totals)"),
         ("peak activations", f"{t['peak_activation_bytes'] / 1024:,.1f} KiB"),
     ]
