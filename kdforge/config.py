@@ -94,6 +94,7 @@ class StudentConfig(Section):
     model_args: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    precision: Literal["fp32", "int8"] = Field("fp32", description="int8: also ship model.int8.onnx, quantized by ONNX Runtime")
 
     @field_validator("method")
     @classmethod
@@ -104,17 +105,27 @@ class StudentConfig(Section):
             raise ValueError(f"unknown method '{name}'; `kdforge methods` lists the known ones")
         return name
 
+    @field_validator("precision")
+    @classmethod
+    def _quantizable(cls, precision, info):
+        if precision == "int8" and str(info.data.get("model", "")).endswith("_adder"):
+            raise ValueError("int8 quantizes CNN and binary students; adder layers have no INT8 kernel yet")
+        return precision
+
 
 class ExportConfig(Section):
     opset: int = Field(18, ge=13)
     portable: bool = Field(False, description="standard ONNX operators only (adder layers too): any runtime, slowly")
     tensorrt: bool = Field(False, description="also build a TensorRT engine (needs TensorRT and a CUDA GPU)")
     fp16: bool = Field(False, description="build the TensorRT engine in fp16")
+    calibration_images: int = Field(256, ge=1, description="training images that calibrate an INT8 student's activation ranges")
 
 
 class VerifyConfig(Section):
     atol: float = Field(1e-3, gt=0, description="largest tolerated |ONNX Runtime - PyTorch| over all logits")
     min_agreement: float = Field(0.99, ge=0, le=1, description="smallest tolerated top-1 agreement")
+    int8_min_agreement: float = Field(0.97, ge=0, le=1, description="smallest tolerated top-1 agreement of an INT8 file with PyTorch")
+    int8_max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="largest tolerated test-accuracy loss of an INT8 file")
 
 
 def _check_target(name: str) -> str:

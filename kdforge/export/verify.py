@@ -54,7 +54,24 @@ def compare_counts(model: torch.nn.Module, input_shape: tuple, onnx_path: Path) 
     return result
 
 
+def verify_int8(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray], dataset, min_agreement: float,
+                max_accuracy_drop: float) -> dict:
+    """An INT8 file against the FP32 PyTorch model: judged by top-1 agreement and the accuracy it
+    loses, not by logit differences, which quantization makes large by design."""
+    result = verify_backend(model, run, dataset, float("inf"), min_agreement, "onnxruntime-int8")
+    result.update(atol=None, accuracy_drop=result["accuracy_pytorch"] - result["accuracy_backend"],
+                  max_accuracy_drop=max_accuracy_drop)
+    result["passed"] = result["top1_agreement"] >= min_agreement and result["accuracy_drop"] <= max_accuracy_drop
+    return result
+
+
 def require_passed(result: dict, name: str, folder: Path) -> None:
+    if not result["passed"] and "accuracy_drop" in result:
+        raise UserError(
+            f"student '{name}' in INT8 agrees with PyTorch on {result['top1_agreement']:.2%} of the test images "
+            f"(verify.int8_min_agreement={result['min_agreement']}) and loses {result['accuracy_drop'] * 100:.2f} points of "
+            f"accuracy (verify.int8_max_accuracy_drop={result['max_accuracy_drop']}); the files are kept in {folder}."
+        )
     if not result["passed"]:
         raise UserError(
             f"student '{name}' on {result['backend']} differs from PyTorch (max |diff| {result['max_abs_diff']:.3g}, "

@@ -12,7 +12,7 @@ from kdforge import atomic
 from kdforge.config import Config, StudentConfig
 from kdforge.export.onnx_export import export_onnx, onnx_flavour
 from kdforge.export.strip import load_deployed, save_deployed, strip, training_parameters
-from kdforge.export.verify import compare_counts, require_passed, verify_backend
+from kdforge.export.verify import compare_counts, require_passed, verify_backend, verify_int8
 from kdforge.pipeline.graph import Unit
 from kdforge.pipeline.manifest import Manifest
 from kdforge.profile import latency, roofline
@@ -188,7 +188,18 @@ def run_export(ctx: StageContext) -> StageResult:
 
         outputs.append(build_engine(path, ctx.student_dir / "model.engine", shape, fp16=e.fp16))
         summary += f"; model.engine ({'fp16' if e.fp16 else 'fp32'})"
-    return StageResult(outputs, {"onnx_bytes": size, "flavour": flavour, "tensorrt": e.tensorrt}, summary)
+    metrics = {"onnx_bytes": size, "flavour": flavour, "tensorrt": e.tensorrt}
+    if ctx.student.precision == "int8":
+        from kdforge.export.quantize import quantize_int8
+
+        train = ctx.data().train
+        count = min(e.calibration_images, len(train))
+        images = torch.stack([train[i][0] for i in range(count)]).numpy()
+        int8 = quantize_int8(path, ctx.student_dir / "model.int8.onnx", images)
+        outputs.append(int8)
+        metrics.update(int8_onnx_bytes=int8.stat().st_size, calibration_images=count)
+        summary += f"; model.int8.onnx ({int8.stat().st_size / 1024:.0f} KiB, calibrated on {count} training images)"
+    return StageResult(outputs, metrics, summary)
 
 
 def run_verify(ctx: StageContext) -> StageResult:
@@ -203,6 +214,10 @@ def run_verify(ctx: StageContext) -> StageResult:
 
         runners["tensorrt"] = engine_runner(folder / "model.engine")
     results = {name: verify_backend(model, run, ctx.data().test, v.atol, v.min_agreement, name) for name, run in runners.items()}
+    if ctx.student.precision == "int8":
+        int8 = ort_backend.session(folder / "model.int8.onnx", threads=2)
+        results["onnxruntime-int8"] = verify_int8(model, lambda x: ort_backend.run(int8, x), ctx.data().test,
+                                                  v.int8_min_agreement, v.int8_max_accuracy_drop)
     counts = compare_counts(model, _input_shape(ctx.data(), 1), folder / "model.onnx")
     path = folder / "verify.json"
     atomic.write_json(path, {**results, "counts": counts})
@@ -223,6 +238,9 @@ def run_profile(ctx: StageContext) -> StageResult:
         "onnxruntime": lambda s, w, r: latency.onnxruntime_latency(onnx_path, s, p.threads, w, r),
         "pytorch": lambda s, w, r: latency.pytorch_latency(model, s, p.threads, w, r),
     }
+    if ctx.student.precision == "int8":
+        int8_path = ctx.student_dir / "model.int8.onnx"
+        measure["onnxruntime_int8"] = lambda s, w, r: latency.onnxruntime_latency(int8_path, s, p.threads, w, r)
     if ctx.cfg.export.tensorrt:
         from kdforge.export.tensorrt import engine_latency
 

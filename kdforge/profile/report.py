@@ -13,7 +13,9 @@ COLUMNS = [
     ("test_accuracy", "test acc. (%)", "{:.2%}"), ("params_training", "params (train)", "{:,}"),
     ("params", "params (deploy)", "{:,}"), ("macs", "MACs", "{:,}"), ("mul", "mul", "{:,}"), ("add", "add", "{:,}"), ("xnor", "XNOR", "{:,}"),
     ("peak_activation_kib", "peak act. (KiB)", "{:,.1f}"), ("energy_uj_fp32", "energy fp32 (uJ, est.)", "{:.3f}"),
+    ("energy_uj_int8_student", "energy int8 (uJ, est.)", "{:.3f}"),
     ("ort_p50_ms", "ORT p50 (ms)", "{:.3f}"), ("ort_p90_ms", "ORT p90 (ms)", "{:.3f}"),
+    ("ort_int8_p50_ms", "ORT INT8 p50 (ms)", "{:.3f}"), ("int8_accuracy_drop", "INT8 acc. drop (points)", "{:.2f}"),
     ("torch_p50_ms", "PyTorch p50 (ms)", "{:.3f}"), ("trt_p50_ms", "TensorRT p50 (ms)", "{:.3f}"),
     ("max_abs_diff", "max abs diff ORT vs PyTorch", "{:.2e}"), ("onnx_flavour", "ONNX", "{}"),
 ]
@@ -51,8 +53,11 @@ def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict
         "macs": totals["macs"], "mul": totals["mul"], "add": totals["add"], "xnor": totals.get("xnor", 0),
         "peak_activation_kib": totals["peak_activation_bytes"] / 1024, "energy_uj_fp32": totals["energy_uj"]["fp32"],
         "energy_uj_int8": totals["energy_uj"]["int8"],
+        "energy_uj_int8_student": totals["energy_uj"]["int8"] if getattr(student_cfg, "precision", "fp32") == "int8" else None,
         "ort_p50_ms": lat["onnxruntime"]["p50_ms"], "ort_p90_ms": lat["onnxruntime"]["p90_ms"],
         "torch_p50_ms": lat["pytorch"]["p50_ms"], "trt_p50_ms": lat.get("tensorrt", {}).get("p50_ms"),
+        "ort_int8_p50_ms": lat.get("onnxruntime_int8", {}).get("p50_ms"),
+        "int8_accuracy_drop": verify["onnxruntime-int8"]["accuracy_drop"] * 100 if "onnxruntime-int8" in verify else None,
         "max_abs_diff": verify["onnxruntime"]["max_abs_diff"], "onnx_flavour": export["flavour"],
         "sweep": profile.get("sweep", {}),
     }

@@ -1,0 +1,51 @@
+"""INT8 students: static quantization of an exported model.onnx with ONNX Runtime's own tooling,
+written beside it as model.int8.onnx.
+
+QDQ format (QuantizeLinear/DequantizeLinear pairs that runtimes fuse into integer kernels),
+symmetric per-channel int8 weights, int8 activations whose ranges are calibrated (MinMax) on
+`export.calibration_images` images of the training split, after ONNX Runtime's pre-processing
+(shape inference and graph optimisation). CNN and binary students only: ONNX Runtime's tooling
+has no integer form of kdforge::AdderConv2d, and an adder layer needs its input and weight on one
+shared scale, which is the separate work of an integer adder kernel.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from kdforge.atomic import atomic_path
+from kdforge.errors import UserError
+
+
+class _Images:
+    """ONNX Runtime's CalibrationDataReader protocol over an array of images, 32 at a time."""
+
+    def __init__(self, images: np.ndarray, input_name: str):
+        self._batches = iter([{input_name: images[i:i + 32]} for i in range(0, len(images), 32)])
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray) -> Path:
+    """Writes the INT8 QDQ twin of `fp32_path` to `int8_path`, calibrated on `images` (N, C, H, W)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = onnx.load(str(fp32_path))
+    if any(node.domain == "kdforge" for node in model.graph.node):
+        raise UserError(f"precision: int8 quantizes CNN and binary students; {fp32_path} has adder layers, "
+                        f"which have no INT8 kernel yet; set this student's precision to fp32.")
+    input_name = model.graph.input[0].name
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    with atomic_path(Path(int8_path)) as tmp:
+        prepared = tmp.with_name(tmp.name + ".pre")
+        try:
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+            quantize_static(str(prepared), str(tmp), _Images(images, input_name), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+        finally:
+            prepared.unlink(missing_ok=True)
+    return Path(int8_path)

@@ -1,0 +1,70 @@
+"""INT8 students: ONNX Runtime's static QDQ quantization of a CNN student, verified against the
+FP32 PyTorch model by agreement and accuracy drop, timed beside FP32 in the report."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import assert_one_sentence, kdforge_cli, tiny_config
+from kdforge.errors import UserError
+from kdforge.export.onnx_export import export_onnx
+from kdforge.export.quantize import quantize_int8
+from kdforge.export.verify import require_passed, verify_int8
+from kdforge.train.models import create_model
+
+
+def test_an_int8_student_runs_through_every_stage(tmp_path):
+    raw = tiny_config(tmp_path / "run", export={"calibration_images": 64})
+    raw["students"] = [{**raw["students"][1], "precision": "int8"}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    out = kdforge_cli("run", tmp_path / "c.yaml")
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "run" / "students" / "kd"
+    assert (folder / "model.int8.onnx").is_file() and "calibrated on 64 training images" in out.stdout
+    verdict = json.loads((folder / "verify.json").read_text())["onnxruntime-int8"]
+    assert verdict["passed"] and verdict["accuracy_drop"] <= 0.02
+    assert "onnxruntime_int8" in json.loads((folder / "profile.json").read_text())["latency"]
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    header, rule, row = report.splitlines()[2:5]
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    assert float(cells["ORT INT8 p50 (ms)"]) > 0 and cells["energy int8 (uJ, est.)"] != "-"
+
+
+def test_calibration_images_set_the_activation_scales(tmp_path):
+    torch.manual_seed(0)
+    export_onnx(create_model("resnet8", 10, 1).eval(), torch.zeros(2, 1, 8, 8), tmp_path / "m.onnx")
+    images = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    one = quantize_int8(tmp_path / "m.onnx", tmp_path / "one.onnx", images[:1]).read_bytes()
+    many = quantize_int8(tmp_path / "m.onnx", tmp_path / "many.onnx", images).read_bytes()
+    assert one != many
+
+
+def test_an_int8_adder_student_is_refused_by_name(tmp_path):
+    export_onnx(create_model("resnet8_adder", 10, 1).eval(), torch.zeros(2, 1, 8, 8), tmp_path / "ann.onnx")
+    with pytest.raises(UserError, match="adder layers, which have no INT8 kernel yet"):
+        quantize_int8(tmp_path / "ann.onnx", tmp_path / "ann.int8.onnx", np.zeros((4, 1, 8, 8), np.float32))
+    assert not (tmp_path / "ann.int8.onnx").exists()
+
+
+def test_the_int8_thresholds_say_by_how_much_a_file_misses_them(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("resnet8", 10, 1).eval()
+    dataset = [(torch.randn(1, 8, 8), i % 10) for i in range(40)]
+    flipped = verify_int8(model, lambda x: -model(torch.from_numpy(x)).detach().numpy(), dataset, 0.97, 0.02)
+    assert not flipped["passed"] and flipped["top1_agreement"] < 0.97
+    with pytest.raises(UserError, match=r"verify.int8_min_agreement=0.97.*verify.int8_max_accuracy_drop=0.02"):
+        require_passed(flipped, "kd", tmp_path)
+    same = verify_int8(model, lambda x: model(torch.from_numpy(x)).detach().numpy(), dataset, 1.0, 0.0)
+    assert same["passed"] and same["accuracy_drop"] == 0
+
+
+def test_an_adder_student_at_int8_exits_2(tmp_path):
+    raw = tiny_config(tmp_path / "run")
+    raw["students"] = [{**raw["students"][2], "precision": "int8"}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    out = kdforge_cli("run", tmp_path / "c.yaml")
+    assert_one_sentence(out, "students[0].precision")
+    assert "adder layers have no INT8 kernel yet" in out.stderr and not (tmp_path / "run" / "teacher").exists()
