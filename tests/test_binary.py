@@ -39,6 +39,18 @@ def test_a_binary_student_learns_from_a_cnn_teacher_by_kd(tmp_path):
     before = [p.detach().clone() for p in student.parameters()]
     result = fit(kd(student, teacher, kd.Options()), data, TrainConfig(epochs=6, batch_size=64, lr=0.2), tmp_path / "s.pt",
                  "s", torch.device("cpu"), 0, augment)
-    assert result.test_accuracy > 0.4  # chance is 0.1; 1-bit layers on 8x8 digits learn slowly (61% here)
+    assert result.test_accuracy > 0.4  # chance is 0.1; 61% here (1-bit layers are sensitive to the learning rate: the demo uses 0.02 over 20 epochs)
     binary_weights = [p for m in student.modules() if isinstance(m, BinaryConv2d) for p in m.parameters()]
     assert binary_weights and all(not torch.equal(a, b) for a, b in zip(before, student.parameters()) if a.dim() == 4)
+
+
+def test_what_is_computed_from_weights_alone_is_neither_work_nor_activation():
+    """sign(W) and mean|W| are constants of the deployed graph: a binary ResNet-8 holds no more
+    activations than the CNN, and its cost table lists no per-weight operations."""
+    from kdforge.profile.counts import count_costs
+
+    binary = count_costs(create_model("resnet8_binary", 10, 1), (1, 1, 8, 8))
+    cnn = count_costs(create_model("resnet8", 10, 1), (1, 1, 8, 8))
+    assert binary["totals"]["peak_activation_bytes"] == cnn["totals"]["peak_activation_bytes"]
+    assert not [c for c in binary["layers"] if c["op"] in ("aten.abs.default", "aten.mean.dim")]
+    assert sum(c["op"] == "aten.sign.default" for c in binary["layers"]) == sum(c["kind"] == "binary" for c in binary["layers"])

@@ -11,7 +11,9 @@ shortcut additions, pooling) are counted apart, in elements, never mixed into th
 
 Peak activation memory follows tensor lifetimes over the graph: a tensor lives from the node
 that makes it to its last use; in-place and view ops share their input's storage. Parameters
-and buffers are not activations.
+and buffers are not activations, and neither is anything computed from them alone (a binary
+layer's sign(W) and scale): a deployed graph holds those as constants, so they cost nothing per
+inference either.
 """
 
 from dataclasses import asdict, dataclass
@@ -161,14 +163,20 @@ def program_input_shape(program) -> list[int]:
 def count_program(program) -> dict:
     """Per-layer costs and totals of a torch.export program (as exported, or loaded from a .pt2)."""
     signature = program.graph_signature
-    parameter_names = set(signature.inputs_to_parameters) | set(signature.inputs_to_buffers)
+    parameter_names = (set(signature.inputs_to_parameters) | set(signature.inputs_to_buffers)
+                       | set(signature.inputs_to_lifted_tensor_constants))
     parameter_nodes = {n for n in program.graph.nodes if n.op == "placeholder" and n.name in parameter_names}
     layers = []
     for node in program.graph.nodes:
-        if node.op == "call_function":
-            cost = _cost(node, str(node.target))
-            if cost is not None:
-                layers.append(cost)
+        if node.op != "call_function":
+            continue
+        operands = [a for a in node.all_input_nodes]
+        if operands and all(a in parameter_nodes for a in operands):
+            parameter_nodes.add(node)  # computed from weights alone (a binary layer's sign(W) and scale): constant-folded when deployed
+            continue
+        cost = _cost(node, str(node.target))
+        if cost is not None:
+            layers.append(cost)
     parameters = [program.state_dict[name] for name in signature.parameters]
     return summarise(layers, sum(p.numel() for p in parameters), sum(p.numel() * p.element_size() for p in parameters),
                      _peak_activation_bytes(program.graph, parameter_nodes), program_input_shape(program))

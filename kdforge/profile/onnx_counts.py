@@ -17,7 +17,8 @@ unknown is listed as kind "unknown", never dropped.
 
 Peak activation memory follows tensor lifetimes in the graph's (topological) node order: a
 tensor lives from its node to its last consumer, graph outputs to the end; reshape-like ops
-alias their input. Initializers are parameters, not activations.
+alias their input. Initializers are parameters, not activations, and so is anything computed
+from them alone (see _constants).
 """
 
 from math import prod
@@ -170,8 +171,18 @@ def _node_cost_of(node, shapes: dict, weights: dict, graph: "_Graph") -> LayerCo
     return LayerCost(name, op, "elementwise", elements=prod(out), params=params)
 
 
-def _peak_activation_bytes(model: onnx.ModelProto, shapes: dict, itemsize: dict) -> int:
-    weights = {init.name for init in model.graph.initializer}
+def _constants(model: onnx.ModelProto) -> set[str]:
+    """Initializers and every tensor computed from them alone (Constant nodes, a binary layer's
+    Sign of its weight, ...): constants of the deployed graph, neither work nor activations."""
+    constants = {init.name for init in model.graph.initializer}
+    for node in model.graph.node:
+        inputs = [i for i in node.input if i]
+        if node.op_type == "Constant" or (inputs and all(i in constants for i in inputs)):
+            constants.update(o for o in node.output if o)
+    return constants
+
+
+def _peak_activation_bytes(model: onnx.ModelProto, shapes: dict, itemsize: dict, weights: set[str]) -> int:
     nodes = list(model.graph.node)
     end = len(nodes)
     owner, last_use, size = {}, {}, {}
@@ -184,7 +195,7 @@ def _peak_activation_bytes(model: onnx.ModelProto, shapes: dict, itemsize: dict)
             if tensor in owner:
                 last_use[owner[tensor]] = max(last_use.get(owner[tensor], -1), i)
         for j, tensor in enumerate(node.output):
-            if tensor not in shapes:
+            if tensor not in shapes or tensor in weights:
                 continue
             if node.op_type in _ALIASES and j == 0 and node.input and node.input[0] in owner:
                 owner[tensor] = owner[node.input[0]]
@@ -217,10 +228,11 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1) -> dict:
     if missing:
         _runtime_shapes(model, missing, shapes, itemsize)
     weights = {init.name: list(init.dims) for init in model.graph.initializer}
-    graph = _Graph(model)
-    layers = [c for c in (_node_cost(node, shapes, weights, graph) for node in model.graph.node) if c is not None]
+    graph, constants = _Graph(model), _constants(model)
+    layers = [c for c in (_node_cost(node, shapes, weights, graph) for node in model.graph.node
+                          if not all(o in constants for o in node.output if o)) if c is not None]
     params = sum(prod(d) for d in weights.values())
     param_bytes = sum(prod(init.dims) * _itemsize(init.data_type) for init in model.graph.initializer)
     inputs = [v for v in model.graph.input if v.name not in weights]
     input_shape = shapes.get(inputs[0].name) if inputs else None
-    return summarise(layers, params, param_bytes, _peak_activation_bytes(model, shapes, itemsize), input_shape)
+    return summarise(layers, params, param_bytes, _peak_activation_bytes(model, shapes, itemsize, constants), input_shape)
