@@ -87,20 +87,18 @@ def load_numpy_pickle(path: Path, what: str):
         raise UserError(f"{what}: {path} is not a readable pickle file ({type(e).__name__}).") from None
 
 
-def _pt2_pickles(archive: zipfile.ZipFile):
-    """(member, needs_check) for every payload torch.export.load would unpickle; raises UserError
-    for custom objects, which it unpickles with no restriction possible."""
+def _pt2_pickles(archive: zipfile.ZipFile, path: Path):
+    """The members of a .pt2 archive that torch.export.load would unpickle; a UserError for custom
+    objects, which it unpickles with no restriction possible."""
     names = archive.namelist()
-    for name in names:
-        if name.endswith(".pt"):  # sample inputs; the whole artifact in the older format
-            yield name
+    yield from (name for name in names if name.endswith(".pt"))  # sample inputs; the whole artifact in the older format
     for config_name in (n for n in names if n.endswith("_weights_config.json") or n.endswith("_constants_config.json")):
         folder = config_name.rsplit("/", 1)[0]
-        entries = json.loads(archive.read(config_name)).get("config", {})
-        for fqn, meta in entries.items():
+        for fqn, meta in json.loads(archive.read(config_name)).get("config", {}).items():
             path_name = str(meta.get("path_name", ""))
             if config_name.endswith("_constants_config.json") and not path_name.startswith("tensor"):
-                raise UserError(f"holds a custom object '{fqn}' ({path_name}), which loads by unrestricted unpickling")
+                raise UserError(f"torch.export archive {path} holds a custom object '{fqn}', which loads by unrestricted "
+                                f"unpickling; kdforge does not load it.")
             if meta.get("use_pickle"):
                 yield f"{folder}/{path_name}"
 
@@ -108,18 +106,21 @@ def _pt2_pickles(archive: zipfile.ZipFile):
 def load_exported_program(path: Path):
     """A torch.export program from a .pt2 file, loaded after its pickled payloads pass weights_only."""
     path = Path(path)
+    unreadable = UserError(f"{path} is not a readable torch.export archive (.pt2).")
     try:
         with zipfile.ZipFile(path) as archive:
-            for member in _pt2_pickles(archive):
+            for member in _pt2_pickles(archive, path):
                 try:
                     torch.load(io.BytesIO(archive.read(member)), map_location="cpu", weights_only=True)
                 except pickle.UnpicklingError as e:
                     culprit = re.search(r"GLOBAL ([\w.]+)", str(e))
-                    raise _refused(path, "torch.export archive", culprit.group(1) if culprit else member) from None
-    except UserError as e:
-        raise UserError(str(e) if str(e).startswith("torch.export archive") else f"torch.export archive {path} {e}; kdforge does not load it.") from None
+                    if culprit:
+                        raise _refused(path, "torch.export archive", culprit.group(1)) from None
+                    raise unreadable from None
+                except Exception:  # noqa: BLE001 - a damaged payload
+                    raise unreadable from None
     except (zipfile.BadZipFile, KeyError, ValueError, OSError):
-        raise UserError(f"{path} is not a readable torch.export archive (.pt2).") from None
+        raise unreadable from None
     try:
         return torch.export.load(path)
     except Exception as e:  # noqa: BLE001 - a damaged or foreign archive
