@@ -1,5 +1,7 @@
 """A seeded corpus of adder-convolution nodes and inputs, valid and malformed, with the formula
-every valid one must match and the words every malformed one's error must contain.
+every valid one must match and the words every malformed one's error must contain; for the float
+node (kdforge::AdderConv2d) and, with `integer`, the INT8 node (kdforge::AdderConv2dInteger: uint8
+inputs and a zero point that pads, int32 output, which must match exactly).
 
 Run as a script, it drives the whole corpus through ONNX Runtime with a given native kernel
 library and exits non-zero on any wrong answer: the AddressSanitizer test runs it that way, in a
@@ -17,10 +19,11 @@ NODE = "fuzz_node"
 _HUGE = 2**62
 
 
-def reference(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], pad: tuple[int, int]) -> np.ndarray:
-    """Y = -sum |Xpad - W| over each receptive field, in float64, straight from the definition."""
+def reference(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], pad: tuple[int, int], pad_value: int = 0) -> np.ndarray:
+    """Y = -sum |Xpad - W| over each receptive field, in float64, straight from the definition;
+    the padding holds `pad_value`."""
     (sh, sw), (ph, pw) = stride, pad
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value)
     n, o, kh, kw = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
     ho, wo = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
     y = np.zeros((n, o, ho, wo))
@@ -62,8 +65,9 @@ def _mutations(case: dict, rng) -> list[tuple[str, dict]]:
     ]
 
 
-def cases(seed: int = 0, count: int = CASES) -> list[dict]:
-    """`count` cases, about half malformed, each with the random input values it runs on."""
+def cases(seed: int = 0, count: int = CASES, integer: bool = False) -> list[dict]:
+    """`count` cases, about half malformed, each with the random input values it runs on (uint8
+    and a zero point with `integer`)."""
     rng = np.random.default_rng(seed)
     corpus = []
     for index in range(count):
@@ -72,9 +76,14 @@ def cases(seed: int = 0, count: int = CASES) -> list[dict]:
             mutations = _mutations(case, rng)
             error, change = mutations[int(rng.integers(len(mutations)))]
             case = {**case, **change, "error": error}
-        case["index"] = index
-        case["x_values"] = rng.standard_normal(case["x"]).astype(np.float32)
-        case["w_values"] = rng.standard_normal(case["w"]).astype(np.float32)
+        case["index"], case["integer"] = index, integer
+        if integer:
+            case["x_values"] = rng.integers(0, 256, case["x"], dtype=np.uint8)
+            case["w_values"] = rng.integers(0, 256, case["w"], dtype=np.uint8)
+            case["zero_point"] = int(rng.integers(0, 256))
+        else:
+            case["x_values"] = rng.standard_normal(case["x"]).astype(np.float32)
+            case["w_values"] = rng.standard_normal(case["w"]).astype(np.float32)
         corpus.append(case)
     return corpus
 
@@ -89,17 +98,27 @@ def layer_case(case: dict) -> dict:
 
 
 def onnx_model(case: dict) -> bytes:
-    """A one-node model: the adder node with the case's attributes, X and W as inputs of any shape."""
+    """A one-node model: the adder node with the case's attributes, X and W (and the zero point)
+    as inputs of any shape."""
     from onnx import TensorProto, helper
 
-    node = helper.make_node("AdderConv2d", ["x", "w"], ["y"], domain="kdforge", name=NODE,
+    names, op_type = (["x", "w", "z"], "AdderConv2dInteger") if case["integer"] else (["x", "w"], "AdderConv2d")
+    in_type, out_type = (TensorProto.UINT8, TensorProto.INT32) if case["integer"] else (TensorProto.FLOAT, TensorProto.FLOAT)
+    node = helper.make_node(op_type, names, ["y"], domain="kdforge", name=NODE,
                             strides=case["strides"], pads=case["pads"], plugin_namespace="kdforge")
-    graph = helper.make_graph([node], "fuzz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None),
-                                               helper.make_tensor_value_info("w", TensorProto.FLOAT, None)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    graph = helper.make_graph([node], "fuzz", [helper.make_tensor_value_info(name, in_type, None) for name in names],
+                              [helper.make_tensor_value_info("y", out_type, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("kdforge", 1)])
     model.ir_version = 8
     return model.SerializeToString()
+
+
+def feeds(case: dict) -> dict:
+    """The model's inputs by name."""
+    values = {"x": case["x_values"], "w": case["w_values"]}
+    if case["integer"]:
+        values["z"] = np.array(case["zero_point"], np.uint8)
+    return values
 
 
 def outcome(case: dict, run) -> str | None:
@@ -117,10 +136,12 @@ def outcome(case: dict, run) -> str | None:
         return None
     if case["error"] is not None:
         return f"case {case['index']}: malformed case ({case['error']}) ran and returned shape {np.shape(y)}"
-    expected = reference(case["x_values"], case["w_values"], case["strides"], case["pads"][:2])
+    expected = reference(case["x_values"], case["w_values"], case["strides"], case["pads"][:2], case.get("zero_point", 0))
     if np.shape(y) != expected.shape:
         return f"case {case['index']}: shape {np.shape(y)}, expected {expected.shape}"
-    tolerance = 1e-4 * max(1.0, float(np.abs(expected).max(initial=0.0)))
+    if case["integer"] and np.asarray(y).dtype != np.int32:
+        return f"case {case['index']}: output of dtype {np.asarray(y).dtype}, expected int32"
+    tolerance = 0.0 if case["integer"] else 1e-4 * max(1.0, float(np.abs(expected).max(initial=0.0)))
     if expected.size and float(np.abs(y - expected).max()) > tolerance:
         return f"case {case['index']}: max |diff| {np.abs(y - expected).max():.3g} > {tolerance:.3g}"
     return None
@@ -135,18 +156,22 @@ def native_runner(library: str):
         options.log_severity_level = 4
         options.register_custom_ops_library(library)
         sess = ort.InferenceSession(onnx_model(case), options, providers=["CPUExecutionProvider"])
-        return sess.run(None, {"x": case["x_values"], "w": case["w_values"]})[0]
+        return sess.run(None, feeds(case))[0]
     return run
 
 
 def main(library: str) -> int:
-    corpus = cases()
-    failures = [f for f in (outcome(case, native_runner(library)) for case in corpus) if f]
-    malformed = sum(case["error"] is not None for case in corpus)
-    print(f"{len(corpus)} cases ({len(corpus) - malformed} valid, {malformed} malformed): {len(failures)} wrong")
-    for failure in failures[:20]:
-        print(failure)
-    return 1 if failures else 0
+    wrong = 0
+    for integer in (False, True):
+        corpus = cases(integer=integer)
+        failures = [f for f in (outcome(case, native_runner(library)) for case in corpus) if f]
+        malformed = sum(case["error"] is not None for case in corpus)
+        print(f"{'integer' if integer else 'float'}: {len(corpus)} cases ({len(corpus) - malformed} valid, {malformed} malformed): "
+              f"{len(failures)} wrong")
+        for failure in failures[:20]:
+            print(failure)
+        wrong += len(failures)
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":

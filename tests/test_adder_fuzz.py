@@ -18,6 +18,7 @@ from kdforge.export import ort as ort_backend
 from kdforge.nn.adder_op import adder_conv2d
 
 CORPUS = corpus.cases()
+INTEGER_CORPUS = corpus.cases(integer=True)
 
 
 def _failures(run, cases=CORPUS) -> list[str]:
@@ -38,22 +39,25 @@ def native_library():
     return str(library)
 
 
-def test_native_kernel_alone_validates_every_node(native_library):
+@pytest.mark.parametrize("integer", [False, True], ids=["float", "integer"])
+def test_native_kernel_alone_validates_every_node(native_library, integer):
     """A raw ONNX Runtime session (no kdforge checks before it): the C kernel's own checks."""
-    assert _failures(corpus.native_runner(native_library)) == []
+    assert _failures(corpus.native_runner(native_library), INTEGER_CORPUS if integer else CORPUS) == []
 
 
+@pytest.mark.parametrize("integer", [False, True], ids=["float", "integer"])
 @pytest.mark.parametrize("kernel", ["native", "python"])
-def test_kdforge_sessions_turn_every_malformed_node_into_a_user_error(tmp_path, kernel, native_library):
+def test_kdforge_sessions_turn_every_malformed_node_into_a_user_error(tmp_path, kernel, native_library, integer):
     """Through kdforge's session helper: malformed files are UserErrors naming the node, whether
     the loader or the kernel catches them."""
-    cases = CORPUS[::4] if kernel == "python" else CORPUS  # the Python operator is slower to set up
+    cases = INTEGER_CORPUS if integer else CORPUS
+    cases = cases[::4] if kernel == "python" else cases  # the Python operator is slower to set up
 
     def run(case):
         path = tmp_path / f"case{case['index']}.onnx"
         path.write_bytes(corpus.onnx_model(case))
         sess = ort_backend.session(path, adder_kernel=kernel)
-        return ort_backend.run_feeds(sess, {"x": case["x_values"], "w": case["w_values"]})[0]
+        return ort_backend.run_feeds(sess, corpus.feeds(case))[0]
 
     def user_errors_only(case):
         try:
@@ -72,7 +76,7 @@ def test_a_kernel_error_at_run_time_is_one_user_error(tmp_path, native_library, 
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load_from_string(corpus.onnx_model({"strides": [1, 1], "pads": [1, 1, 1, 1]}))
+    model = onnx.load_from_string(corpus.onnx_model({"strides": [1, 1], "pads": [1, 1, 1, 1], "integer": False}))
     model.graph.initializer.append(numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w"))
     del model.graph.input[1]
     onnx.save(model, tmp_path / "one.onnx")
@@ -160,4 +164,6 @@ def test_native_kernel_under_address_sanitizer_on_the_whole_corpus(asan):
     out = _run_under_asan(runtime, [str(Path(corpus.__file__)), str(library)])
     assert "AddressSanitizer" not in out.stderr, out.stderr[-4000:]
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert f"{corpus.CASES} cases" in out.stdout and ": 0 wrong" in out.stdout, out.stdout
+    for kind in ("float", "integer"):
+        assert f"{kind}: {corpus.CASES} cases" in out.stdout, out.stdout
+    assert out.stdout.count(": 0 wrong") == 2, out.stdout

@@ -5,6 +5,15 @@
 and `plugin_namespace` = "kdforge"; ONNX Runtime (kdforge.export.ort) and TensorRT (the
 plugin) both implement exactly this node.
 
+`custom`, INT8 (an INT8 AdderNet layer, kdforge.nn.adder_int8): QuantizeLinear(X, scale,
+zero_point) -> uint8, then the node `kdforge::AdderConv2dInteger`, version 1, inputs (X uint8
+(N, C, H, W), W uint8 (O, C, kh, kw), x_zero_point uint8 scalar), the same attributes, output
+Y int32 (N, O, Ho, Wo) = -sum_{c,u,v} |Xpad - W| where the padding holds x_zero_point (as in ONNX's
+ConvInteger). X and W share one scale and zero point, so |s(qx - z) - s(qw - z)| = s |qx - qw|;
+the layer's float output is Cast(Y) * scale - correction, with the per-filter correction of the
+weights' clamp as a (1, O, 1, 1) initializer. Only ONNX Runtime (kdforge.export.ort) implements
+this node; the TensorRT plugin does not.
+
 `portable`: the same function in standard ONNX operators only, so that any runtime runs it:
 for every kernel offset (u, v), a strided Slice of the padded input against W[:, :, u, v],
 Abs, ReduceSum over channels, summed over offsets and negated. It makes (N, O, C, Ho, Wo)
@@ -17,15 +26,18 @@ from onnxscript import opset18 as op
 
 DOMAIN = "kdforge"
 OP_TYPE = "AdderConv2d"
+INTEGER_OP_TYPE = "AdderConv2dInteger"
 VERSION = 1
 
 
 def _infer_output(ctx) -> None:
     """Y's type and shape, so that onnx's shape inference carries on past adder nodes: (N, O, Ho,
-    Wo) with every dimension it can know (a symbolic batch stays symbolic)."""
+    Wo) with every dimension it can know (a symbolic batch stays symbolic); int32 for the
+    integer node."""
     x, w = ctx.get_input_type(0), ctx.get_input_type(1)
     y = onnx.TypeProto()
-    y.tensor_type.elem_type = x.tensor_type.elem_type or onnx.TensorProto.FLOAT
+    integer = ctx.get_num_inputs() == 3
+    y.tensor_type.elem_type = onnx.TensorProto.INT32 if integer else (x.tensor_type.elem_type or onnx.TensorProto.FLOAT)
     x_dims, w_dims = x.tensor_type.shape.dim, w.tensor_type.shape.dim
     if len(x_dims) != 4 or len(w_dims) != 4:
         ctx.set_output_type(0, y)
@@ -49,20 +61,19 @@ def _infer_output(ctx) -> None:
     ctx.set_output_type(0, y)
 
 
-def _register_schema() -> None:
-    """The node's schema, registered with onnx in this process, so that the exporter and onnx's
+def _register_schema(op_type: str, doc: str, inputs: dict[str, str], output_type: str) -> None:
+    """A node's schema, registered with onnx in this process, so that the exporter and onnx's
     tools know its inputs, attributes and output shape (files stay plain ONNX: no runtime needs
     the schema)."""
-    if onnx.defs.has(OP_TYPE, DOMAIN):
+    if onnx.defs.has(op_type, DOMAIN):
         return
-    attr = onnx.defs.OpSchema.Attribute
+    attr, param = onnx.defs.OpSchema.Attribute, onnx.defs.OpSchema.FormalParameter
     ints, string = onnx.defs.OpSchema.AttrType.INTS, onnx.defs.OpSchema.AttrType.STRING
     schema = onnx.defs.OpSchema(
-        OP_TYPE, DOMAIN, VERSION,
-        doc="Adder convolution: Y[n,o,i,j] = -sum_{c,u,v} |Xpad[n,c,i*s+u,j*s+v] - W[o,c,u,v]|.",
-        inputs=[onnx.defs.OpSchema.FormalParameter("X", "T"), onnx.defs.OpSchema.FormalParameter("W", "T")],
-        outputs=[onnx.defs.OpSchema.FormalParameter("Y", "T")],
-        type_constraints=[("T", ["tensor(float)"], "float32 tensors")],
+        op_type, DOMAIN, VERSION, doc=doc,
+        inputs=[param(name, type_name) for name, type_name in inputs.items()],
+        outputs=[param("Y", output_type)],
+        type_constraints=[(t, *_TYPES[t]) for t in dict.fromkeys([*inputs.values(), output_type])],
         attributes=[attr("strides", ints, "[stride_h, stride_w]"), attr("pads", ints, "[top, left, bottom, right]"),
                     attr("plugin_namespace", string, "the TensorRT plugin namespace")],
     )
@@ -70,8 +81,14 @@ def _register_schema() -> None:
     onnx.defs.register_schema(schema)
 
 
-_register_schema()
+_TYPES = {"T": (["tensor(float)"], "float32 tensors"), "T8": (["tensor(uint8)"], "uint8 tensors"),
+          "T32": (["tensor(int32)"], "int32 tensors")}
+_register_schema(OP_TYPE, "Adder convolution: Y[n,o,i,j] = -sum_{c,u,v} |Xpad[n,c,i*s+u,j*s+v] - W[o,c,u,v]|.",
+                 {"X": "T", "W": "T"}, "T")
+_register_schema(INTEGER_OP_TYPE, "Integer adder convolution: Y = -sum |Xpad - W| on uint8, padded with x_zero_point; int32 out.",
+                 {"X": "T8", "W": "T8", "x_zero_point": "T8"}, "T32")
 _adder_node = onnxscript.values.Opset(DOMAIN, VERSION)[OP_TYPE]
+_integer_node = onnxscript.values.Opset(DOMAIN, VERSION)[INTEGER_OP_TYPE]
 
 
 def adder_conv2d_node(x, weight, stride: list[int], padding: list[int], eta: float):
@@ -79,9 +96,32 @@ def adder_conv2d_node(x, weight, stride: list[int], padding: list[int], eta: flo
     return _adder_node(x, weight, strides=list(stride), pads=pads, plugin_namespace=DOMAIN)
 
 
-def adder_conv2d_portable(x, weight, stride: list[int], padding: list[int], eta: float):
-    out_channels, in_channels, kh, kw = (int(d) for d in weight.shape)
-    height, width = int(x.shape[2]), int(x.shape[3])
+def _quantized(x, scale: float, zero_point: int):
+    return op.QuantizeLinear(x, op.Constant(value_float=scale), op.Constant(value=_scalar(zero_point)))
+
+
+def _scalar(value: int, dtype=onnx.TensorProto.UINT8):
+    return onnx.helper.make_tensor("zero_point", dtype, [], [int(value)])
+
+
+def adder_conv2d_integer_node(x, qweight, scale: float, zero_point: int, stride: list[int], padding: list[int]):
+    pads = [padding[0], padding[1], padding[0], padding[1]]
+    return _integer_node(_quantized(x, scale, zero_point), qweight, op.Constant(value=_scalar(zero_point)),
+                         strides=list(stride), pads=pads, plugin_namespace=DOMAIN)
+
+
+def adder_conv2d_integer_portable(x, qweight, scale: float, zero_point: int, stride: list[int], padding: list[int]):
+    """The integer node in standard operators: the adder's portable form on int32 tensors of qx - z
+    and qw - z (padding 0 there is the zero point in uint8)."""
+    z = op.Constant(value=_scalar(zero_point, onnx.TensorProto.INT32))
+    centred_x = op.Sub(op.Cast(_quantized(x, scale, zero_point), to=onnx.TensorProto.INT32), z)
+    centred_w = op.Sub(op.Cast(qweight, to=onnx.TensorProto.INT32), z)
+    return adder_conv2d_portable(centred_x, centred_w, stride, padding, 0.0, weight_shape=qweight.shape, x_shape=x.shape)
+
+
+def adder_conv2d_portable(x, weight, stride: list[int], padding: list[int], eta: float, weight_shape=None, x_shape=None):
+    out_channels, in_channels, kh, kw = (int(d) for d in (weight_shape or weight.shape))
+    height, width = int((x_shape or x.shape)[2]), int((x_shape or x.shape)[3])
     (sh, sw), (ph, pw) = stride, padding
     ho, wo = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
     padded = op.Pad(x, op.Constant(value_ints=[0, 0, ph, pw, 0, 0, ph, pw]))
@@ -102,6 +142,9 @@ def adder_conv2d_portable(x, weight, stride: list[int], padding: list[int], eta:
 def translation_table(portable: bool) -> dict:
     import torch
 
-    import kdforge.nn.adder_op  # noqa: F401  (registers the op)
+    import kdforge.nn.adder_int8  # noqa: F401  (registers the ops)
 
-    return {torch.ops.kdforge.adder_conv2d.default: adder_conv2d_portable if portable else adder_conv2d_node}
+    ops = torch.ops.kdforge
+    if portable:
+        return {ops.adder_conv2d.default: adder_conv2d_portable, ops.adder_conv2d_integer.default: adder_conv2d_integer_portable}
+    return {ops.adder_conv2d.default: adder_conv2d_node, ops.adder_conv2d_integer.default: adder_conv2d_integer_node}

@@ -21,6 +21,20 @@
  * image gather their receptive fields into a small buffer, then the L1 distance of four pixels
  * to each filter, the inner loop over C*kh*kw vectorised by the compiler; OpenMP across blocks.
  * A kernel object is read-only after creation, so one session may run on many threads at once.
+ *
+ * kdforge::AdderConv2dInteger, the INT8 adder layer (contract in kdforge/export/adder_onnx.py):
+ *
+ *   Y[n,o,i,j] = - sum_{c,u,v} | Xpad[n, c, i*s+u, j*s+v] - W[o,c,u,v] |    X, W uint8, Y int32
+ *
+ * where the padding is X's zero point (the third input), as in ONNX's ConvInteger. This is a sum
+ * of absolute differences of bytes, one SAD instruction per 8 byte pairs on x86 (psadbw). The
+ * kernel copies each image once into a padded channels-last layout whose channels are a multiple
+ * of 8, packs the weights so that one vector holds 8 bytes of each of FILTERS filters, and
+ * takes SAD(packed filters, 8 bytes of one pixel broadcast): each lane accumulates one filter's
+ * sum (int64 lanes, int32 results: |x - w| <= 255 and the checks bound the receptive field), so no
+ * horizontal sums are needed. A register tile of 4 pixels x 2 filter vectors reuses each load.
+ * The SAD vectors are AVX-512BW, AVX2 or SSE2 intrinsics, whichever the compiler targets; other
+ * CPUs get a plain loop over the 8 bytes, which compilers turn into their own SAD instructions.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +42,9 @@
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__SSE2__)
+#include <immintrin.h>
 #endif
 
 typedef struct OrtStatus OrtStatus;
@@ -43,7 +60,7 @@ typedef struct OrtApiBase {
   const char* (*GetVersionString)(void);
 } OrtApiBase;
 
-enum { ORT_FAIL = 1, ORT_INVALID_ARGUMENT = 2, ONNX_FLOAT = 1 };
+enum { ORT_FAIL = 1, ORT_INVALID_ARGUMENT = 2, ONNX_FLOAT = 1, ONNX_UINT8 = 2, ONNX_INT32 = 6 };
 enum { API_VERSION_NEEDED = 16 }; /* KernelInfo_GetNodeName (15), CreateKernelV2/KernelComputeV2 (16) */
 
 /* positions in the OrtApi function table */
@@ -98,6 +115,7 @@ typedef void (*ReleaseFn)(void*);
 
 typedef struct {
   int64_t sh, sw, ph, pw;
+  const char* op; /* "AdderConv2d" or "AdderConv2dInteger" */
   char name[128];
 } AdderKernel;
 
@@ -107,15 +125,19 @@ typedef struct {
     if (status_) return status_;   \
   } while (0)
 
-static OrtStatus* fail(const char* node, const char* format, int64_t a, int64_t b, int64_t c, int64_t d) {
-  char message[512], detail[384];
+static OrtStatus* fail(const AdderKernel* k, const char* format, int64_t a, int64_t b, int64_t c, int64_t d) {
+  char message[640], detail[384];
   snprintf(detail, sizeof detail, format, (long long)a, (long long)b, (long long)c, (long long)d);
-  snprintf(message, sizeof message, "kdforge::AdderConv2d node '%s': %s", node, detail);
+  snprintf(message, sizeof message, "kdforge::%s node '%s': %s", k->op, k->name, detail);
   return CALL(API_CreateStatus, CreateStatusFn, ORT_INVALID_ARGUMENT, message);
 }
 
+static OrtStatus* out_of_memory(const AdderKernel* k) {
+  return fail(k, "out of memory", 0, 0, 0, 0);
+}
+
 /* An int64 list attribute of exactly `count` values; `fallback` where the node has none (ONNX's defaults). */
-static OrtStatus* int_list(const OrtKernelInfo* info, const char* node, const char* name, int64_t* out, size_t count,
+static OrtStatus* int_list(const OrtKernelInfo* info, const AdderKernel* k, const char* name, int64_t* out, size_t count,
                            const int64_t* fallback) {
   size_t size = 0;
   OrtStatus* status = CALL(API_KernelInfoGetAttributeArray_int64, GetArrayFn, info, name, NULL, &size);
@@ -125,15 +147,15 @@ static OrtStatus* int_list(const OrtKernelInfo* info, const char* node, const ch
     return NULL;
   }
   if (size != count)
-    return fail(node, name[0] == 's' ? "attribute 'strides' must hold %lld integers, it holds %lld"
-                                     : "attribute 'pads' must hold %lld integers, it holds %lld", (int64_t)count, (int64_t)size, 0, 0);
+    return fail(k, name[0] == 's' ? "attribute 'strides' must hold %lld integers, it holds %lld"
+                                  : "attribute 'pads' must hold %lld integers, it holds %lld", (int64_t)count, (int64_t)size, 0, 0);
   return CALL(API_KernelInfoGetAttributeArray_int64, GetArrayFn, info, name, out, &size);
 }
 
-static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_table, const OrtKernelInfo* info, void** out) {
-  (void)op; (void)api_table;
+static OrtStatus* create_kernel(const char* op, const OrtKernelInfo* info, void** out) {
   AdderKernel k;
   memset(&k, 0, sizeof k);
+  k.op = op;
   size_t name_size = sizeof k.name;
   OrtStatus* status = CALL(API_KernelInfo_GetNodeName, GetNameFn, info, k.name, &name_size);
   if (status) { /* a name longer than the buffer: keep its start */
@@ -143,28 +165,38 @@ static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_table, co
   k.name[sizeof k.name - 1] = '\0';
   static const int64_t unit_strides[2] = {1, 1}, no_pads[4] = {0, 0, 0, 0};
   int64_t strides[2], pads[4];
-  TRY(int_list(info, k.name, "strides", strides, 2, unit_strides));
-  TRY(int_list(info, k.name, "pads", pads, 4, no_pads));
+  TRY(int_list(info, &k, "strides", strides, 2, unit_strides));
+  TRY(int_list(info, &k, "pads", pads, 4, no_pads));
   if (strides[0] < 1 || strides[1] < 1)
-    return fail(k.name, "attribute 'strides' must be 2 integers >= 1, got [%lld, %lld]", strides[0], strides[1], 0, 0);
+    return fail(&k, "attribute 'strides' must be 2 integers >= 1, got [%lld, %lld]", strides[0], strides[1], 0, 0);
   if (pads[0] < 0 || pads[1] < 0 || pads[2] < 0 || pads[3] < 0)
-    return fail(k.name, "attribute 'pads' must be 4 integers >= 0, got [%lld, %lld, %lld, %lld]", pads[0], pads[1], pads[2], pads[3]);
+    return fail(&k, "attribute 'pads' must be 4 integers >= 0, got [%lld, %lld, %lld, %lld]", pads[0], pads[1], pads[2], pads[3]);
   if (pads[0] != pads[2] || pads[1] != pads[3])
-    return fail(k.name, "attribute 'pads' must be symmetric (top = bottom, left = right), got [%lld, %lld, %lld, %lld]",
+    return fail(&k, "attribute 'pads' must be symmetric (top = bottom, left = right), got [%lld, %lld, %lld, %lld]",
                 pads[0], pads[1], pads[2], pads[3]);
   k.sh = strides[0]; k.sw = strides[1]; k.ph = pads[0]; k.pw = pads[1];
   AdderKernel* kernel = (AdderKernel*)malloc(sizeof(AdderKernel));
-  if (!kernel) return CALL(API_CreateStatus, CreateStatusFn, ORT_FAIL, "kdforge::AdderConv2d: out of memory");
+  if (!kernel) return out_of_memory(&k);
   *kernel = k;
   *out = kernel;
   return NULL;
+}
+
+static OrtStatus* create_float(const OrtCustomOp* op, const void* api_table, const OrtKernelInfo* info, void** out) {
+  (void)op; (void)api_table;
+  return create_kernel("AdderConv2d", info, out);
+}
+
+static OrtStatus* create_integer(const OrtCustomOp* op, const void* api_table, const OrtKernelInfo* info, void** out) {
+  (void)op; (void)api_table;
+  return create_kernel("AdderConv2dInteger", info, out);
 }
 
 static OrtStatus* shape_of(const OrtValue* value, int64_t dims[4], size_t* rank) {
   OrtTensorTypeAndShapeInfo* info;
   TRY(CALL(API_GetTensorTypeAndShape, GetShapeFn, value, &info));
   OrtStatus* status = CALL(API_GetDimensionsCount, GetDimsCountFn, info, rank);
-  if (!status && *rank == 4) status = CALL(API_GetDimensions, GetDimsFn, info, dims, 4);
+  if (!status && *rank <= 4) status = CALL(API_GetDimensions, GetDimsFn, info, dims, *rank);
   CALL(API_ReleaseTensorTypeAndShapeInfo, ReleaseFn, info);
   return status;
 }
@@ -180,27 +212,88 @@ static int64_t checked_add(int64_t a, int64_t b) {
   return (a < 0 || b < 0 || __builtin_add_overflow(a, b, &r)) ? -1 : r;
 }
 
-#define PIXELS_PER_BLOCK 32
-
 /* The output size of one axis, or -1 where the kernel does not fit the padded input or a sum overflows. */
 static int64_t output_size(int64_t size, int64_t pad, int64_t kernel, int64_t stride) {
   const int64_t padded = checked_add(size, checked_mul(2, pad));
   return (padded < 0 || padded < kernel) ? -1 : (padded - kernel) / stride + 1;
 }
 
-static void adder_forward(const float* x, const float* w, float* y, float* scratch, int64_t n_img, int64_t c_in, int64_t h,
-                          int64_t wd, int64_t n_out, int64_t kh, int64_t kw, const AdderKernel* k, int64_t ho, int64_t wo) {
-  const int64_t pixels = ho * wo, k_len = c_in * kh * kw;
+static int64_t thread_count(void) {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+static int64_t thread_index(void) {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/* One run's tensors, checked. */
+typedef struct {
+  int64_t n, c, h, w, o, kh, kw, ho, wo, k_len, y_count;
+  void *x, *weight, *y;
+} Run;
+
+/* Checks X (input 0) and W (input 1) against each other and the node's attributes, allocates Y
+ * of `y_type`'s element size, and fills `r`; `inputs` is how many inputs the op takes. */
+static OrtStatus* prepare(const AdderKernel* k, OrtKernelContext* context, size_t inputs, size_t y_element_size, Run* r) {
+  size_t count = 0;
+  TRY(CALL(API_KernelContext_GetInputCount, GetCountFn, context, &count));
+  if (count != inputs) return fail(k, "takes %lld inputs, got %lld", (int64_t)inputs, (int64_t)count, 0, 0);
+  const OrtValue *xv = NULL, *wv = NULL;
+  TRY(CALL(API_KernelContext_GetInput, GetInputFn, context, 0, &xv));
+  TRY(CALL(API_KernelContext_GetInput, GetInputFn, context, 1, &wv));
+  if (!xv || !wv) return fail(k, "input X or W is missing", 0, 0, 0, 0);
+  int64_t xs[4], ws[4];
+  size_t x_rank = 0, w_rank = 0;
+  TRY(shape_of(xv, xs, &x_rank));
+  TRY(shape_of(wv, ws, &w_rank));
+  if (x_rank != 4) return fail(k, "input X must be 4-D (N, C, H, W), it has rank %lld", (int64_t)x_rank, 0, 0, 0);
+  if (w_rank != 4) return fail(k, "weight W must be 4-D (O, C, kh, kw), it has rank %lld", (int64_t)w_rank, 0, 0, 0);
+  if (xs[0] < 0 || xs[1] < 1 || xs[2] < 1 || xs[3] < 1)
+    return fail(k, "input X of shape (%lld, %lld, %lld, %lld) is empty", xs[0], xs[1], xs[2], xs[3]);
+  if (ws[0] < 1 || ws[1] < 1 || ws[2] < 1 || ws[3] < 1)
+    return fail(k, "weight W of shape (%lld, %lld, %lld, %lld) is empty", ws[0], ws[1], ws[2], ws[3]);
+  if (ws[1] != xs[1]) return fail(k, "weight W has %lld input channels but input X has %lld", ws[1], xs[1], 0, 0);
+  const int64_t ho = output_size(xs[2], k->ph, ws[2], k->sh), wo = output_size(xs[3], k->pw, ws[3], k->sw);
+  if (ho < 1 || wo < 1)
+    return fail(k, "the %lldx%lld kernel does not fit the padded input (attribute 'pads' %lld, %lld): the output would be empty or too large",
+                ws[2], ws[3], k->ph, k->pw);
+  const int64_t k_len = checked_mul(checked_mul(ws[1], ws[2]), ws[3]);
+  const int64_t y_count = checked_mul(checked_mul(checked_mul(xs[0], ws[0]), ho), wo);
+  if (k_len < 0 || y_count < 0 || checked_mul(y_count, (int64_t)y_element_size) < 0)
+    return fail(k, "the output (%lld x %lld x %lld x %lld) or the receptive field is too large to index", xs[0], ws[0], ho, wo);
+  const int64_t ys[4] = {xs[0], ws[0], ho, wo};
+  OrtValue* yv = NULL;
+  TRY(CALL(API_KernelContext_GetOutput, GetOutputFn, context, 0, ys, 4, &yv));
+  *r = (Run){xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], ho, wo, k_len, y_count, NULL, NULL, NULL};
+  if (y_count == 0) return NULL; /* an empty batch */
+  TRY(CALL(API_GetTensorMutableData, GetDataFn, (OrtValue*)xv, &r->x));
+  TRY(CALL(API_GetTensorMutableData, GetDataFn, (OrtValue*)wv, &r->weight));
+  TRY(CALL(API_GetTensorMutableData, GetDataFn, yv, &r->y));
+  if (!r->x || !r->weight || !r->y) return out_of_memory(k);
+  return NULL;
+}
+
+/* ---- float: kdforge::AdderConv2d ---- */
+
+#define PIXELS_PER_BLOCK 32
+
+static void adder_forward(const float* x, const float* w, float* y, float* scratch, const Run* r, const AdderKernel* k) {
+  const int64_t c_in = r->c, h = r->h, wd = r->w, n_out = r->o, kh = r->kh, kw = r->kw, wo = r->wo;
+  const int64_t pixels = r->ho * wo, k_len = r->k_len;
   const int64_t blocks = (pixels + PIXELS_PER_BLOCK - 1) / PIXELS_PER_BLOCK;
 #pragma omp parallel
   {
-#ifdef _OPENMP
-    float* cols = scratch + (int64_t)omp_get_thread_num() * PIXELS_PER_BLOCK * k_len;
-#else
-    float* cols = scratch;
-#endif
+    float* cols = scratch + thread_index() * PIXELS_PER_BLOCK * k_len;
 #pragma omp for schedule(static)
-    for (int64_t task = 0; task < n_img * blocks; ++task) {
+    for (int64_t task = 0; task < r->n * blocks; ++task) {
       const int64_t n = task / blocks, p0 = (task % blocks) * PIXELS_PER_BLOCK;
       const int64_t p1 = p0 + PIXELS_PER_BLOCK < pixels ? p0 + PIXELS_PER_BLOCK : pixels;
       for (int64_t p = p0; p < p1; ++p) {
@@ -233,11 +326,11 @@ static void adder_forward(const float* x, const float* w, float* y, float* scrat
         }
       }
       for (; q < p1 - p0; ++q) {
-        const float* r = cols + q * k_len;
+        const float* row = cols + q * k_len;
         for (int64_t o = 0; o < n_out; ++o) {
           const float* f = w + o * k_len;
           float acc = 0;
-          for (int64_t t = 0; t < k_len; ++t) acc += __builtin_fabsf(r[t] - f[t]);
+          for (int64_t t = 0; t < k_len; ++t) acc += __builtin_fabsf(row[t] - f[t]);
           y[(n * n_out + o) * pixels + p0 + q] = -acc;
         }
       }
@@ -245,63 +338,216 @@ static void adder_forward(const float* x, const float* w, float* y, float* scrat
   }
 }
 
-static OrtStatus* compute(void* kernel, OrtKernelContext* context) {
+static OrtStatus* compute_float(void* kernel, OrtKernelContext* context) {
   const AdderKernel* k = (const AdderKernel*)kernel;
-  size_t inputs = 0;
-  TRY(CALL(API_KernelContext_GetInputCount, GetCountFn, context, &inputs));
-  if (inputs != 2) return fail(k->name, "takes 2 inputs (X, W), got %lld", (int64_t)inputs, 0, 0, 0);
-  const OrtValue *xv = NULL, *wv = NULL;
-  TRY(CALL(API_KernelContext_GetInput, GetInputFn, context, 0, &xv));
-  TRY(CALL(API_KernelContext_GetInput, GetInputFn, context, 1, &wv));
-  if (!xv || !wv) return fail(k->name, "input X or W is missing", 0, 0, 0, 0);
-  int64_t xs[4], ws[4];
-  size_t x_rank = 0, w_rank = 0;
-  TRY(shape_of(xv, xs, &x_rank));
-  TRY(shape_of(wv, ws, &w_rank));
-  if (x_rank != 4) return fail(k->name, "input X must be 4-D (N, C, H, W), it has rank %lld", (int64_t)x_rank, 0, 0, 0);
-  if (w_rank != 4) return fail(k->name, "weight W must be 4-D (O, C, kh, kw), it has rank %lld", (int64_t)w_rank, 0, 0, 0);
-  if (xs[0] < 0 || xs[1] < 1 || xs[2] < 1 || xs[3] < 1)
-    return fail(k->name, "input X of shape (%lld, %lld, %lld, %lld) is empty", xs[0], xs[1], xs[2], xs[3]);
-  if (ws[0] < 1 || ws[1] < 1 || ws[2] < 1 || ws[3] < 1)
-    return fail(k->name, "weight W of shape (%lld, %lld, %lld, %lld) is empty", ws[0], ws[1], ws[2], ws[3]);
-  if (ws[1] != xs[1]) return fail(k->name, "weight W has %lld input channels but input X has %lld", ws[1], xs[1], 0, 0);
-  const int64_t ho = output_size(xs[2], k->ph, ws[2], k->sh), wo = output_size(xs[3], k->pw, ws[3], k->sw);
-  if (ho < 1 || wo < 1)
-    return fail(k->name, "the %lldx%lld kernel does not fit the padded input (attribute 'pads' %lld, %lld): the output would be empty or too large",
-                ws[2], ws[3], k->ph, k->pw);
-  const int64_t k_len = checked_mul(checked_mul(ws[1], ws[2]), ws[3]);
-  const int64_t y_count = checked_mul(checked_mul(checked_mul(xs[0], ws[0]), ho), wo);
-#ifdef _OPENMP
-  const int64_t threads = omp_get_max_threads();
-#else
-  const int64_t threads = 1;
-#endif
-  const int64_t scratch_count = checked_mul(checked_mul(threads, PIXELS_PER_BLOCK), k_len);
-  if (k_len < 0 || y_count < 0 || scratch_count < 0 || checked_mul(y_count, sizeof(float)) < 0 ||
-      checked_mul(scratch_count, sizeof(float)) < 0 || (uint64_t)scratch_count * sizeof(float) > SIZE_MAX)
-    return fail(k->name, "the output (%lld x %lld x %lld x %lld) or the receptive field is too large to index", xs[0], ws[0], ho, wo);
-  const int64_t ys[4] = {xs[0], ws[0], ho, wo};
-  OrtValue* yv = NULL;
-  TRY(CALL(API_KernelContext_GetOutput, GetOutputFn, context, 0, ys, 4, &yv));
-  if (y_count == 0) return NULL; /* an empty batch */
-  void *x = NULL, *w = NULL, *y = NULL;
-  TRY(CALL(API_GetTensorMutableData, GetDataFn, (OrtValue*)xv, &x));
-  TRY(CALL(API_GetTensorMutableData, GetDataFn, (OrtValue*)wv, &w));
-  TRY(CALL(API_GetTensorMutableData, GetDataFn, yv, &y));
+  Run r;
+  TRY(prepare(k, context, 2, sizeof(float), &r));
+  if (r.y_count == 0) return NULL;
+  const int64_t scratch_count = checked_mul(checked_mul(thread_count(), PIXELS_PER_BLOCK), r.k_len);
+  if (scratch_count < 0 || checked_mul(scratch_count, sizeof(float)) < 0 || (uint64_t)scratch_count * sizeof(float) > SIZE_MAX)
+    return fail(k, "the receptive field (%lld values) is too large to index", r.k_len, 0, 0, 0);
   float* scratch = (float*)malloc((size_t)scratch_count * sizeof(float));
-  if (!x || !w || !y || !scratch) {
-    free(scratch);
-    return CALL(API_CreateStatus, CreateStatusFn, ORT_FAIL, "kdforge::AdderConv2d: out of memory");
-  }
-  adder_forward((const float*)x, (const float*)w, (float*)y, scratch, xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], k, ho, wo);
+  if (!scratch) return out_of_memory(k);
+  adder_forward((const float*)r.x, (const float*)r.weight, (float*)r.y, scratch, &r, k);
   free(scratch);
   return NULL;
 }
 
+/* ---- integer: kdforge::AdderConv2dInteger ---- */
+
+#if defined(KDFORGE_PORTABLE_SAD) /* the plain loop below, e.g. to test it on x86 */
+#define SAD_PORTABLE
+#elif defined(__AVX512BW__)
+typedef __m512i sad_vec;
+#define FILTERS 8
+#define SAD(a, b) _mm512_sad_epu8(a, b)
+#define ADD(a, b) _mm512_add_epi64(a, b)
+#define ZERO() _mm512_setzero_si512()
+#define BROADCAST(p) _mm512_set1_epi64(load8(p))
+#define LOAD(p) _mm512_loadu_si512((const void*)(p))
+#define STORE(p, v) _mm512_storeu_si512((void*)(p), v)
+#elif defined(__AVX2__)
+typedef __m256i sad_vec;
+#define FILTERS 4
+#define SAD(a, b) _mm256_sad_epu8(a, b)
+#define ADD(a, b) _mm256_add_epi64(a, b)
+#define ZERO() _mm256_setzero_si256()
+#define BROADCAST(p) _mm256_set1_epi64x(load8(p))
+#define LOAD(p) _mm256_loadu_si256((const __m256i*)(p))
+#define STORE(p, v) _mm256_storeu_si256((__m256i*)(p), v)
+#elif defined(__SSE2__)
+typedef __m128i sad_vec;
+#define FILTERS 2
+#define SAD(a, b) _mm_sad_epu8(a, b)
+#define ADD(a, b) _mm_add_epi64(a, b)
+#define ZERO() _mm_setzero_si128()
+#define BROADCAST(p) _mm_set1_epi64x(load8(p))
+#define LOAD(p) _mm_loadu_si128((const __m128i*)(p))
+#define STORE(p, v) _mm_storeu_si128((__m128i*)(p), v)
+#else
+#define SAD_PORTABLE
+#endif
+#ifdef SAD_PORTABLE
+typedef uint64_t sad_vec; /* one filter's 8 bytes; the compiler vectorises sad8 as it can */
+#define FILTERS 1
+static uint64_t sad8(uint64_t a, uint64_t b) {
+  uint64_t sum = 0;
+  for (int i = 0; i < 64; i += 8) {
+    const int d = (int)((a >> i) & 0xff) - (int)((b >> i) & 0xff);
+    sum += (uint64_t)(d < 0 ? -d : d);
+  }
+  return sum;
+}
+#define SAD(a, b) sad8(a, b)
+#define ADD(a, b) ((a) + (b))
+#define ZERO() ((uint64_t)0)
+#define BROADCAST(p) ((uint64_t)load8(p))
+#define LOAD(p) ((uint64_t)load8(p))
+#define STORE(p, v) (*(p) = (v))
+#endif
+#define TILE_PIXELS 4
+#define FILTER_BLOCK (2 * FILTERS) /* two vectors of filters per register tile */
+
+static int64_t load8(const uint8_t* p) {
+  int64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+/* Sizes of the integer kernel's buffers: the padded channels-last images and the packed weights. */
+typedef struct {
+  int64_t c8, hp, wp, chunks, blocks, image_bytes, weight_bytes;
+} Packing;
+
+static int64_t packing_of(const Run* r, const AdderKernel* k, Packing* p) {
+  p->c8 = checked_mul((r->c + 7) / 8, 8);
+  p->hp = checked_add(r->h, checked_mul(2, k->ph));
+  p->wp = checked_add(r->w, checked_mul(2, k->pw));
+  p->chunks = checked_mul(checked_mul(r->kh, r->kw), p->c8 / 8);
+  p->blocks = checked_mul((r->o + FILTER_BLOCK - 1) / FILTER_BLOCK, 2);
+  p->image_bytes = checked_mul(checked_mul(checked_mul(r->n, p->hp), p->wp), p->c8);
+  p->weight_bytes = checked_mul(checked_mul(checked_mul(p->blocks, p->chunks), FILTERS), 8);
+  return (p->c8 < 0 || p->chunks < 0 || p->blocks < 0 || p->image_bytes < 0 || p->weight_bytes < 0 ||
+          (uint64_t)p->image_bytes > SIZE_MAX || (uint64_t)p->weight_bytes > SIZE_MAX) ? -1 : 0;
+}
+
+static void pack(const uint8_t* x, const uint8_t* w, uint8_t zero_point, uint8_t* xp, uint8_t* wp, const Run* r,
+                 const AdderKernel* k, const Packing* p) {
+  /* W[o, c, u, v] -> wp[block of FILTERS][(u, v, c / 8) chunk][filter in block][c % 8]; padding 0 on both sides */
+  memset(wp, 0, (size_t)p->weight_bytes);
+  const int64_t channel_chunks = p->c8 / 8;
+  for (int64_t o = 0; o < r->o; ++o)
+    for (int64_t c = 0; c < r->c; ++c)
+      for (int64_t u = 0; u < r->kh; ++u)
+        for (int64_t v = 0; v < r->kw; ++v) {
+          const int64_t chunk = (u * r->kw + v) * channel_chunks + c / 8;
+          wp[((o / FILTERS * p->chunks + chunk) * FILTERS + o % FILTERS) * 8 + c % 8] = w[((o * r->c + c) * r->kh + u) * r->kw + v];
+        }
+  /* X[n, c, h, w] -> xp[n][h + 2 ph][w + 2 pw][c8], the border the zero point, the extra channels 0 */
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < r->n * p->hp; ++row) {
+    const int64_t n = row / p->hp, hi = row % p->hp - k->ph;
+    uint8_t* dst = xp + row * p->wp * p->c8;
+    for (int64_t col = 0; col < p->wp; ++col) {
+      const int64_t wj = col - k->pw;
+      uint8_t* pixel = dst + col * p->c8;
+      if (hi < 0 || hi >= r->h || wj < 0 || wj >= r->w)
+        memset(pixel, zero_point, (size_t)r->c);
+      else
+        for (int64_t c = 0; c < r->c; ++c) pixel[c] = x[((n * r->c + c) * r->h + hi) * r->w + wj];
+      memset(pixel + r->c, 0, (size_t)(p->c8 - r->c));
+    }
+  }
+}
+
+static void adder_forward_u8(const uint8_t* xp, const uint8_t* wp, int32_t* y, const Run* r, const AdderKernel* k, const Packing* p) {
+  const int64_t pixels = r->ho * r->wo, blocks = (pixels + PIXELS_PER_BLOCK - 1) / PIXELS_PER_BLOCK;
+  const int64_t channel_chunks = p->c8 / 8, vector_bytes = FILTERS * 8;
+#pragma omp parallel for schedule(static)
+  for (int64_t task = 0; task < r->n * blocks; ++task) {
+    const int64_t n = task / blocks, p0 = (task % blocks) * PIXELS_PER_BLOCK;
+    const int64_t p1 = p0 + PIXELS_PER_BLOCK < pixels ? p0 + PIXELS_PER_BLOCK : pixels;
+    uint64_t tile[TILE_PIXELS][FILTER_BLOCK];
+    for (int64_t block = 0; block < p->blocks; block += 2) {
+      const uint8_t* f0 = wp + block * p->chunks * vector_bytes;
+      const uint8_t* f1 = f0 + p->chunks * vector_bytes;
+      for (int64_t q0 = p0; q0 < p1; q0 += TILE_PIXELS) {
+        const int64_t count = p1 - q0 < TILE_PIXELS ? p1 - q0 : TILE_PIXELS;
+        const uint8_t* field[TILE_PIXELS]; /* each pixel's receptive field starts here; a short tile repeats its first */
+        for (int q = 0; q < TILE_PIXELS; ++q) {
+          const int64_t pixel = q0 + (q < count ? q : 0), i = pixel / r->wo, j = pixel % r->wo;
+          field[q] = xp + ((n * p->hp + i * k->sh) * p->wp + j * k->sw) * p->c8;
+        }
+        sad_vec a[TILE_PIXELS], b[TILE_PIXELS];
+        for (int q = 0; q < TILE_PIXELS; ++q) a[q] = b[q] = ZERO();
+        int64_t chunk = 0;
+        for (int64_t u = 0; u < r->kh; ++u)
+          for (int64_t v = 0; v < r->kw; ++v) {
+            const int64_t offset = (u * p->wp + v) * p->c8;
+            for (int64_t cc = 0; cc < channel_chunks; ++cc, ++chunk) {
+              const sad_vec w0 = LOAD(f0 + chunk * vector_bytes), w1 = LOAD(f1 + chunk * vector_bytes);
+              for (int q = 0; q < TILE_PIXELS; ++q) {
+                const sad_vec xq = BROADCAST(field[q] + offset + cc * 8);
+                a[q] = ADD(a[q], SAD(w0, xq));
+                b[q] = ADD(b[q], SAD(w1, xq));
+              }
+            }
+          }
+        for (int q = 0; q < TILE_PIXELS; ++q) {
+          STORE((sad_vec*)tile[q], a[q]);
+          STORE((sad_vec*)(tile[q] + FILTERS), b[q]);
+        }
+        const int64_t o0 = block * FILTERS, o1 = o0 + FILTER_BLOCK < r->o ? o0 + FILTER_BLOCK : r->o;
+        for (int64_t o = o0; o < o1; ++o)
+          for (int64_t q = 0; q < count; ++q) y[(n * r->o + o) * pixels + q0 + q] = -(int32_t)tile[q][o - o0];
+      }
+    }
+  }
+}
+
+static OrtStatus* compute_integer(void* kernel, OrtKernelContext* context) {
+  const AdderKernel* k = (const AdderKernel*)kernel;
+  Run r;
+  TRY(prepare(k, context, 3, sizeof(int32_t), &r));
+  const OrtValue* zv = NULL;
+  TRY(CALL(API_KernelContext_GetInput, GetInputFn, context, 2, &zv));
+  if (!zv) return fail(k, "input x_zero_point is missing", 0, 0, 0, 0);
+  int64_t zs[4];
+  size_t z_rank = 0;
+  TRY(shape_of(zv, zs, &z_rank));
+  if (z_rank > 1 || (z_rank == 1 && zs[0] != 1))
+    return fail(k, "input x_zero_point must be one value (a scalar or shape [1]), it has rank %lld", (int64_t)z_rank, 0, 0, 0);
+  if (r.k_len > 2147483647 / 255) /* the int32 sum of 255 per term */
+    return fail(k, "a receptive field of %lld values could overflow the int32 output (at most %lld)", r.k_len, 2147483647 / 255, 0, 0);
+  if (r.y_count == 0) return NULL;
+  void* z = NULL;
+  TRY(CALL(API_GetTensorMutableData, GetDataFn, (OrtValue*)zv, &z));
+  Packing p;
+  if (!z || packing_of(&r, k, &p) < 0) return fail(k, "the input (%lld x %lld x %lld x %lld) is too large to index", r.n, r.c, r.h, r.w);
+  uint8_t* xp = (uint8_t*)malloc((size_t)p.image_bytes);
+  uint8_t* wp = (uint8_t*)malloc((size_t)p.weight_bytes);
+  if (!xp || !wp) {
+    free(xp);
+    free(wp);
+    return out_of_memory(k);
+  }
+  pack((const uint8_t*)r.x, (const uint8_t*)r.weight, *(const uint8_t*)z, xp, wp, &r, k, &p);
+  adder_forward_u8(xp, wp, (int32_t*)r.y, &r, k, &p);
+  free(xp);
+  free(wp);
+  return NULL;
+}
+
+/* ---- registration ---- */
+
 static void destroy(void* kernel) { free(kernel); }
-static const char* op_name(const OrtCustomOp* op) { (void)op; return "AdderConv2d"; }
+static const char* float_name(const OrtCustomOp* op) { (void)op; return "AdderConv2d"; }
+static const char* integer_name(const OrtCustomOp* op) { (void)op; return "AdderConv2dInteger"; }
 static const char* op_provider(const OrtCustomOp* op) { (void)op; return "CPUExecutionProvider"; }
 static int float_type(const OrtCustomOp* op, size_t index) { (void)op; (void)index; return ONNX_FLOAT; }
+static int uint8_type(const OrtCustomOp* op, size_t index) { (void)op; (void)index; return ONNX_UINT8; }
+static int int32_type(const OrtCustomOp* op, size_t index) { (void)op; (void)index; return ONNX_INT32; }
+static size_t three(const OrtCustomOp* op) { (void)op; return 3; }
 static size_t two(const OrtCustomOp* op) { (void)op; return 2; }
 static size_t one(const OrtCustomOp* op) { (void)op; return 1; }
 
@@ -309,9 +555,12 @@ static int zero_at(const OrtCustomOp* op, size_t index) { (void)op; (void)index;
 static int one_int(const OrtCustomOp* op) { (void)op; return 1; }
 static int latest(const OrtCustomOp* op) { (void)op; return 0x7fffffff; }
 
-static OrtCustomOp adder_op = {API_VERSION_NEEDED, NULL, op_name, op_provider, float_type, two, float_type, one, NULL, destroy,
-                               zero_at, zero_at, zero_at, one_int, one_int, one_int, one_int, create_kernel, compute, NULL,
+static OrtCustomOp float_op = {API_VERSION_NEEDED, NULL, float_name, op_provider, float_type, two, float_type, one, NULL, destroy,
+                               zero_at, zero_at, zero_at, one_int, one_int, one_int, one_int, create_float, compute_float, NULL,
                                one_int, latest, {0}};
+static OrtCustomOp integer_op = {API_VERSION_NEEDED, NULL, integer_name, op_provider, uint8_type, three, int32_type, one, NULL, destroy,
+                                 zero_at, zero_at, zero_at, one_int, one_int, one_int, one_int, create_integer, compute_integer, NULL,
+                                 one_int, latest, {0}};
 
 typedef OrtStatus* (*CreateDomainFn)(const char*, OrtCustomOpDomain**);
 typedef OrtStatus* (*DomainAddFn)(OrtCustomOpDomain*, const OrtCustomOp*);
@@ -321,10 +570,11 @@ OrtStatus* RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* base)
   api = base->GetApi(API_VERSION_NEEDED);
   if (!api) {
     api = base->GetApi(1);
-    return CALL(API_CreateStatus, CreateStatusFn, ORT_FAIL, "kdforge::AdderConv2d needs ONNX Runtime 1.16 or later");
+    return CALL(API_CreateStatus, CreateStatusFn, ORT_FAIL, "kdforge's adder operators need ONNX Runtime 1.16 or later");
   }
   OrtCustomOpDomain* domain;
   TRY(CALL(API_CreateCustomOpDomain, CreateDomainFn, "kdforge", &domain));
-  TRY(CALL(API_CustomOpDomain_Add, DomainAddFn, domain, &adder_op));
+  TRY(CALL(API_CustomOpDomain_Add, DomainAddFn, domain, &float_op));
+  TRY(CALL(API_CustomOpDomain_Add, DomainAddFn, domain, &integer_op));
   return CALL(API_AddCustomOpDomain, AddDomainFn, options, domain);
 }

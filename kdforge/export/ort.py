@@ -39,8 +39,10 @@ import onnxruntime as ort
 from kdforge.errors import UserError
 from kdforge.nn.adder_geometry import AdderGeometryError, node_attributes
 
-ADDER_DOMAIN, ADDER_OP = "kdforge", "AdderConv2d"
-_CONTRIB_DOMAIN, _CONTRIB_OP = "ai.onnx.contrib", "KdforgeAdderConv2d"
+ADDER_DOMAIN, ADDER_OP, INTEGER_OP = "kdforge", "AdderConv2d", "AdderConv2dInteger"
+_INPUTS = {ADDER_OP: ("X", "W"), INTEGER_OP: ("X", "W", "x_zero_point")}
+_CONTRIB_DOMAIN = "ai.onnx.contrib"
+_CONTRIB_OPS = {ADDER_OP: "KdforgeAdderConv2d", INTEGER_OP: "KdforgeAdderConv2dInteger"}
 _SCALAR_ATTRS = ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom", "pad_right")
 _registered = False
 # onnxruntime-extensions turns an exception inside a Python operator into std::terminate, which
@@ -61,17 +63,36 @@ def _register_adder_kernel() -> str:
     if not _registered:
         from kdforge.nn.adder_cpu import adder_conv2d_forward
 
-        @onnx_op(op_type=_CONTRIB_OP, inputs=[PyCustomOpDef.dt_float, PyCustomOpDef.dt_float], outputs=[PyCustomOpDef.dt_float],
-                 attrs={"node_name": PyCustomOpDef.dt_string, **{name: PyCustomOpDef.dt_int64 for name in _SCALAR_ATTRS}})
-        def _adder(x, w, **attrs):
-            where = f"kdforge::AdderConv2d node '{attrs['node_name']}'"
-            try:
-                sh, sw, ph, pw = node_attributes([attrs[k] for k in _SCALAR_ATTRS[:2]], [attrs[k] for k in _SCALAR_ATTRS[2:]], where)
-                return adder_conv2d_forward(x, w, (sh, sw), (ph, pw), where)
-            except Exception as e:  # raising here would abort the process (see _python_op_errors)
-                _python_op_errors.error = e
-                return np.zeros((0,), np.float32)
+        def parked(op_type, compute):
+            """A Python operator that never raises (see _python_op_errors)."""
+            def kernel(*inputs, **attrs):
+                where = f"kdforge::{op_type} node '{attrs['node_name']}'"
+                try:
+                    geometry = node_attributes([attrs[k] for k in _SCALAR_ATTRS[:2]], [attrs[k] for k in _SCALAR_ATTRS[2:]], where)
+                    return compute(*inputs, geometry, where)
+                except Exception as e:
+                    _python_op_errors.error = e
+                    return np.zeros((0,), np.float32)
+            return kernel
 
+        def adder(x, w, geometry, where):
+            sh, sw, ph, pw = geometry
+            return adder_conv2d_forward(x, w, (sh, sw), (ph, pw), where)
+
+        def integer_adder(x, w, zero_point, geometry, where):
+            """Exact through the float kernel: integer terms <= 255, sums below 2^24 (checked)."""
+            if np.size(zero_point) != 1:
+                raise AdderGeometryError(f"{where}: input x_zero_point must be one value, it has shape {np.shape(zero_point)}")
+            if w.ndim == 4 and w[0].size > 2**24 // 255:
+                raise AdderGeometryError(f"{where}: a receptive field of {w[0].size} values is beyond the Python operator's exact range")
+            z = np.float32(np.ravel(zero_point)[0])
+            return np.rint(adder(x.astype(np.float32) - z, w.astype(np.float32) - z, geometry, where)).astype(np.int32)
+
+        attrs = {"node_name": PyCustomOpDef.dt_string, **{name: PyCustomOpDef.dt_int64 for name in _SCALAR_ATTRS}}
+        onnx_op(op_type=_CONTRIB_OPS[ADDER_OP], inputs=[PyCustomOpDef.dt_float] * 2, outputs=[PyCustomOpDef.dt_float],
+                attrs=attrs)(parked(ADDER_OP, adder))
+        onnx_op(op_type=_CONTRIB_OPS[INTEGER_OP], inputs=[PyCustomOpDef.dt_uint8] * 3, outputs=[PyCustomOpDef.dt_int32],
+                attrs=attrs)(parked(INTEGER_OP, integer_adder))
         _registered = True
     return get_library_path()
 
@@ -121,7 +142,7 @@ def native_library() -> Path | None:
 
 
 def _adder_nodes(model: onnx.ModelProto):
-    return [n for n in model.graph.node if n.domain == ADDER_DOMAIN and n.op_type == ADDER_OP]
+    return [n for n in model.graph.node if n.domain == ADDER_DOMAIN and n.op_type in _INPUTS]
 
 
 def _node_lists(node) -> tuple[list, list]:
@@ -135,10 +156,11 @@ def check_adder_nodes(model: onnx.ModelProto, path) -> int:
     nodes = _adder_nodes(model)
     initializers = {init.name: init for init in model.graph.initializer}
     for node in nodes:
-        where = f"{path}: kdforge::AdderConv2d node '{node.name}'"
+        where, inputs = f"{path}: kdforge::{node.op_type} node '{node.name}'", _INPUTS[node.op_type]
         try:
-            if len(node.input) != 2 or len(node.output) != 1:
-                raise AdderGeometryError(f"{where} must have 2 inputs (X, W) and 1 output, it has {len(node.input)} and {len(node.output)}")
+            if len(node.input) != len(inputs) or len(node.output) != 1:
+                raise AdderGeometryError(f"{where} must have {len(inputs)} inputs ({', '.join(inputs)}) and 1 output, "
+                                         f"it has {len(node.input)} and {len(node.output)}")
             node_attributes(*_node_lists(node), where)
             weight = initializers.get(node.input[1])
             if weight is not None and (len(weight.dims) != 4 or min(weight.dims) < 1):
@@ -149,14 +171,14 @@ def check_adder_nodes(model: onnx.ModelProto, path) -> int:
 
 
 def rewrite_adder_nodes(model: onnx.ModelProto) -> int:
-    """kdforge::AdderConv2d -> ai.onnx.contrib::KdforgeAdderConv2d in place; returns how many."""
+    """kdforge::AdderConv2d(Integer) -> ai.onnx.contrib::KdforgeAdderConv2d(Integer) in place; returns how many."""
     nodes = _adder_nodes(model)
     for node in nodes:
         strides, pads = _node_lists(node)
         del node.attribute[:]
         node.attribute.extend(onnx.helper.make_attribute(k, int(v)) for k, v in zip(_SCALAR_ATTRS, [*strides, *pads]))
         node.attribute.append(onnx.helper.make_attribute("node_name", node.name))
-        node.domain, node.op_type = _CONTRIB_DOMAIN, _CONTRIB_OP
+        node.domain, node.op_type = _CONTRIB_DOMAIN, _CONTRIB_OPS[node.op_type]
     if nodes:
         kept = [o for o in model.opset_import if o.domain != ADDER_DOMAIN]
         del model.opset_import[:]

@@ -5,8 +5,8 @@ QDQ format (QuantizeLinear/DequantizeLinear pairs that runtimes fuse into intege
 symmetric per-channel int8 weights, int8 activations whose ranges are calibrated (MinMax) on
 `export.calibration_images` images of the training split, after ONNX Runtime's pre-processing
 (shape inference and graph optimisation). CNN and binary students only: ONNX Runtime's tooling
-has no integer form of kdforge::AdderConv2d, and an adder layer needs its input and weight on one
-shared scale, which is the separate work of an integer adder kernel.
+has no integer form of kdforge::AdderConv2d; AdderNet students are quantized in PyTorch instead
+(kdforge.export.adder_int8).
 """
 
 from pathlib import Path
@@ -35,8 +35,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray) -> Path:
 
     model = onnx.load(str(fp32_path))
     if any(node.domain == "kdforge" for node in model.graph.node):
-        raise UserError(f"precision: int8 quantizes CNN and binary students; {fp32_path} has adder layers, "
-                        f"which have no INT8 kernel yet; set this student's precision to fp32.")
+        raise UserError(f"{fp32_path} has adder layers, which ONNX Runtime's quantizer cannot quantize; "
+                        f"kdforge.export.adder_int8 quantizes AdderNet students.")
     input_name = model.graph.input[0].name
     images = np.ascontiguousarray(images, dtype=np.float32)
     with atomic_path(Path(int8_path)) as tmp:

@@ -190,20 +190,43 @@ def run_export(ctx: StageContext) -> StageResult:
         summary += f"; model.engine ({'fp16' if e.fp16 else 'fp32'})"
     metrics = {"onnx_bytes": size, "flavour": flavour, "tensorrt": e.tensorrt}
     if ctx.student.precision == "int8":
-        from kdforge.export.quantize import quantize_int8
-
-        train = ctx.data().train
-        count = min(e.calibration_images, len(train))
-        images = torch.stack([train[i][0] for i in range(count)]).numpy()
-        int8 = quantize_int8(path, ctx.student_dir / "model.int8.onnx", images)
+        int8, count, how = _export_int8(ctx, model, path, shape)
         outputs.append(int8)
         metrics.update(int8_onnx_bytes=int8.stat().st_size, calibration_images=count)
-        summary += f"; model.int8.onnx ({int8.stat().st_size / 1024:.0f} KiB, calibrated on {count} training images)"
+        summary += f"; model.int8.onnx ({int8.stat().st_size / 1024:.0f} KiB, {how}, calibrated on {count} training images)"
     return StageResult(outputs, metrics, summary)
+
+
+def _calibration_images(ctx: StageContext) -> torch.Tensor:
+    train = ctx.data().train
+    return torch.stack([train[i][0] for i in range(min(ctx.cfg.export.calibration_images, len(train)))])
+
+
+def _int8_adder_twin(ctx: StageContext, model: torch.nn.Module) -> torch.nn.Module:
+    """The PyTorch INT8 twin of an AdderNet student (the same calibration as its export, so the
+    same scales): what model.int8.onnx is exported from and verified against."""
+    from kdforge.export.adder_int8 import quantize_adder_layers
+
+    return quantize_adder_layers(model, _calibration_images(ctx))
+
+
+def _export_int8(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, shape: tuple) -> tuple[Path, int, str]:
+    """model.int8.onnx: adder layers on kdforge's integer node, CNN and binary students by ONNX
+    Runtime's quantizer; (path, calibration images, how)."""
+    from kdforge.export.adder_int8 import has_adder_layers
+    from kdforge.export.quantize import quantize_int8
+
+    path, e = ctx.student_dir / "model.int8.onnx", ctx.cfg.export
+    images = _calibration_images(ctx)
+    if has_adder_layers(model):
+        export_onnx(_int8_adder_twin(ctx, model), torch.zeros(shape), path, e.opset, e.portable)
+        return path, len(images), "integer adder layers"
+    return quantize_int8(fp32_path, path, images.numpy()), len(images), "ONNX Runtime QDQ"
 
 
 def run_verify(ctx: StageContext) -> StageResult:
     from kdforge.export import ort as ort_backend
+    from kdforge.export.adder_int8 import has_adder_layers
 
     model, _ = load_deployed(ctx.student_dir / "deploy.pt")
     v, folder = ctx.cfg.verify, ctx.student_dir
@@ -216,8 +239,11 @@ def run_verify(ctx: StageContext) -> StageResult:
     results = {name: verify_backend(model, run, ctx.data().test, v.atol, v.min_agreement, name) for name, run in runners.items()}
     if ctx.student.precision == "int8":
         int8 = ort_backend.session(folder / "model.int8.onnx", threads=2)
-        results["onnxruntime-int8"] = verify_int8(model, lambda x: ort_backend.run(int8, x), ctx.data().test,
-                                                  v.int8_min_agreement, v.int8_max_accuracy_drop)
+        run_int8 = lambda x: ort_backend.run(int8, x)  # noqa: E731
+        results["onnxruntime-int8"] = verify_int8(model, run_int8, ctx.data().test, v.int8_min_agreement, v.int8_max_accuracy_drop)
+        if has_adder_layers(model):  # the integer kernels against PyTorch's integer reference, exactly as the FP32 file
+            results["onnxruntime-int8 vs pytorch-int8"] = verify_backend(_int8_adder_twin(ctx, model), run_int8, ctx.data().test,
+                                                                         v.atol, v.min_agreement, "onnxruntime-int8 vs pytorch-int8")
     counts = compare_counts(model, _input_shape(ctx.data(), 1), folder / "model.onnx")
     path = folder / "verify.json"
     atomic.write_json(path, {**results, "counts": counts})
