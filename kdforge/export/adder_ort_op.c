@@ -433,16 +433,21 @@ static int64_t packing_of(const Run* r, const AdderKernel* k, Packing* p) {
 
 static void pack(const uint8_t* x, const uint8_t* w, uint8_t zero_point, uint8_t* xp, uint8_t* wp, const Run* r,
                  const AdderKernel* k, const Packing* p) {
-  /* W[o, c, u, v] -> wp[block of FILTERS][(u, v, c / 8) chunk][filter in block][c % 8]; padding 0 on both sides */
-  memset(wp, 0, (size_t)p->weight_bytes);
-  const int64_t channel_chunks = p->c8 / 8;
-  for (int64_t o = 0; o < r->o; ++o)
-    for (int64_t c = 0; c < r->c; ++c)
-      for (int64_t u = 0; u < r->kh; ++u)
-        for (int64_t v = 0; v < r->kw; ++v) {
-          const int64_t chunk = (u * r->kw + v) * channel_chunks + c / 8;
-          wp[((o / FILTERS * p->chunks + chunk) * FILTERS + o % FILTERS) * 8 + c % 8] = w[((o * r->c + c) * r->kh + u) * r->kw + v];
-        }
+  /* W[o, c, u, v] -> wp[block of FILTERS][(u, v, c / 8) chunk][filter in block][c % 8], written in
+   * order; the padding (filters beyond O, channels beyond C) is 0 on both sides, so |0 - 0| adds nothing */
+  const int64_t channel_chunks = p->c8 / 8, field = r->kh * r->kw;
+#pragma omp parallel for schedule(static)
+  for (int64_t block = 0; block < p->blocks; ++block) {
+    uint8_t* out = wp + block * p->chunks * FILTERS * 8;
+    for (int64_t chunk = 0; chunk < p->chunks; ++chunk) {
+      const int64_t uv = chunk / channel_chunks, c0 = (chunk % channel_chunks) * 8;
+      for (int64_t f = 0; f < FILTERS; ++f, out += 8) {
+        const int64_t o = block * FILTERS + f;
+        for (int64_t b = 0; b < 8; ++b)
+          out[b] = (o < r->o && c0 + b < r->c) ? w[(o * r->c + c0 + b) * field + uv] : 0;
+      }
+    }
+  }
   /* X[n, c, h, w] -> xp[n][h + 2 ph][w + 2 pw][c8], the border the zero point, the extra channels 0 */
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < r->n * p->hp; ++row) {
