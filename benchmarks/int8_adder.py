@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from kdforge.export import ort as ort_backend
-from kdforge.profile.latency import cpu_model
+from kdforge.profile.latency import cpu_model, time_calls
 
 SHAPES = [  # net, N, C (= O), H (= W), stride
     ("ResNet-20", 64, 16, 32, 1), ("ResNet-20", 64, 32, 16, 1), ("ResNet-20", 64, 64, 8, 1),
@@ -75,13 +75,7 @@ def interleaved_medians(runners: dict, rounds: int, calls: int) -> dict:
     for _ in range(rounds):
         for name, run in runners.items():
             time.sleep(0.05)
-            run()
-            times = []
-            for _ in range(calls):
-                start = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - start)
-            per_round[name].append(float(np.median(times)) * 1e3)
+            per_round[name].append(time_calls(run, 1, calls)["p50_ms"])
     return {name: float(np.median(t)) for name, t in per_round.items()}
 
 

@@ -94,8 +94,17 @@ class StudentConfig(Section):
     model_args: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    precision: Literal["fp32", "int8"] = Field("fp32", description="int8: also ship model.int8.onnx (CNN and binary students by "
-                                               "ONNX Runtime's quantizer, AdderNets on kdforge's integer adder node)")
+    precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description=(
+        "also ship model.<precision>.onnx: int8 (CNN and binary students by ONNX Runtime's quantizer, AdderNets on kdforge's "
+        "integer adder node) or fp16 (CNN and binary students: fp16 weights and arithmetic, fp32 input and logits)"))
+
+    @field_validator("precision")
+    @classmethod
+    def _fp16_has_kernels(cls, precision, info):
+        if precision == "fp16" and str(info.data.get("model", "")).endswith("_adder"):
+            raise ValueError("fp16 covers CNN and binary students; kdforge's adder kernels are fp32 or integer, so ship an "
+                             "AdderNet as int8 or fp32")
+        return precision
 
     @field_validator("method")
     @classmethod
@@ -120,6 +129,10 @@ class VerifyConfig(Section):
     min_agreement: float = Field(0.99, ge=0, le=1, description="smallest tolerated top-1 agreement")
     int8_min_agreement: float = Field(0.97, ge=0, le=1, description="smallest tolerated top-1 agreement of an INT8 file with PyTorch")
     int8_max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="largest tolerated test-accuracy loss of an INT8 file")
+    int8_reference_atol: float = Field(0.1, gt=0, description=(
+        "largest tolerated |ONNX Runtime - PyTorch| over all logits of an INT8 AdderNet against its PyTorch integer twin "
+        "(an input on a rounding boundary may quantize one step apart in the two)"))
+    fp16_atol: float = Field(0.1, gt=0, description="largest tolerated |ONNX Runtime fp16 - PyTorch fp32| over all logits")
 
 
 def _check_target(name: str) -> str:

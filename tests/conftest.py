@@ -28,6 +28,14 @@ def tiny_config(run_dir, **overrides) -> dict:
     return cfg
 
 
+def run_tiny(tmp_path, students: list[dict], **overrides) -> subprocess.CompletedProcess:
+    """`kdforge run` of tiny_config (run folder tmp_path/run) with these students."""
+    raw = tiny_config(tmp_path / "run", **overrides)
+    raw["students"] = students
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    return kdforge_cli("run", tmp_path / "c.yaml")
+
+
 def run_python(code: str, **env) -> str:
     """Runs `code` in a fresh interpreter (extra environment variables from `env`); returns its
     stdout, failing the test with the child's stderr if it exits non-zero."""

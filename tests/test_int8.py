@@ -6,21 +6,19 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import kdforge_cli, tiny_config
+from conftest import assert_one_sentence, run_tiny, tiny_config
 from kdforge.errors import UserError
 from kdforge.export.onnx_export import export_onnx
 from kdforge.export.quantize import quantize_int8
 from kdforge.export.verify import require_passed, verify_int8
 from kdforge.train.models import create_model
 
+STUDENTS = tiny_config('unused')['students']
+
 
 def test_an_int8_student_runs_through_every_stage(tmp_path):
-    raw = tiny_config(tmp_path / "run", export={"calibration_images": 64})
-    raw["students"] = [{**raw["students"][1], "precision": "int8"}]
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
-    out = kdforge_cli("run", tmp_path / "c.yaml")
+    out = run_tiny(tmp_path, [{**STUDENTS[1], "precision": "int8"}], export={"calibration_images": 64})
     assert out.returncode == 0, out.stderr
     folder = tmp_path / "run" / "students" / "kd"
     assert (folder / "model.int8.onnx").is_file() and "calibrated on 64 training images" in out.stdout
@@ -30,7 +28,26 @@ def test_an_int8_student_runs_through_every_stage(tmp_path):
     report = (tmp_path / "run" / "report" / "report.md").read_text()
     header, rule, row = report.splitlines()[2:5]
     cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
-    assert float(cells["ORT INT8 p50 (ms)"]) > 0 and cells["energy int8 (uJ, est.)"] != "-"
+    assert cells["precision"] == "int8" and float(cells["ORT p50 at precision (ms)"]) > 0
+    assert float(cells["energy at precision (uJ, est.)"]) < float(cells["energy fp32 (uJ, est.)"])
+
+
+def test_an_fp16_student_ships_beside_fp32_and_its_tolerance_is_a_config_key(tmp_path):
+    student = {**STUDENTS[0], "precision": "fp16"}
+    out = run_tiny(tmp_path, [student])
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "run" / "students" / "ce"
+    verdict = json.loads((folder / "verify.json").read_text())["onnxruntime-fp16"]
+    assert verdict["passed"] and 0 < verdict["max_abs_diff"] <= 0.1
+    assert "onnxruntime_fp16" in json.loads((folder / "profile.json").read_text())["latency"]
+    out = run_tiny(tmp_path, [student], verify={"fp16_atol": verdict["max_abs_diff"] / 2})
+    assert_one_sentence(out, "verify.fp16_atol=")
+
+
+def test_fp16_adder_students_are_refused_at_the_config(tmp_path):
+    out = run_tiny(tmp_path, [{**STUDENTS[2], "precision": "fp16"}])
+    assert_one_sentence(out, "students[0].precision")
+    assert "ship an AdderNet as int8 or fp32" in out.stderr and not (tmp_path / "run" / "teacher").exists()
 
 
 def test_calibration_images_set_the_activation_scales(tmp_path):

@@ -11,10 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-import yaml
 
 import adder_fuzz_corpus as corpus
-from conftest import kdforge_cli, tiny_config
+from conftest import assert_one_sentence, run_tiny, tiny_config
 from kdforge.export import ort as ort_backend
 from kdforge.export.adder_int8 import input_ranges, quantize_adder_layers, quantized_layer
 from kdforge.nn.adder import AdderConv2d
@@ -128,10 +127,8 @@ def test_calibration_images_set_each_layers_scale():
 
 
 def test_an_int8_adder_student_runs_through_every_stage(tmp_path):
-    raw = tiny_config(tmp_path / "run", export={"calibration_images": 64})
-    raw["students"] = [{**raw["students"][2], "precision": "int8"}]
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
-    out = kdforge_cli("run", tmp_path / "c.yaml")
+    student = {**tiny_config("unused")["students"][2], "precision": "int8"}
+    out = run_tiny(tmp_path, [student], export={"calibration_images": 64})
     assert out.returncode == 0, out.stderr
     folder = tmp_path / "run" / "students" / "ann"
     assert "integer adder layers, calibrated on 64 training images" in out.stdout
@@ -141,5 +138,9 @@ def test_an_int8_adder_student_runs_through_every_stage(tmp_path):
     assert {"QuantizeLinear", "AdderConv2dInteger"} <= ops and "AdderConv2d" not in ops
     verify = json.loads((folder / "verify.json").read_text())
     assert verify["onnxruntime-int8"]["passed"] and verify["onnxruntime-int8 vs pytorch-int8"]["passed"]
-    assert verify["onnxruntime-int8 vs pytorch-int8"]["top1_agreement"] == 1.0
+    assert verify["onnxruntime-int8 vs pytorch-int8"]["top1_agreement"] >= 0.99
     assert "onnxruntime_int8" in json.loads((folder / "profile.json").read_text())["latency"]
+    twin = verify["onnxruntime-int8 vs pytorch-int8"]
+    if twin["max_abs_diff"] > 0:  # the tolerance is the config's: below the measured difference the stage fails
+        out = run_tiny(tmp_path, [student], export={"calibration_images": 64}, verify={"int8_reference_atol": twin["max_abs_diff"] / 2})
+        assert_one_sentence(out, "verify.int8_reference_atol=")

@@ -84,6 +84,28 @@ def test_engine_of_an_addernet_matches_pytorch(tmp_path):
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
+@pytest.mark.parametrize("model_name", ["resnet8", "resnet8_adder"])
+def test_int8_engines_are_calibrated_and_agree_with_pytorch(tmp_path, model_name):
+    """INT8 with the entropy calibrator; for the AdderNet the plugin stays fp32 inside the engine."""
+    import torch
+
+    from kdforge.export.onnx_export import export_onnx
+    from kdforge.export.tensorrt import build_engine, engine_runner
+    from kdforge.train.models import create_model
+    from kdforge.train.models.base import calibrate_batch_norm
+
+    torch.manual_seed(0)
+    images = torch.randn(256, 3, 16, 16)
+    model = calibrate_batch_norm(create_model(model_name, 10), images).eval()
+    export_onnx(model, torch.zeros(2, 3, 16, 16), tmp_path / "m.onnx")
+    engine = build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", (1, 3, 16, 16), int8_images=images.numpy())
+    with torch.no_grad():
+        agreement = (engine_runner(engine)(images[:64].numpy()).argmax(1) == model(images[:64]).argmax(1).numpy()).mean()
+    assert agreement >= 0.9
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
 def test_torch_tensorrt_compiles_an_addernet():
     import torch
 

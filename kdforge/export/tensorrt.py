@@ -1,9 +1,12 @@
 """TensorRT engines for exported students (GPU machines with TensorRT; not installable on the
 development machine, so this path has not run in CI: see the README).
 
-`build_engine` parses the ONNX file (adder nodes through the kdforge plugin), builds an fp32 or
-fp16 engine with a dynamic batch profile and writes it atomically; `verify_engine` runs it on the
-test split against PyTorch. Both end with one sentence when TensorRT or a GPU is missing.
+`build_engine` parses the ONNX file (adder nodes through the kdforge plugin), builds an fp32,
+fp16 or INT8 engine with a dynamic batch profile and writes it atomically; INT8 engines are
+calibrated by TensorRT's entropy calibrator on training images (implicit quantization; the adder
+plugin declares fp32 only, so TensorRT converts around it and the adder layers stay fp32 on the
+GPU). `engine_runner` runs an engine for the verify stage. Both end with one sentence when
+TensorRT or a GPU is missing.
 """
 
 import time
@@ -29,7 +32,9 @@ def require_tensorrt():
 
 
 def build_engine(onnx_path: Path, engine_path: Path, input_shape: tuple[int, ...], fp16: bool = False,
-                 max_batch: int = 64, workspace_bytes: int = 2 << 30) -> Path:
+                 int8_images: np.ndarray | None = None, max_batch: int = 64, workspace_bytes: int = 2 << 30) -> Path:
+    """`int8_images` (N, C, H, W) float32: build INT8 (with fp16 where INT8 is not possible),
+    calibrated on them."""
     trt = require_tensorrt()
     from kdforge.export import tensorrt_plugin
 
@@ -42,18 +47,53 @@ def build_engine(onnx_path: Path, engine_path: Path, input_shape: tuple[int, ...
         raise UserError(f"TensorRT cannot parse {onnx_path}: {parser.get_error(0).desc()}.")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    if fp16:
+    if fp16 or int8_images is not None:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     _, c, h, w = input_shape
     profile.set_shape(network.get_input(0).name, (1, c, h, w), (max(1, max_batch // 2), c, h, w), (max_batch, c, h, w))
     config.add_optimization_profile(profile)
+    if int8_images is not None:
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = _calibrator(trt, int8_images)
+        config.set_calibration_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise UserError(f"TensorRT could not build an engine from {onnx_path}; its log above names the layer.")
     with atomic_path(Path(engine_path)) as tmp:
         tmp.write_bytes(bytes(serialized))
     return Path(engine_path)
+
+
+def _calibrator(trt, images: np.ndarray, batch: int = 32):
+    """TensorRT's entropy calibrator (IInt8EntropyCalibrator2) over `images`, `batch` at a time,
+    from GPU memory."""
+    import torch
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            super().__init__()
+            data = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).cuda()
+            size = min(batch, len(data))
+            self.batches = [data[i:i + size].contiguous() for i in range(0, len(data) - size + 1, size)]
+            self.next = 0
+
+        def get_batch_size(self):
+            return self.batches[0].shape[0]
+
+        def get_batch(self, names):
+            if self.next == len(self.batches):
+                return None
+            self.next += 1
+            return [int(self.batches[self.next - 1].data_ptr())]
+
+        def read_calibration_cache(self):
+            return None
+
+        def write_calibration_cache(self, cache):
+            return None
+
+    return Calibrator()
 
 
 def engine_latency(engine_path: Path, input_shape, warmup: int, runs: int) -> dict:

@@ -74,6 +74,13 @@ def register() -> None:
         wo = output_size(x.shape_expr[3], w.shape_expr[3], sw, pw)
         return trtp.from_shape_expr((n, o, ho, wo), dtype=x.dtype)
 
+    @trtp.autotune(PLUGIN_ID)
+    def adder_autotune(x: trtp.TensorDesc, w: trtp.TensorDesc, strides: np.ndarray, pads: np.ndarray,
+                       plugin_namespace: str, outputs: tuple[trtp.TensorDesc]) -> list[trtp.AutoTuneCombination]:
+        """The precisions the plugin supports: fp32 only (the Triton kernel's); in fp16 and INT8
+        engines TensorRT converts the tensors around it."""
+        return [trtp.AutoTuneCombination("FP32, FP32, FP32", "LINEAR")]
+
     @trtp.aot_impl(PLUGIN_ID)
     def adder_aot(x: trtp.TensorDesc, w: trtp.TensorDesc, strides: np.ndarray, pads: np.ndarray,
                   plugin_namespace: str, outputs: tuple[trtp.TensorDesc], tactic: int):

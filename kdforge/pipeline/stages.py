@@ -186,14 +186,22 @@ def run_export(ctx: StageContext) -> StageResult:
     if e.tensorrt:
         from kdforge.export.tensorrt import build_engine
 
-        outputs.append(build_engine(path, ctx.student_dir / "model.engine", shape, fp16=e.fp16))
-        summary += f"; model.engine ({'fp16' if e.fp16 else 'fp32'})"
+        int8_images = _calibration_images(ctx).numpy() if ctx.student.precision == "int8" else None
+        outputs.append(build_engine(path, ctx.student_dir / "model.engine", shape, fp16=e.fp16, int8_images=int8_images))
+        summary += f"; model.engine ({'int8' if int8_images is not None else 'fp16' if e.fp16 else 'fp32'})"
     metrics = {"onnx_bytes": size, "flavour": flavour, "tensorrt": e.tensorrt}
     if ctx.student.precision == "int8":
         int8, count, how = _export_int8(ctx, model, path, shape)
         outputs.append(int8)
         metrics.update(int8_onnx_bytes=int8.stat().st_size, calibration_images=count)
         summary += f"; model.int8.onnx ({int8.stat().st_size / 1024:.0f} KiB, {how}, calibrated on {count} training images)"
+    if ctx.student.precision == "fp16":
+        from kdforge.export.fp16 import Float16Student
+
+        fp16 = export_onnx(Float16Student(model), torch.zeros(shape), ctx.student_dir / "model.fp16.onnx", e.opset, e.portable)
+        outputs.append(fp16)
+        metrics.update(fp16_onnx_bytes=fp16.stat().st_size)
+        summary += f"; model.fp16.onnx ({fp16.stat().st_size / 1024:.0f} KiB)"
     return StageResult(outputs, metrics, summary)
 
 
@@ -241,9 +249,14 @@ def run_verify(ctx: StageContext) -> StageResult:
         int8 = ort_backend.session(folder / "model.int8.onnx", threads=2)
         run_int8 = lambda x: ort_backend.run(int8, x)  # noqa: E731
         results["onnxruntime-int8"] = verify_int8(model, run_int8, ctx.data().test, v.int8_min_agreement, v.int8_max_accuracy_drop)
-        if has_adder_layers(model):  # the integer kernels against PyTorch's integer reference, exactly as the FP32 file
-            results["onnxruntime-int8 vs pytorch-int8"] = verify_backend(_int8_adder_twin(ctx, model), run_int8, ctx.data().test,
-                                                                         v.atol, v.min_agreement, "onnxruntime-int8 vs pytorch-int8")
+        if has_adder_layers(model):  # the integer kernels against PyTorch's integer reference
+            results["onnxruntime-int8 vs pytorch-int8"] = verify_backend(
+                _int8_adder_twin(ctx, model), run_int8, ctx.data().test, v.int8_reference_atol, v.min_agreement,
+                "onnxruntime-int8 vs pytorch-int8", atol_key="verify.int8_reference_atol")
+    if ctx.student.precision == "fp16":
+        fp16 = ort_backend.session(folder / "model.fp16.onnx", threads=2)
+        results["onnxruntime-fp16"] = verify_backend(model, lambda x: ort_backend.run(fp16, x), ctx.data().test, v.fp16_atol,
+                                                     v.min_agreement, "onnxruntime-fp16", atol_key="verify.fp16_atol")
     counts = compare_counts(model, _input_shape(ctx.data(), 1), folder / "model.onnx")
     path = folder / "verify.json"
     atomic.write_json(path, {**results, "counts": counts})
@@ -264,9 +277,10 @@ def run_profile(ctx: StageContext) -> StageResult:
         "onnxruntime": lambda s, w, r: latency.onnxruntime_latency(onnx_path, s, p.threads, w, r),
         "pytorch": lambda s, w, r: latency.pytorch_latency(model, s, p.threads, w, r),
     }
-    if ctx.student.precision == "int8":
-        int8_path = ctx.student_dir / "model.int8.onnx"
-        measure["onnxruntime_int8"] = lambda s, w, r: latency.onnxruntime_latency(int8_path, s, p.threads, w, r)
+    precision = ctx.student.precision
+    if precision != "fp32":
+        low_path = ctx.student_dir / f"model.{precision}.onnx"
+        measure[f"onnxruntime_{precision}"] = lambda s, w, r: latency.onnxruntime_latency(low_path, s, p.threads, w, r)
     if ctx.cfg.export.tensorrt:
         from kdforge.export.tensorrt import engine_latency
 

@@ -9,6 +9,7 @@ SOURCE = "Horowitz, ISSCC 2014, 45 nm: arithmetic only, memory access not includ
 # picojoules per operation: (addition, multiplication)
 ENERGY_PJ = {
     "fp32": (0.9, 3.7),
+    "fp16": (0.4, 1.1),
     "int32": (0.1, 3.1),
     "int8": (0.03, 0.2),
 }

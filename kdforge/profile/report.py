@@ -13,9 +13,9 @@ COLUMNS = [
     ("test_accuracy", "test acc. (%)", "{:.2%}"), ("params_training", "params (train)", "{:,}"),
     ("params", "params (deploy)", "{:,}"), ("macs", "MACs", "{:,}"), ("mul", "mul", "{:,}"), ("add", "add", "{:,}"), ("xnor", "XNOR", "{:,}"),
     ("peak_activation_kib", "peak act. (KiB)", "{:,.1f}"), ("energy_uj_fp32", "energy fp32 (uJ, est.)", "{:.3f}"),
-    ("energy_uj_int8_student", "energy int8 (uJ, est.)", "{:.3f}"),
+    ("precision", "precision", "{}"), ("energy_uj_deployed", "energy at precision (uJ, est.)", "{:.3f}"),
     ("ort_p50_ms", "ORT p50 (ms)", "{:.3f}"), ("ort_p90_ms", "ORT p90 (ms)", "{:.3f}"),
-    ("ort_int8_p50_ms", "ORT INT8 p50 (ms)", "{:.3f}"), ("int8_accuracy_drop", "INT8 acc. drop (points)", "{:.2f}"),
+    ("ort_precision_p50_ms", "ORT p50 at precision (ms)", "{:.3f}"), ("precision_accuracy_drop", "acc. drop at precision (points)", "{:.2f}"),
     ("torch_p50_ms", "PyTorch p50 (ms)", "{:.3f}"), ("trt_p50_ms", "TensorRT p50 (ms)", "{:.3f}"),
     ("max_abs_diff", "max abs diff ORT vs PyTorch", "{:.2e}"), ("onnx_flavour", "ONNX", "{}"),
 ]
@@ -47,17 +47,19 @@ def _estimate_cells(profile: dict) -> dict:
 
 def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict, profile: dict, export: dict) -> dict:
     totals, lat = profile["costs"]["totals"], profile["latency"]
+    precision = getattr(student_cfg, "precision", "fp32")
+    low = verify.get(f"onnxruntime-{precision}") if precision != "fp32" else None
     return {**_estimate_cells(profile),
         "student": name, "method": student_cfg.method, "model": student_cfg.model,
         "test_accuracy": distill["test_accuracy"], "params_training": strip["params_training"], "params": totals["params"],
         "macs": totals["macs"], "mul": totals["mul"], "add": totals["add"], "xnor": totals.get("xnor", 0),
         "peak_activation_kib": totals["peak_activation_bytes"] / 1024, "energy_uj_fp32": totals["energy_uj"]["fp32"],
         "energy_uj_int8": totals["energy_uj"]["int8"],
-        "energy_uj_int8_student": totals["energy_uj"]["int8"] if getattr(student_cfg, "precision", "fp32") == "int8" else None,
+        "precision": precision, "energy_uj_deployed": totals["energy_uj"][precision],
         "ort_p50_ms": lat["onnxruntime"]["p50_ms"], "ort_p90_ms": lat["onnxruntime"]["p90_ms"],
         "torch_p50_ms": lat["pytorch"]["p50_ms"], "trt_p50_ms": lat.get("tensorrt", {}).get("p50_ms"),
-        "ort_int8_p50_ms": lat.get("onnxruntime_int8", {}).get("p50_ms"),
-        "int8_accuracy_drop": verify["onnxruntime-int8"]["accuracy_drop"] * 100 if "onnxruntime-int8" in verify else None,
+        "ort_precision_p50_ms": lat.get(f"onnxruntime_{precision}", {}).get("p50_ms"),
+        "precision_accuracy_drop": low["accuracy_drop"] * 100 if low else None,
         "max_abs_diff": verify["onnxruntime"]["max_abs_diff"], "onnx_flavour": export["flavour"],
         "sweep": profile.get("sweep", {}),
     }
@@ -75,7 +77,8 @@ def _notes(context: dict) -> list[str]:
         "element-wise work are counted apart (profile.json), not in these totals.",
         "peak act.: the largest sum of live activations over one inference at batch 1, from tensor lifetimes in the graph.",
         f"energy: an estimate of arithmetic energy per inference from the mul/add counts ({context['energy_source']}); "
-        "fp32 in the table, int32 and int8 in summary.json.",
+        "fp32, and at the student's precision (int8 and fp16 shipped beside fp32; the adder and binary counts as fp32's), in the table; "
+        "int32, fp16 and int8 in summary.json. ORT p50 and acc. drop at precision: the model.<precision>.onnx file's.",
         f"Latency: batch {lat['batch_size']}, {lat['threads']} intra-op thread(s), {lat['warmup']} warm-up runs excluded, "
         f"percentiles over {lat['runs']} runs; CPU: {context['environment']['cpu']}; "
         f"onnxruntime {context['environment']['onnxruntime']}, torch {context['environment']['torch']}.",
