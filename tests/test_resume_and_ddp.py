@@ -20,9 +20,9 @@ from kdforge.train.trainer import accuracy, predict
 from kdforge.untrusted import load_torch
 
 
-def _teacher_only_config(tmp_path, name: str, epochs: int) -> str:
+def _teacher_only_config(tmp_path, name: str, epochs: int, **train) -> str:
     raw = tiny_config(tmp_path / name)
-    raw["teacher"] = {"model": "resnet14", "train": {"epochs": epochs, "batch_size": 64, "lr": 0.05}}
+    raw["teacher"] = {"model": "resnet14", "train": {"epochs": epochs, "batch_size": 64, "lr": 0.05, **train}}
     raw["students"] = raw["students"][:1]
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -66,8 +66,54 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_one(tmp_p
     assert [h["loss"] for h in a["history"]] == pytest.approx([h["loss"] for h in b["history"]], rel=1e-5)
 
 
-def test_two_cpu_processes_train_one_consistent_model(tmp_path):
-    config = _teacher_only_config(tmp_path, "ddp", 2)
+def _position(path):
+    try:
+        return load_torch(path, "checkpoint").get("position")
+    except Exception:
+        return None
+
+
+def _weights(path) -> dict:
+    return load_torch(path, "checkpoint")["model"]
+
+
+def test_a_run_killed_within_an_epoch_resumes_from_the_time_based_checkpoint_to_the_same_weights(tmp_path):
+    """train.checkpoint_minutes: 0 saves after every step; a SIGKILL in the middle of epoch 2
+    loses at most one step, and the resumed run ends with exactly the weights of an uninterrupted
+    one, its metrics.jsonl holding every step once."""
+    killed = _teacher_only_config(tmp_path, "killed", 3, checkpoint_minutes=0)
+    proc = subprocess.Popen(_command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "teacher" / "checkpoint.pt"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        position = _position(checkpoint)
+        if position and position["epoch"] == 1 and position["step"] >= 3:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    position = _position(checkpoint)
+    assert position["epoch"] == 1 and position["step"] >= 3, "the kill must land within epoch 2"
+
+    resumed = subprocess.run(_command(killed), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed at epoch 2, step {position['step'] + 1}" in resumed.stdout
+    reference = subprocess.run(_command(_teacher_only_config(tmp_path, "reference", 3)), capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    a, b = _weights(checkpoint), _weights(tmp_path / "reference" / "teacher" / "checkpoint.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line) for line in (tmp_path / "killed" / "teacher" / "metrics.jsonl").read_text().splitlines()]
+    step_ids = [r["global_step"] for r in steps if "global_step" in r]
+    assert step_ids == list(range(len(step_ids))) and len([r for r in steps if "global_step" not in r]) == 3
+    history = [json.loads((tmp_path / run / "teacher" / "metrics.json").read_text())["history"] for run in ("killed", "reference")]
+    assert history[0] == history[1]
+
+
+@pytest.mark.parametrize("checkpoint_minutes", [10, 0], ids=["epoch checkpoints", "a checkpoint every step"])
+def test_two_cpu_processes_train_one_consistent_model(tmp_path, checkpoint_minutes):
+    """With a checkpoint every step, rank 0's decision and the epoch's partial sums go through
+    the process group; the run must still agree with its checkpoint."""
+    config = _teacher_only_config(tmp_path, "ddp", 2, checkpoint_minutes=checkpoint_minutes)
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "kdforge", "run", config, "--only", "data", "--only", "teacher"],
                          capture_output=True, text=True, timeout=600)

@@ -117,11 +117,14 @@ def run_teacher(ctx: StageContext) -> StageResult:
 
 def _train_metrics(result) -> dict:
     return {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy, "epochs": len(result.history),
-            "resumed_from_epoch": result.resumed_from_epoch, "train_seconds": result.seconds, "history": result.history}
+            "resumed_from_epoch": result.resumed_from_epoch, "resumed_from_step": result.resumed_from_step,
+            "train_seconds": result.seconds, "history": result.history}
 
 
 def _resumed(metrics: dict) -> str:
-    epoch = metrics.get("resumed_from_epoch", 0)
+    epoch, step = metrics.get("resumed_from_epoch", 0), metrics.get("resumed_from_step", 0)
+    if step:
+        return f" (resumed at epoch {epoch + 1}, step {step + 1})"
     return f" (resumed at epoch {epoch + 1})" if epoch else ""
 
 

@@ -1,11 +1,15 @@
 """The training loop every stage that trains shares.
 
 SGD with momentum and weight decay, a step or cosine schedule (per epoch), a checkpoint
-written atomically after every epoch with everything needed to resume (model, optimizer,
-scheduler, RNG states, epoch, history), and a stop with one sentence on a NaN or infinite loss
-that keeps the last good checkpoint. An interrupt (Ctrl-C, SIGTERM) leaves the last complete
-epoch's checkpoint and says how many epochs it holds. A checkpoint is resumed only if it was written for the
-same stage fingerprint, i.e. the same config and inputs.
+written atomically after every epoch and, within an epoch, every `train.checkpoint_minutes`,
+with everything needed to continue exactly (model, optimizer, scheduler, gradient scaler, RNG
+states, the position in the epoch with the epoch's sums so far, history), and a stop with one
+sentence on a NaN or infinite loss that keeps the last good checkpoint. An epoch's batches are
+a function of (seed, epoch) alone and the data loader draws nothing from the global RNG, so a
+run killed anywhere (SIGKILL included) and resumed reaches the weights of an uninterrupted run.
+An interrupt (Ctrl-C, SIGTERM) leaves the last checkpoint and says what it holds. A checkpoint is
+resumed only if it was written for the same stage fingerprint, i.e. the same config and inputs.
+Progress and scalars: kdforge.train.progress.
 
 Under torchrun the distiller is wrapped in DistributedDataParallel, each rank reads its share
 of every epoch's batches (`batch_size` is the global batch), sums of losses and counts are
@@ -16,15 +20,13 @@ autocast, a gradient scaler for fp16) and channels-last are switches of the trai
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
@@ -33,6 +35,7 @@ from kdforge.config import TrainConfig
 from kdforge.errors import Interrupted, UserError
 from kdforge.train import distributed
 from kdforge.train.data import DataBundle
+from kdforge.train.progress import TrainingLog
 from kdforge.untrusted import load_torch
 
 
@@ -87,6 +90,16 @@ class TrainResult:
     history: list[dict]
     resumed_from_epoch: int
     seconds: float
+    resumed_from_step: int = 0
+
+
+@dataclass
+class Position:
+    """Where training stands: `step` batches of `epoch` done, with the sums of that epoch's loss
+    terms, correct predictions and images so far (summed over ranks)."""
+    epoch: int = 0
+    step: int = 0
+    partial: dict = field(default_factory=dict)
 
 
 def fit(
@@ -105,73 +118,102 @@ def fit(
     distiller.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     optimizer = make_optimizer(distiller, cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    history, start_epoch = [], 0
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    history, position = [], Position()
     state = _load_resumable(checkpoint, fingerprint)
     if state is not None:
         distiller.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        history, start_epoch = state["history"], state["epoch"] + 1
+        history = state["history"]
+        position = Position(**state["position"]) if "position" in state else Position(state["epoch"] + 1)
+    resumed = Position(position.epoch, position.step)
 
-    loader_gen = torch.Generator().manual_seed(seed)
     world = distributed.world_size()
     model = DistributedDataParallel(distiller, find_unused_parameters=True) if world > 1 else distiller
     started = time.perf_counter()
-    epochs = tqdm(range(start_epoch, cfg.epochs), desc=description, unit="epoch", leave=False,
-                  disable=None if distributed.is_main() else True)
-    saved = start_epoch
+    steps = len(_epoch_batches(data.train, cfg, seed, 0, world))
+    log = TrainingLog(checkpoint.parent, description, cfg.epochs, steps, position.epoch * steps + position.step, position.epoch,
+                      cfg.log_every, enabled=distributed.is_main())
+    saved = Position(position.epoch, position.step)
+
+    def save(at: Position) -> None:
+        nonlocal saved
+        if distributed.is_main():
+            atomic.save_torch(checkpoint, {
+                "fingerprint": fingerprint, "epoch": at.epoch - 1, "position": vars(at), "complete": at.epoch == cfg.epochs,
+                "model": distiller.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": rng_state(), "history": history,
+            })
+        saved = Position(at.epoch, at.step)
+
     try:
-        for epoch in epochs:
-            loader = _train_loader(data.train, cfg, seed, epoch, loader_gen, world)
-            totals = _train_epoch(model, loader, optimizer, device, augment, epoch, cfg, checkpoint)
+        for epoch in range(position.epoch, cfg.epochs):
+            first = position.step if epoch == position.epoch else 0
+            partial = position.partial if epoch == position.epoch and distributed.is_main() else {}
+            totals = _train_epoch(model, _epoch_batches(data.train, cfg, seed, epoch, world)[first:], data.train, optimizer, scaler,
+                                  device, augment, epoch, first, steps, cfg, checkpoint, partial, log, save)
             scheduler.step()
             val_logits, val_labels = predict(distiller.student, data.val, device)
             totals["val_accuracy"] = accuracy(val_logits, val_labels)
             totals["epoch"] = epoch
             history.append(totals)
-            epochs.set_postfix(loss=f"{totals['loss']:.3f}", val=f"{totals['val_accuracy']:.3f}")
-            if distributed.is_main():
-                atomic.save_torch(checkpoint, {
-                    "fingerprint": fingerprint, "epoch": epoch, "complete": epoch == cfg.epochs - 1,
-                    "model": distiller.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history,
-                })
-            saved = epoch + 1
+            log.end_epoch(epoch, totals)
+            save(Position(epoch + 1))
             distributed.barrier()
-    except KeyboardInterrupt as error:  # the checkpoint on disk is the last complete epoch's
+    except KeyboardInterrupt as error:  # the checkpoint on disk is the last one saved
         stop = Interrupted.of(error)
-        stop.progress = f"{saved} of {cfg.epochs} epochs saved in {checkpoint}"
+        within = f" and {saved.step} of {steps} steps of the next" if saved.step else ""
+        stop.progress = f"{saved.epoch} of {cfg.epochs} epochs{within} saved in {checkpoint}"
         raise stop from None
+    finally:
+        log.close()
 
     test_logits, test_labels = predict(distiller.student, data.test, device)
     return TrainResult(
         val_accuracy=history[-1]["val_accuracy"] if history else float("nan"),
         test_accuracy=accuracy(test_logits, test_labels),
-        history=history, resumed_from_epoch=start_epoch, seconds=time.perf_counter() - started,
+        history=history, resumed_from_epoch=resumed.epoch, seconds=time.perf_counter() - started,
+        resumed_from_step=resumed.step,
     )
 
 
-def _train_loader(dataset, cfg: TrainConfig, seed: int, epoch: int, generator: torch.Generator, world: int) -> DataLoader:
-    """This epoch's batches: the same whether or not the run resumed, each rank its share."""
+def _epoch_batches(dataset, cfg: TrainConfig, seed: int, epoch: int, world: int) -> list[list[int]]:
+    """This rank's batches of this epoch, as lists of sample indices: a function of (seed, epoch)
+    alone, so a run resumed mid-epoch skips exactly the batches it had trained on."""
     drop_last = len(dataset) > cfg.batch_size
     if world > 1:
         sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
         sampler.set_epoch(epoch)
-        return DataLoader(dataset, batch_size=max(1, cfg.batch_size // world), sampler=sampler, drop_last=drop_last)
-    generator.manual_seed(seed * 1000 + epoch)
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last, generator=generator)
+        order, size = list(sampler), max(1, cfg.batch_size // world)
+    else:
+        order, size = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist(), cfg.batch_size
+    batches = [order[i:i + size] for i in range(0, len(order), size)]
+    return batches[:-1] if drop_last and len(batches[-1]) < size else batches
 
 
-def _train_epoch(model, loader, optimizer, device, augment, epoch: int, cfg: TrainConfig, checkpoint: Path) -> dict:
+def _save_due(last: float, cfg: TrainConfig) -> bool:
+    """Whether the time-based checkpoint is due; rank 0's clock decides for every rank."""
+    due = time.monotonic() - last >= cfg.checkpoint_minutes * 60
+    if distributed.world_size() > 1:
+        return distributed.all_reduce_sum([1.0 if due and distributed.is_main() else 0.0], torch.device("cpu"))[0] > 0
+    return due
+
+
+def _train_epoch(model, batches, dataset, optimizer, scaler, device, augment, epoch: int, first: int, steps: int, cfg: TrainConfig,
+                 checkpoint: Path, partial: dict, log: TrainingLog, save: Callable[[Position], None]) -> dict:
     model.train()
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    totals: dict[str, float] = {}
-    seen = correct = 0
-    steps = len(loader)
-    for step, (x, y) in enumerate(loader):
+    totals: dict[str, float] = dict(partial)
+    world, last_save = distributed.world_size(), time.monotonic()
+    # the generator keeps the loader from drawing on the global RNG, which a resumed run restores
+    loader = DataLoader(dataset, batch_sampler=batches, generator=torch.Generator().manual_seed(epoch))
+    log.start_epoch(epoch, first)
+    for step, (x, y) in enumerate(loader, start=first):
         if augment is not None:
             x = augment(x)
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
@@ -189,16 +231,22 @@ def _train_epoch(model, loader, optimizer, device, augment, epoch: int, cfg: Tra
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        for k, v in losses.items():
-            totals[k] = totals.get(k, 0.0) + v.item() * len(y)
-        totals["loss"] = totals.get("loss", 0.0) + loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(y)
-    keys = sorted(totals)
-    reduced = distributed.all_reduce_sum([totals[k] for k in keys] + [correct, seen], device)
-    seen = reduced[-1]
-    result = {k: v / seen for k, v in zip(keys, reduced)}
-    result["train_accuracy"] = reduced[-2] / seen
+        values = {k: v.item() for k, v in losses.items()}
+        values["loss"] = loss.item()
+        for k, v in values.items():
+            totals[k] = totals.get(k, 0.0) + v * len(y)
+        totals["correct"] = totals.get("correct", 0.0) + (logits.argmax(1) == y).sum().item()
+        totals["seen"] = totals.get("seen", 0.0) + len(y)
+        log.step(epoch, step, values, optimizer.param_groups[0]["lr"], len(y) * world)
+        if step + 1 < steps and _save_due(last_save, cfg):
+            keys = sorted(totals)
+            save(Position(epoch, step + 1, dict(zip(keys, distributed.all_reduce_sum([totals[k] for k in keys], device)))))
+            last_save = time.monotonic()
+    keys = sorted(k for k in totals if k not in ("correct", "seen")) + ["correct", "seen"]
+    reduced = dict(zip(keys, distributed.all_reduce_sum([totals.get(k, 0.0) for k in keys], device)))
+    seen = reduced.pop("seen")
+    result = {k: v / seen for k, v in reduced.items() if k != "correct"}
+    result["train_accuracy"] = reduced["correct"] / seen
     result["lr"] = optimizer.param_groups[0]["lr"]
     return result
 
