@@ -211,11 +211,12 @@ def parse_config(raw: Any, source: str = "config") -> Config:
 
 
 def _require_teacher(cfg: Config, source: str) -> None:
-    from kdforge.train.methods import method_class
+    from kdforge.train.methods import uses_teacher
 
     for i, student in enumerate(cfg.students):
-        if cfg.teacher is None and method_class(student.method).needs_teacher:
-            raise UserError(f"{source}: key 'teacher' is required: students[{i}] uses method '{student.method}', which learns from a teacher.")
+        if cfg.teacher is None and uses_teacher(student):
+            raise UserError(f"{source}: key 'teacher' is required: students[{i}] uses method '{student.method}', which learns from a teacher"
+                            f"{' with these options' if student.method == 'pkkd' else ''}.")
 
 
 def _validate_method_options(cfg: Config, source: str) -> None:

@@ -24,7 +24,7 @@ from kdforge.train.data import DataBundle, batch_augmentation, build_data
 from kdforge.train import distributed
 from kdforge.train.device import resolve_device
 from kdforge.train.evaluation import generalized_accuracy
-from kdforge.train.methods import method_class, teacher_method
+from kdforge.train.methods import method_class, teacher_method, uses_teacher
 from kdforge.train.models import create_model
 from kdforge.train.trainer import accuracy, fit, predict, seed_everything
 from kdforge.train.weights import load_into, network_weights
@@ -139,8 +139,9 @@ def build_distiller(ctx: StageContext, with_teacher_weights: bool):
     cls = method_class(s.method)
     seed_everything(ctx.cfg.seed)  # the initial weights are the seed's, in every process
     student = create_model(s.model, data.num_classes, data.in_channels, **s.model_args)
-    distiller = cls(student, _teacher_model(ctx) if cls.needs_teacher else None, cls.Options(**s.options), _example(data))
-    if cls.needs_teacher and with_teacher_weights:
+    with_teacher = uses_teacher(s)
+    distiller = cls(student, _teacher_model(ctx) if with_teacher else None, cls.Options(**s.options), _example(data))
+    if with_teacher and with_teacher_weights:
         path = ctx.run_dir / "teacher" / "checkpoint.pt"
         load_into(distiller.load_teacher_state, _distiller_state(path, "teacher checkpoint"), path)
     return distiller

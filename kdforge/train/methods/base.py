@@ -43,6 +43,12 @@ class Distiller(nn.Module):
         if teacher is not None and not self.trains_teacher:
             teacher.requires_grad_(False)
 
+    @classmethod
+    def uses_teacher(cls, options: BaseModel) -> bool:
+        """Whether this method, with these options, learns from the run's teacher (the teacher
+        stage trains it and the distill stage loads it)."""
+        return cls.needs_teacher
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.teacher is not None and not self.trains_teacher:

@@ -104,7 +104,9 @@ for _depth in (8, 14, 20, 32, 44, 56, 110):
     _register_cifar_resnet(_depth)
 
 
-_WIDE_SPECS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)), "resnet50": (Bottleneck, (3, 4, 6, 3))}
+_WIDE_SPECS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)), "resnet50": (Bottleneck, (3, 4, 6, 3)),
+               "resnet101": (Bottleneck, (3, 4, 23, 3)), "resnet152": (Bottleneck, (3, 8, 36, 3))}
+_IMAGENET_ONLY = ("resnet101", "resnet152")  # the deep teachers of the ImageNet experiments
 
 
 def _register_wide(name: str):
@@ -120,7 +122,8 @@ def _register_wide(name: str):
     cifar_builder.__doc__ = f"CIFAR {name}: 64-512 channels, 3x3 stem, no max-pool."
     imagenet_builder.__name__ = f"imagenet_{name}"
     imagenet_builder.__doc__ = f"ImageNet {name}: 7x7 stride-2 stem and max-pool."
-    register_model(cifar_builder)
+    if name not in _IMAGENET_ONLY:
+        register_model(cifar_builder)
     register_model(imagenet_builder)
 
 
