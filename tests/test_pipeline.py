@@ -44,10 +44,10 @@ def test_report_has_one_row_per_student_with_the_issue_columns(finished_run):
     assert [r.split(" | ")[0] for r in rows] == ["| ce", "| kd", "| ann"]
     assert rows[2].endswith("| custom |")  # the AdderNet file holds kdforge nodes
     assert "## Batch sweep" in report and "| ann | onnxruntime | 64 |" in report
-    for figure in ("accuracy_vs_latency.png", "accuracy_vs_macs.png", "layers_ann.png"):
+    for figure in ("training_curves.png", "accuracy_vs_latency.png", "accuracy_vs_macs.png", "layers_ann.png"):
         assert (run_dir / "report" / figure).stat().st_size > 1000
     page = (run_dir / "report" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 + 3  # self-contained: every figure embedded
+    assert page.count("data:image/png;base64,") == 1 + 2 + 3  # self-contained: every figure embedded
     for column in ("test acc.", "params", "MACs", "ORT p50", "ORT p90", "max abs diff"):
         assert column in report
     assert "1 intra-op thread" in report

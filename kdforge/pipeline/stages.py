@@ -329,7 +329,9 @@ def run_report(ctx: StageContext) -> StageResult:
         "targets": list(p.targets), "precision": p.precision,
         "energy_source": ENERGY_SOURCE,
     }
-    paths = write_report(ctx.run_dir / "report", rows, context, layers)
+    histories = {f"teacher ({teacher.model})": ctx.metrics("teacher").get("history")} if teacher else {}
+    histories.update({s.name: ctx.metrics(f"distill/{s.name}").get("history") for s in ctx.cfg.students})
+    paths = write_report(ctx.run_dir / "report", rows, context, layers, {k: v for k, v in histories.items() if v})
     best = max(rows, key=lambda r: r["test_accuracy"])
     return StageResult(paths, {"students": len(rows)}, f"{len(rows)} students; best {best['student']} at {best['test_accuracy'] * 100:.2f}%; {paths[0]}")
 

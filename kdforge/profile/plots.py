@@ -1,5 +1,6 @@
 """The report's figures: accuracy against latency and against MACs with the Pareto front marked,
-and each student's cost per layer. PNG files, also embedded in report.html."""
+each student's cost per layer, and the training curves of the teacher and the students. PNG
+files, also embedded in report.html."""
 
 from pathlib import Path
 
@@ -26,6 +27,20 @@ def _save(fig, path: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def training_curves_plot(histories: dict[str, list[dict]], path: Path) -> Path:
+    """Training loss (all terms summed) and validation accuracy per epoch, one line per network."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, history in histories.items():
+        epochs = [h["epoch"] + 1 for h in history]
+        loss_ax.plot(epochs, [h["loss"] for h in history], label=name, linestyle="--" if name.startswith("teacher") else "-")
+        acc_ax.plot(epochs, [h["val_accuracy"] * 100 for h in history], label=name, linestyle="--" if name.startswith("teacher") else "-")
+    loss_ax.set_yscale("log")
+    loss_ax.set(xlabel="epoch", ylabel="training loss (sum of terms)")
+    acc_ax.set(xlabel="epoch", ylabel="validation accuracy (%)")
+    acc_ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
 
 
 def tradeoff_plot(rows: list[dict], cost_key: str, cost_label: str, path: Path) -> Path:

@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 
 from kdforge import atomic
-from kdforge.profile.plots import layer_cost_plot, pareto_front, tradeoff_plot
+from kdforge.profile.plots import layer_cost_plot, pareto_front, tradeoff_plot, training_curves_plot
 
 COLUMNS = [
     ("student", "student", "{}"), ("method", "method", "{}"), ("model", "model", "{}"),
@@ -137,8 +137,12 @@ def html_page(rows: list[dict], context: dict, figures: list[Path]) -> str:
             f"<h2>Batch sweep</h2>{_html_table(*_sweep_rows(rows))}<h2>Figures</h2>{images}</body></html>\n")
 
 
-def write_report(folder: Path, rows: list[dict], context: dict, layers: dict[str, list[dict]]) -> list[Path]:
+def write_report(folder: Path, rows: list[dict], context: dict, layers: dict[str, list[dict]],
+                 histories: dict[str, list[dict]] | None = None) -> list[Path]:
+    """`histories`: per-epoch training records by network (teacher and students) for the curves."""
+    curves = [training_curves_plot(histories, folder / "training_curves.png")] if histories else []
     figures = [
+        *curves,
         tradeoff_plot(rows, "ort_p50_ms", "ONNX Runtime latency p50 (ms, batch 1)", folder / "accuracy_vs_latency.png"),
         tradeoff_plot(rows, "macs", "MACs per inference", folder / "accuracy_vs_macs.png"),
         *(layer_cost_plot(name, layer_costs, folder / f"layers_{name}.png") for name, layer_costs in layers.items()),
