@@ -32,7 +32,9 @@ class TrainConfig(Section):
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision: autocast to bf16 or fp16 (fp16 on GPUs)")
     channels_last: bool = Field(False, description="NHWC memory format for convolutions")
     checkpoint_minutes: float = Field(10.0, ge=0, description="also save the full training state mid-epoch this often (0: every step)")
-    log_every: int = Field(50, ge=1, description="steps between progress lines where stdout is not a terminal (and under CI)")
+    log_every: int = Field(50, ge=1, description="steps between reads of the losses on the device: progress, metrics.jsonl, "
+                           "the non-finite check and the time-based checkpoint happen there")
+    compile: bool = Field(False, description="run the distiller under torch.compile")
 
 
 class AugmentConfig(Section):
@@ -47,7 +49,8 @@ class DataConfig(Section):
     test_fraction: float = Field(0.2, gt=0, lt=0.5, description="digits only: the held-out test share")
     image_size: int = Field(224, ge=8, description="folder data only: the training crop size")
     augment: Optional[AugmentConfig] = None
-    num_workers: int = Field(0, ge=0)
+    num_workers: Optional[int] = Field(None, ge=0, description="training loader worker processes (default: image folders "
+                                       "one per core, in-memory data sets none)")
     teacher_classes: Optional[list[int]] = Field(None, description="cross-task: the classes the teacher learns")
     student_classes: Optional[list[int]] = Field(None, description="cross-task: the classes the students learn")
     overlap: Optional[float] = Field(None, ge=0, le=1, description="cross-task: draw both class sets with this share in common")

@@ -67,8 +67,9 @@ def test_image_folder(tmp_path):
     bundle = build_data(DataConfig(name="folder", root=tmp_path, image_size=16, val_fraction=0.25), seed=0)
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (9, 3, 4)
     assert bundle.class_names == ["cat", "dog"]
-    x, y = bundle.train[0]
-    assert x.shape == (3, 16, 16) and y in (0, 1)
+    x, y = bundle.train[(0, 0)]  # the training view: augmented, uint8, normalised on the device
+    assert x.shape == (3, 16, 16) and x.dtype == torch.uint8 and y in (0, 1)
+    assert bundle.train[0][0].dtype == torch.float32  # by index: as evaluation sees it
     assert bundle.test[0][0].shape == (3, 16, 16)
 
 
@@ -81,7 +82,7 @@ def test_empty_image_folder_is_a_user_error(tmp_path):
 
 def test_random_crop_flip_shifts_and_mirrors():
     x = torch.arange(16.0).view(1, 1, 4, 4).repeat(64, 1, 1, 1)
-    out = random_crop_flip(x, padding=1, hflip=True, generator=torch.Generator().manual_seed(0))
+    out = random_crop_flip(x, torch.rand(64, 3, generator=torch.Generator().manual_seed(0)), padding=1, hflip=True)
     assert out.shape == x.shape
     mirrored = x.flip(3)
     # every output is the padded input shifted by at most 1 pixel, possibly mirrored

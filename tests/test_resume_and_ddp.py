@@ -81,7 +81,7 @@ def test_a_run_killed_within_an_epoch_resumes_from_the_time_based_checkpoint_to_
     """train.checkpoint_minutes: 0 saves after every step; a SIGKILL in the middle of epoch 2
     loses at most one step, and the resumed run ends with exactly the weights of an uninterrupted
     one, its metrics.jsonl holding every step once."""
-    killed = _teacher_only_config(tmp_path, "killed", 3, checkpoint_minutes=0)
+    killed = _teacher_only_config(tmp_path, "killed", 3, checkpoint_minutes=0, log_every=1)
     proc = subprocess.Popen(_command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "teacher" / "checkpoint.pt"
     deadline = time.time() + 180
@@ -98,7 +98,7 @@ def test_a_run_killed_within_an_epoch_resumes_from_the_time_based_checkpoint_to_
     resumed = subprocess.run(_command(killed), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed at epoch 2, step {position['step'] + 1}" in resumed.stdout
-    reference = subprocess.run(_command(_teacher_only_config(tmp_path, "reference", 3)), capture_output=True, text=True)
+    reference = subprocess.run(_command(_teacher_only_config(tmp_path, "reference", 3, log_every=1)), capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr
     a, b = _weights(checkpoint), _weights(tmp_path / "reference" / "teacher" / "checkpoint.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -113,7 +113,7 @@ def test_a_run_killed_within_an_epoch_resumes_from_the_time_based_checkpoint_to_
 def test_two_cpu_processes_train_one_consistent_model(tmp_path, checkpoint_minutes):
     """With a checkpoint every step, rank 0's decision and the epoch's partial sums go through
     the process group; the run must still agree with its checkpoint."""
-    config = _teacher_only_config(tmp_path, "ddp", 2, checkpoint_minutes=checkpoint_minutes)
+    config = _teacher_only_config(tmp_path, "ddp", 2, checkpoint_minutes=checkpoint_minutes, log_every=1)
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "kdforge", "run", config, "--only", "data", "--only", "teacher"],
                          capture_output=True, text=True, timeout=600)

@@ -26,11 +26,11 @@ class StopAfter:
         self.n, self.seen = n, 0
         self.augment = batch_augmentation(DataConfig())
 
-    def __call__(self, x):
+    def __call__(self, x, uniforms):
         self.seen += 1
         if self.seen > self.n:
             raise KeyboardInterrupt
-        return self.augment(x)
+        return self.augment(x, uniforms)
 
 
 def test_resumed_training_ends_where_uninterrupted_training_does(tmp_path):
@@ -55,7 +55,7 @@ def test_nan_loss_stops_with_one_sentence_and_keeps_the_checkpoint(tmp_path):
     ckpt = tmp_path / "n.pt"
     fit(_distiller(), DATA, TrainConfig(epochs=1, batch_size=128), ckpt, "fp", torch.device("cpu"), 0)
     before = ckpt.read_bytes()
-    poison = lambda x: x * float("nan")  # noqa: E731
+    poison = lambda x, uniforms: x * float("nan")  # noqa: E731
     with pytest.raises(UserError, match="loss 'ce' became nan at epoch 1; the last good checkpoint is kept"):
         fit(_distiller(), DATA, TrainConfig(epochs=2, batch_size=128), ckpt, "fp2", torch.device("cpu"), 0, poison)
     assert ckpt.read_bytes() == before

@@ -21,11 +21,12 @@ def test_a_run_without_a_terminal_prints_a_line_every_log_every_steps_and_record
     folder = tmp_path / "run" / "teacher"
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "global_step" in r]
-    per_epoch = len(steps) // 2
+    per_epoch = steps[-1]["global_step"] // 2 + 1
+    reads = 2 * (per_epoch // log_every + (per_epoch % log_every != 0))  # every log_every steps and at each epoch's end
     lines = [line for line in out.stdout.splitlines() if line.strip().startswith("teacher resnet8: epoch")]
-    expected = 2 * (per_epoch // log_every + (per_epoch % log_every != 0))
-    assert len(lines) == expected and "img/s" in lines[0] and "stage ETA" in lines[0] and " ce " in lines[0]
-    assert {"ce", "loss", "lr", "images_per_s", "epoch", "step"} <= steps[0].keys()
+    assert len(lines) == len(steps) == reads
+    assert "img/s" in lines[0] and "stage ETA" in lines[0] and " ce " in lines[0] and "data " in lines[0]
+    assert {"ce", "loss", "lr", "images_per_s", "data_wait_share", "epoch", "step"} <= steps[0].keys()
     epochs = [r for r in records if "global_step" not in r]
     assert [e["epoch"] for e in epochs] == [0, 1] and {"val_accuracy", "train_accuracy", "loss"} <= epochs[0].keys()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -42,9 +43,9 @@ def test_on_a_terminal_each_epoch_has_a_bar_with_loss_terms_throughput_and_the_s
     log.interactive = True
     log.start_epoch(0, 0)
     for step in range(3):
-        log.step(0, step, {"ce": 1.5, "kd": 0.25}, 0.1, 64)
+        log.step(0, step, 1, {"ce": 1.5, "kd": 0.25}, 0.1, 64, 0.1)
     log.bar.refresh()
     log.end_epoch(0, {"loss": 1.75})
     log.close()
     bar = capsys.readouterr().err
-    assert "teacher resnet8 1/2" in bar and "ce 1.500 kd 0.250" in bar and "img/s" in bar and "stage ETA" in bar
+    assert "teacher resnet8 1/2" in bar and "ce 1.500 kd 0.250" in bar and "img/s" in bar and "data 10%" in bar and "stage ETA" in bar

@@ -20,7 +20,7 @@ from kdforge.profile.counts import count_costs
 from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
 from kdforge.profile.report import student_row, write_report
 from kdforge.profile.targets import target
-from kdforge.train.data import DataBundle, batch_augmentation, build_data
+from kdforge.train.data import DataBundle, batch_augmentation, build_data, loader_workers
 from kdforge.train import distributed
 from kdforge.train.device import resolve_device
 from kdforge.train.evaluation import generalized_accuracy
@@ -107,7 +107,8 @@ def run_teacher(ctx: StageContext) -> StageResult:
         metrics = {"test_accuracy": accuracy(logits, labels), "source": str(t.checkpoint)}
     else:
         result = fit(distiller, data, t.train, folder / "checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
-                     ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"teacher {t.model}")
+                     ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"teacher {t.model}",
+                     workers=loader_workers(ctx.cfg.data))
         metrics = _train_metrics(result)
     if distributed.is_main():
         atomic.write_json(folder / "metrics.json", metrics)
@@ -151,7 +152,8 @@ def run_distill(ctx: StageContext) -> StageResult:
     s = ctx.student
     distiller = build_distiller(ctx, with_teacher_weights=True)
     result = fit(distiller, ctx.data(), s.train, ctx.student_dir / "checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
-                 ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"{s.name} ({s.method})")
+                 ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"{s.name} ({s.method})",
+                 workers=loader_workers(ctx.cfg.data))
     metrics = _train_metrics(result)
     summary = f"{s.model} via {s.method}: test accuracy {metrics['test_accuracy'] * 100:.2f}%{_resumed(metrics)}"
     data, teacher_data = ctx.data(), ctx.data("teacher")

@@ -1,11 +1,13 @@
 """What a training stage shows and records while it runs.
 
-- On a terminal: a bar per epoch with the running loss terms, images/s and the stage's ETA
-  (tqdm). Under CI (`CI` set) or when stdout is not a terminal: one line every
-  `train.log_every` steps instead, so logs stay readable.
-- In the stage's folder: `metrics.jsonl`, one JSON record per step (loss terms, lr, images/s)
-  and one per epoch (the epoch's means, train and validation accuracy), and TensorBoard event
-  files under `tensorboard/` with the same scalars (`step/...` and `epoch/...`).
+The trainer reads its losses from the device every `train.log_every` steps; at each read:
+- on a terminal, a bar per epoch with the loss terms, images/s, the share of time spent
+  waiting for data and the stage's ETA (tqdm); under CI (`CI` set) or when stdout is not a
+  terminal, one line with the same, so logs stay readable;
+- in the stage's folder, `metrics.jsonl` gets a JSON record (the loss terms' means over those
+  steps, lr, images/s, data-wait share; `global_step` the last step's number), and one per
+  epoch (the epoch's means, train and validation accuracy); TensorBoard event files under
+  `tensorboard/` get the same scalars (`step/...` and `epoch/...`).
 A run resumed from a checkpoint first drops what was recorded after that checkpoint (from
 metrics.jsonl, and from TensorBoard by purge_step), so both read as one uninterrupted run.
 Only rank 0 of a torchrun job shows or records anything.
@@ -70,9 +72,11 @@ class TrainingLog:
             self.bar = tqdm(total=self.steps_per_epoch, initial=first_step, desc=f"{self.description} {epoch + 1}/{self.epochs}",
                             unit="step", leave=False, dynamic_ncols=True)
 
-    def step(self, epoch: int, step: int, losses: dict[str, float], lr: float, images: int) -> None:
-        """After step `step` (0-based) of `epoch`, which trained on `images` images (all ranks)."""
-        self.done += 1
+    def step(self, epoch: int, step: int, steps: int, losses: dict[str, float], lr: float, images: int, data_wait: float) -> None:
+        """At a read after step `step` (0-based) of `epoch`: the mean loss terms over the last
+        `steps` steps, which trained on `images` images (all ranks), `data_wait` the share of
+        their time spent waiting for the loader."""
+        self.done += steps
         self._epoch_images += images
         if not self.enabled:
             return
@@ -80,15 +84,16 @@ class TrainingLog:
         rate = self._epoch_images / elapsed if elapsed > 0 else 0.0
         stage_rate = (self.done - self._started_done) / max(time.perf_counter() - self._started, 1e-9)
         eta = (self.total - self.done) / stage_rate if stage_rate > 0 else 0.0
-        self._record({"epoch": epoch, "step": step, "global_step": self.done - 1, "lr": lr, "images_per_s": rate, **losses},
-                     "step", self.done - 1)
+        self._record({"epoch": epoch, "step": step, "global_step": self.done - 1, "lr": lr, "images_per_s": rate,
+                      "data_wait_share": data_wait, **losses}, "step", self.done - 1)
         terms = " ".join(f"{k} {v:.3f}" for k, v in losses.items())
+        status = f"{terms} | {rate:,.0f} img/s | data {data_wait:.0%} | stage ETA {_duration(eta)}"
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{terms} | {rate:,.0f} img/s | stage ETA {_duration(eta)}", refresh=False)
-            self.bar.update(1)
-        elif (step + 1) % self.log_every == 0 or step + 1 == self.steps_per_epoch:
-            print(f"  {self.description}: epoch {epoch + 1}/{self.epochs} step {step + 1}/{self.steps_per_epoch}: {terms}; "
-                  f"{rate:,.0f} img/s; stage ETA {_duration(eta)}", flush=True)
+            self.bar.set_postfix_str(status, refresh=False)
+            self.bar.update(steps)
+        else:
+            print(f"  {self.description}: epoch {epoch + 1}/{self.epochs} step {step + 1}/{self.steps_per_epoch}: "
+                  + status.replace(" | ", "; "), flush=True)
 
     def end_epoch(self, epoch: int, totals: dict) -> None:
         if self.bar is not None:

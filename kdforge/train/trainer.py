@@ -17,6 +17,7 @@ reduced across ranks, and rank 0 alone writes the checkpoint. Mixed precision (b
 autocast, a gradient scaler for fp16) and channels-last are switches of the train config.
 """
 
+import copy
 import math
 import random
 import time
@@ -35,6 +36,8 @@ from kdforge.config import TrainConfig
 from kdforge.errors import Interrupted, UserError
 from kdforge.train import distributed
 from kdforge.train.data import DataBundle
+from kdforge.train.data.augment import DRAWS as AUGMENT_DRAWS
+from kdforge.train.data.randomness import sample_uniforms
 from kdforge.train.progress import TrainingLog
 from kdforge.untrusted import load_torch
 
@@ -112,8 +115,11 @@ def fit(
     seed: int,
     augment: Optional[Callable] = None,
     description: str = "train",
+    workers: int = 0,
 ) -> TrainResult:
-    """Trains `distiller` (its forward returns logits and a dict of losses) and evaluates its student."""
+    """Trains `distiller` (its forward returns logits and a dict of losses) and evaluates its
+    student; `augment(images, uniforms)` is the batch augmentation of tensor data sets, `workers`
+    the training loader's worker processes."""
     seed_everything(seed)
     distiller.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     optimizer = make_optimizer(distiller, cfg)
@@ -133,9 +139,14 @@ def fit(
     resumed = Position(position.epoch, position.step)
 
     world = distributed.world_size()
-    model = DistributedDataParallel(distiller, find_unused_parameters=True) if world > 1 else distiller
+    batches = EpochBatches(data.train, cfg, seed, world)
+    loader = train_loader(data.train, batches, workers, device, seed)
+    model = distiller
+    if world > 1:
+        model = DistributedDataParallel(distiller, find_unused_parameters=_has_unused_parameters(distiller, data.train, batches, device))
+    step_fn = torch.compile(model) if cfg.compile else model
     started = time.perf_counter()
-    steps = len(_epoch_batches(data.train, cfg, seed, 0, world))
+    steps = len(batches)
     log = TrainingLog(checkpoint.parent, description, cfg.epochs, steps, position.epoch * steps + position.step, position.epoch,
                       cfg.log_every, enabled=distributed.is_main())
     saved = Position(position.epoch, position.step)
@@ -150,12 +161,15 @@ def fit(
             })
         saved = Position(at.epoch, at.step)
 
+    run = EpochRun(step_fn, optimizer, scaler, device, augment, seed, cfg, checkpoint, log, save,
+                   getattr(data.train, "device_normalization", None))
     try:
         for epoch in range(position.epoch, cfg.epochs):
             first = position.step if epoch == position.epoch else 0
             partial = position.partial if epoch == position.epoch and distributed.is_main() else {}
-            totals = _train_epoch(model, _epoch_batches(data.train, cfg, seed, epoch, world)[first:], data.train, optimizer, scaler,
-                                  device, augment, epoch, first, steps, cfg, checkpoint, partial, log, save)
+            batches.set_epoch(epoch, first)
+            distiller.train()
+            totals = run.epoch(loader, batches, epoch, first, steps, partial)
             scheduler.step()
             val_logits, val_labels = predict(distiller.student, data.val, device)
             totals["val_accuracy"] = accuracy(val_logits, val_labels)
@@ -195,60 +209,135 @@ def _epoch_batches(dataset, cfg: TrainConfig, seed: int, epoch: int, world: int)
     return batches[:-1] if drop_last and len(batches[-1]) < size else batches
 
 
-def _save_due(last: float, cfg: TrainConfig) -> bool:
+class EpochBatches:
+    """The training loader's batch sampler: the current epoch's batches from `set_epoch`, as
+    sample indices, or as (index, epoch) keys for data sets that augment each sample by its key
+    (image folders). One object for the whole stage, so worker processes can persist."""
+
+    def __init__(self, dataset, cfg: TrainConfig, seed: int, world: int):
+        self.dataset, self.cfg, self.seed, self.world = dataset, cfg, seed, world
+        self.keyed = getattr(dataset, "keyed", False)
+        self.epoch, self.batches = 0, _epoch_batches(dataset, cfg, seed, 0, world)
+
+    def set_epoch(self, epoch: int, first: int = 0) -> None:
+        self.epoch, self.batches = epoch, _epoch_batches(self.dataset, self.cfg, self.seed, epoch, self.world)[first:]
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield [(i, self.epoch) for i in batch] if self.keyed else batch
+
+    def __len__(self):
+        return len(_epoch_batches(self.dataset, self.cfg, self.seed, 0, self.world))
+
+
+def train_loader(dataset, batches: "EpochBatches", workers: int, device: torch.device, seed: int) -> DataLoader:
+    """The stage's training loader: `workers` persistent worker processes prefetching 4 batches
+    each, pinned memory for a GPU, and its own generator (the global RNG stays the run's)."""
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
+                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def _has_unused_parameters(distiller: torch.nn.Module, dataset, batches: EpochBatches, device: torch.device) -> bool:
+    """Whether one training step leaves trainable parameters without a gradient (DDP must then
+    search for them every step): probed on a copy, without touching the run's RNG."""
+    keys = next(iter(batches))[:2]
+    x, y = (torch.stack([torch.as_tensor(v) for v in column]) for column in zip(*(dataset[k] for k in keys)))
+    norm = getattr(dataset, "device_normalization", None)
+    x = _normalized(x.to(device), norm)
+    probe = copy.deepcopy(distiller).train()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        _, losses = probe(x, y.to(device), progress=0.0)
+        sum(losses.values()).backward()
+    return any(p.requires_grad and p.grad is None for p in probe.parameters())
+
+
+def _normalized(x: torch.Tensor, normalization) -> torch.Tensor:
+    """uint8 images from a loader that leaves normalisation to the device, as normalised floats."""
+    if normalization is None:
+        return x
+    mean, std = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in normalization)
+    return (x.float() / 255 - mean) / std
+
+
+class EpochRun:
+    """One epoch of steps. Loss sums stay on the device and are read every `train.log_every`
+    steps (and at the epoch's end): progress, metrics.jsonl, the non-finite check and the
+    time-based checkpoint happen at those reads, so a GPU waits for the host only there."""
+
+    def __init__(self, step_fn, optimizer, scaler, device, augment, seed, cfg: TrainConfig, checkpoint: Path,
+                 log: TrainingLog, save: Callable[[Position], None], normalization):
+        self.step_fn, self.optimizer, self.scaler, self.device, self.augment = step_fn, optimizer, scaler, device, augment
+        self.seed, self.cfg, self.checkpoint, self.log, self.save, self.normalization = seed, cfg, checkpoint, log, save, normalization
+
+    def _check_finite(self, window: dict[str, float], epoch: int) -> None:
+        bad = [k for k, v in window.items() if not math.isfinite(v)]
+        if bad:
+            raise UserError(
+                f"loss '{bad[0]}' became {window[bad[0]]} at epoch {epoch + 1}; the last good checkpoint is kept at "
+                f"{self.checkpoint}; lower the learning rate or the loss weights."
+            )
+
+    def epoch(self, loader, batches: EpochBatches, epoch: int, first: int, steps: int, partial: dict) -> dict:
+        cfg, device, world = self.cfg, self.device, distributed.world_size()
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        sums: dict[str, torch.Tensor] = {k: torch.tensor(v, dtype=torch.float64, device=device) for k, v in partial.items()}
+        window: dict[str, torch.Tensor] = {}
+        window_steps = window_images = 0
+        waited, window_started, last_save = 0.0, time.perf_counter(), time.monotonic()
+        self.log.start_epoch(epoch, first)
+        indices = iter(batches.batches)
+        fetch_started = time.perf_counter()
+        for step, (x, y) in enumerate(loader, start=first):
+            waited += time.perf_counter() - fetch_started
+            batch_indices = next(indices)
+            if self.augment is not None:
+                x = self.augment(x, torch.from_numpy(sample_uniforms(self.seed, epoch, batch_indices, AUGMENT_DRAWS)).float())
+            x = _normalized(x.to(device, non_blocking=True), self.normalization).contiguous(memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits, losses = self.step_fn(x, y, progress=(epoch + step / steps) / cfg.epochs)
+                loss = sum(losses.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            n = len(y)
+            for k, v in [*losses.items(), ("loss", loss)]:
+                v = v.detach().double()
+                sums[k] = sums.get(k, 0.0) + v * n
+                window[k] = window.get(k, 0.0) + v
+            sums["correct"] = sums.get("correct", 0.0) + (logits.argmax(1) == y).sum().double()
+            sums["seen"] = sums.get("seen", 0.0) + n
+            window_steps, window_images = window_steps + 1, window_images + n * world
+            if (step + 1 - first) % cfg.log_every == 0 or step + 1 == steps:
+                values = {k: float(v) / window_steps for k, v in window.items()}  # the one read of the device
+                self._check_finite(values, epoch)
+                elapsed = time.perf_counter() - window_started
+                self.log.step(epoch, step, window_steps, values, self.optimizer.param_groups[0]["lr"], window_images,
+                              waited / elapsed if elapsed > 0 else 0.0)
+                window, window_steps, window_images, waited, window_started = {}, 0, 0, 0.0, time.perf_counter()
+                if step + 1 < steps and _save_due(last_save, cfg, device):
+                    keys = sorted(sums)
+                    self.save(Position(epoch, step + 1, dict(zip(keys, distributed.all_reduce_sum([float(sums[k]) for k in keys], device)))))
+                    last_save = time.monotonic()
+            fetch_started = time.perf_counter()
+        keys = sorted(k for k in sums if k not in ("correct", "seen")) + ["correct", "seen"]
+        reduced = dict(zip(keys, distributed.all_reduce_sum([float(sums.get(k, 0.0)) for k in keys], device)))
+        seen = reduced.pop("seen")
+        result = {k: v / seen for k, v in reduced.items() if k != "correct"}
+        result["train_accuracy"] = reduced["correct"] / seen
+        result["lr"] = self.optimizer.param_groups[0]["lr"]
+        return result
+
+
+def _save_due(last: float, cfg: TrainConfig, device: torch.device) -> bool:
     """Whether the time-based checkpoint is due; rank 0's clock decides for every rank."""
     due = time.monotonic() - last >= cfg.checkpoint_minutes * 60
     if distributed.world_size() > 1:
-        return distributed.all_reduce_sum([1.0 if due and distributed.is_main() else 0.0], torch.device("cpu"))[0] > 0
+        return distributed.all_reduce_sum([1.0 if due and distributed.is_main() else 0.0], device)[0] > 0
     return due
-
-
-def _train_epoch(model, batches, dataset, optimizer, scaler, device, augment, epoch: int, first: int, steps: int, cfg: TrainConfig,
-                 checkpoint: Path, partial: dict, log: TrainingLog, save: Callable[[Position], None]) -> dict:
-    model.train()
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    totals: dict[str, float] = dict(partial)
-    world, last_save = distributed.world_size(), time.monotonic()
-    # the generator keeps the loader from drawing on the global RNG, which a resumed run restores
-    loader = DataLoader(dataset, batch_sampler=batches, generator=torch.Generator().manual_seed(epoch))
-    log.start_epoch(epoch, first)
-    for step, (x, y) in enumerate(loader, start=first):
-        if augment is not None:
-            x = augment(x)
-        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits, losses = model(x, y, progress=(epoch + step / steps) / cfg.epochs)
-            loss = sum(losses.values())
-        if not math.isfinite(loss.item()):
-            bad = next(k for k, v in losses.items() if not math.isfinite(v.item()))
-            raise UserError(
-                f"loss '{bad}' became {loss.item()} at epoch {epoch + 1}; the last good checkpoint is kept at "
-                f"{checkpoint}; lower the learning rate or the loss weights."
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        values = {k: v.item() for k, v in losses.items()}
-        values["loss"] = loss.item()
-        for k, v in values.items():
-            totals[k] = totals.get(k, 0.0) + v * len(y)
-        totals["correct"] = totals.get("correct", 0.0) + (logits.argmax(1) == y).sum().item()
-        totals["seen"] = totals.get("seen", 0.0) + len(y)
-        log.step(epoch, step, values, optimizer.param_groups[0]["lr"], len(y) * world)
-        if step + 1 < steps and _save_due(last_save, cfg):
-            keys = sorted(totals)
-            save(Position(epoch, step + 1, dict(zip(keys, distributed.all_reduce_sum([totals[k] for k in keys], device)))))
-            last_save = time.monotonic()
-    keys = sorted(k for k in totals if k not in ("correct", "seen")) + ["correct", "seen"]
-    reduced = dict(zip(keys, distributed.all_reduce_sum([totals.get(k, 0.0) for k in keys], device)))
-    seen = reduced.pop("seen")
-    result = {k: v / seen for k, v in reduced.items() if k != "correct"}
-    result["train_accuracy"] = reduced["correct"] / seen
-    result["lr"] = optimizer.param_groups[0]["lr"]
-    return result
 
 
 def _load_resumable(checkpoint: Path, fingerprint: str) -> Optional[dict]:

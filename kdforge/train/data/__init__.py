@@ -22,6 +22,20 @@ def build_data(cfg: DataConfig, seed: int, task: str = "student") -> DataBundle:
     return restrict(bundle, classes) if classes is not None else bundle
 
 
+def loader_workers(cfg: DataConfig) -> int:
+    """Worker processes of the training loader: data.num_workers, else for image folders the
+    cores this process may use (shared among the ranks on this machine), for in-memory tensors
+    none (their batch augmentation is one gather in the training process)."""
+    if cfg.num_workers is not None:
+        return cfg.num_workers
+    if cfg.name != "folder":
+        return 0
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def batch_augmentation(cfg: DataConfig):
     """The per-batch augmentation of tensor data sets; folder data augment per image instead."""
     if cfg.name == "folder":
@@ -29,4 +43,4 @@ def batch_augmentation(cfg: DataConfig):
     return partial(random_crop_flip, padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip)
 
 
-__all__ = ["DataBundle", "batch_augmentation", "build_data"]
+__all__ = ["DataBundle", "batch_augmentation", "build_data", "loader_workers"]

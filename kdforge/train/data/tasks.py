@@ -52,7 +52,18 @@ class Relabelled(Dataset):
     def __len__(self):
         return len(self.indices)
 
+    @property
+    def keyed(self) -> bool:
+        return getattr(self.dataset, "keyed", False)
+
+    @property
+    def device_normalization(self):
+        return getattr(self.dataset, "device_normalization", None)
+
     def __getitem__(self, i):
+        if isinstance(i, tuple):  # a training key (index, epoch) of a data set that augments per sample
+            x, _ = self.dataset[(self.indices[i[0]], i[1])]
+            return x, self.labels[i[0]]
         x, _ = self.dataset[self.indices[i]]
         return x, self.labels[i]
 
