@@ -26,6 +26,13 @@ def _cmd_run(args) -> None:
     print(f"run directory: {run_dir}" + (f"; report: {report}" if report.exists() else ""))
 
 
+def _cmd_data_bench(args) -> None:
+    from kdforge.config import load_config
+    from kdforge.train.data.bench import bench
+
+    print(bench(load_config(args.config, tuple(args.set or ())), args.steps))
+
+
 def _first_line(doc) -> str:
     lines = (doc or "").strip().splitlines()
     return lines[0] if lines else ""
@@ -123,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--portable", action="store_true", help="standard ONNX operators only")
     export.add_argument("--opset", type=int, default=18)
     export.set_defaults(func=_cmd_export)
+
+    data = sub.add_parser("data", help="the training input pipeline").add_subparsers(dest="data_command", required=True)
+    data_bench = data.add_parser("bench", help="the training loader's images/s against what the cores can decode")
+    data_bench.add_argument("config", type=Path)
+    data_bench.add_argument("--steps", type=int, default=50, help="batches to time")
+    data_bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. data.num_workers=4")
+    data_bench.set_defaults(func=_cmd_data_bench)
 
     sub.add_parser("methods", help="list the registered distillation methods").set_defaults(func=_cmd_methods)
     sub.add_parser("models", help="list the registered models").set_defaults(func=_cmd_models)

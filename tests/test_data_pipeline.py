@@ -53,19 +53,39 @@ def test_no_two_samples_or_epochs_share_draws():
     assert np.array_equal(draws[7:9], sample_uniforms(0, 5, [7, 8], 41))  # a sample's draws do not depend on its batch
 
 
-def test_large_jpegs_decode_at_a_reduced_scale(tmp_path):
-    from kdforge.train.data.folder import _drafted
+def test_large_jpegs_decode_at_a_reduced_scale_and_match_a_full_decode(tmp_path):
+    from kdforge.train.data.folder import ImageFolder, reduction
 
-    Image.fromarray(np.zeros((800, 1200, 3), np.uint8)).save(tmp_path / "big.jpg")
-    with Image.open(tmp_path / "big.jpg") as img:
-        drafted, box = _drafted(img, (0, 0, 800, 800), 224)  # 1/4 would leave the box 200 px: 1/2 is the smallest that covers 224
-        assert drafted.size == (600, 400) and box == (0, 0, 400, 400)
-    with Image.open(tmp_path / "big.jpg") as img:
-        drafted, box = _drafted(img, (100, 100, 300, 300), 224)  # a crop smaller than the output: full scale
-        assert drafted.size == (1200, 800) and box == (100, 100, 300, 300)
+    assert reduction((0, 0, 800, 800), 224) == 2  # 1/4 would leave the box 200 px
+    assert reduction((0, 0, 1800, 1900), 224) == 8 and reduction((100, 100, 300, 300), 224) == 1
+    yy, xx = np.mgrid[0:1200, 0:1600]
+    smooth = np.stack([(xx // 7) % 256, (yy // 5) % 256, ((xx + yy) // 9) % 256], -1).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "big.jpg", quality=95)
+    Image.fromarray(smooth).save(tmp_path / "big.png")
+    jpeg, png = (ImageFolder([(tmp_path / name, 0)], 64, train=True) for name in ("big.jpg", "big.png"))
+    for epoch in range(4):  # the scaled JPEG decode (OpenCV) and the full PNG decode (PIL) give the same crop
+        a, b = jpeg[(0, epoch)][0].float(), png[(0, epoch)][0].float()
+        assert a.shape == b.shape == (3, 64, 64) and (a - b).abs().mean() < 12
 
 
 def test_the_default_worker_count_uses_the_cores_for_folders_only(monkeypatch):
     assert loader_workers(DataConfig()) == 0 and loader_workers(DataConfig(num_workers=3)) == 3
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert loader_workers(DataConfig(name="folder", root=".")) >= 1
+
+
+def test_data_bench_prints_the_loader_rate_the_decode_limit_and_their_ratio(tmp_path, jpeg_folder):
+    import yaml
+
+    from conftest import assert_one_sentence, kdforge_cli
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "bench", "data": {"name": "folder", "root": str(jpeg_folder), "image_size": 32, "val_fraction": 0.0},
+        "students": [{"name": "s", "method": "ce", "model": "resnet8", "train": {"batch_size": 4}}]}))
+    out = kdforge_cli("data", "bench", config, "--steps", "3", "--set", "data.num_workers=2")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("training loader:") and "(2 worker(s), batch 4, 3 batches)" in lines[0]
+    assert "decode only, one core" in lines[1] and float(lines[2].rsplit(" ", 1)[1]) > 0
+    assert_one_sentence(kdforge_cli("data", "bench", config, "--steps", "0"), "--steps must be at least 1")
