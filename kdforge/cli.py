@@ -33,6 +33,15 @@ def _cmd_data_bench(args) -> None:
     print(bench(load_config(args.config, tuple(args.set or ())), args.steps))
 
 
+def _cmd_data_pack(args) -> None:
+    from kdforge.train.data.shards import pack
+
+    index = pack(args.root, args.out, args.shard_size)
+    counts = {split: (len(shards), sum(s["nsamples"] for s in shards)) for split, shards in index["splits"].items()}
+    print(f"written to {args.out}: " + "; ".join(f"{split} {n} shard(s), {total} images" for split, (n, total) in counts.items())
+          + f"; {len(index['classes'])} classes (data.name: webdataset, data.root: {args.out})")
+
+
 def _first_line(doc) -> str:
     lines = (doc or "").strip().splitlines()
     return lines[0] if lines else ""
@@ -137,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_bench.add_argument("--steps", type=int, default=50, help="batches to time")
     data_bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. data.num_workers=4")
     data_bench.set_defaults(func=_cmd_data_bench)
+    data_pack = data.add_parser("pack", help="write WebDataset tar shards from an ImageNet-style folder")
+    data_pack.add_argument("root", type=Path, help="ROOT with train/CLASS/* and val/CLASS/* (or test/)")
+    data_pack.add_argument("out", type=Path)
+    data_pack.add_argument("--shard-size", type=int, default=1000, help="images per shard")
+    data_pack.set_defaults(func=_cmd_data_pack)
 
     sub.add_parser("methods", help="list the registered distillation methods").set_defaults(func=_cmd_methods)
     sub.add_parser("models", help="list the registered models").set_defaults(func=_cmd_models)

@@ -43,11 +43,11 @@ class AugmentConfig(Section):
 
 
 class DataConfig(Section):
-    name: Literal["digits", "cifar10", "cifar100", "folder"] = "digits"
+    name: Literal["digits", "cifar10", "cifar100", "folder", "webdataset"] = "digits"
     root: Optional[Path] = None
     val_fraction: float = Field(0.1, ge=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5, description="digits only: the held-out test share")
-    image_size: int = Field(224, ge=8, description="folder data only: the training crop size")
+    image_size: int = Field(224, ge=8, description="folder and webdataset data: the training crop size")
     augment: Optional[AugmentConfig] = None
     num_workers: Optional[int] = Field(None, ge=0, description="training loader worker processes (default: image folders "
                                        "one per core, in-memory data sets none)")

@@ -89,3 +89,96 @@ def test_data_bench_prints_the_loader_rate_the_decode_limit_and_their_ratio(tmp_
     assert lines[0].startswith("training loader:") and "(2 worker(s), batch 4, 3 batches)" in lines[0]
     assert "decode only, one core" in lines[1] and float(lines[2].rsplit(" ", 1)[1]) > 0
     assert_one_sentence(kdforge_cli("data", "bench", config, "--steps", "0"), "--steps must be at least 1")
+
+
+def _pack(jpeg_folder, out, shard_size=5):
+    from conftest import kdforge_cli
+
+    packed = kdforge_cli("data", "pack", jpeg_folder, out, "--shard-size", str(shard_size))
+    assert packed.returncode == 0, packed.stderr
+    return packed
+
+
+def test_packed_shards_give_the_folders_images_and_batches(tmp_path, jpeg_folder):
+    out = _pack(jpeg_folder, tmp_path / "shards")
+    assert "train 5 shard(s), 24 images; test 2 shard(s), 6 images; 2 classes" in out.stdout
+    folder = build_data(DataConfig(name="folder", root=jpeg_folder, image_size=32, val_fraction=0.25), seed=0)
+    shards = build_data(DataConfig(name="webdataset", root=tmp_path / "shards", image_size=32, val_fraction=0.25), seed=0)
+    assert (len(shards.train), len(shards.val), len(shards.test)) == (len(folder.train), len(folder.val), len(folder.test))
+    for split in ("train", "val", "test"):  # the same images in the same order, by index as evaluation sees them
+        a, b = getattr(folder, split), getattr(shards, split)
+        assert all(torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1] for i in range(len(a)))
+    assert all(torch.equal(a, b) for a, b in zip(_epoch(folder, 0, 1), _epoch(shards, 2, 1), strict=True))
+
+
+def test_an_index_that_names_anything_but_a_shard_file_is_refused(tmp_path, jpeg_folder):
+    import json
+
+    from conftest import assert_one_sentence, run_tiny
+
+    _pack(jpeg_folder, tmp_path / "shards")
+    index = json.loads((tmp_path / "shards" / "index.json").read_text())
+    index["splits"]["train"][0]["url"] = "pipe:touch " + str(tmp_path / "MARKER")
+    (tmp_path / "shards" / "index.json").write_text(json.dumps(index))
+    out = run_tiny(tmp_path, [{"name": "s", "method": "ce", "model": "resnet8", "train": {"epochs": 1}}],
+                   data={"name": "webdataset", "root": str(tmp_path / "shards"), "image_size": 16}, teacher=None)
+    assert_one_sentence(out, "index.json is malformed (shard 'pipe:touch")
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_two_processes_under_torchrun_see_every_training_sample_once_per_epoch(tmp_path, jpeg_folder):
+    import subprocess
+    import sys
+
+    _pack(jpeg_folder, tmp_path / "shards")
+    script = tmp_path / "ranks.py"
+    script.write_text(f"""
+import json, os, torch, torch.distributed as dist
+from kdforge.config import DataConfig, TrainConfig
+from kdforge.train.data import build_data
+from kdforge.train.trainer import EpochBatches, train_loader
+dist.init_process_group("gloo")
+data = build_data(DataConfig(name="webdataset", root={str(tmp_path / 'shards')!r}, image_size=16, val_fraction=0.0), seed=0)
+batches = EpochBatches(data.train, TrainConfig(batch_size=4), seed=0, world=dist.get_world_size())
+loader = train_loader(data.train, batches, 2, torch.device("cpu"), seed=0)
+seen = {{}}
+for epoch in (0, 1):
+    batches.set_epoch(epoch)
+    keys = [k for b in batches for k, _ in b]
+    n = sum(len(x) for x, _ in loader)
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, keys)
+    seen[epoch] = (sorted(k for g in gathered for k in g), n)
+if dist.get_rank() == 0:
+    print(json.dumps({{"size": len(data.train), "seen": seen}}))
+""")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for epoch, (keys, loaded) in result["seen"].items():
+        assert keys == list(range(result["size"])) and loaded == result["size"] // 2  # each rank loads its half
+
+
+def test_a_teacher_trains_from_packed_shards_under_torchrun(tmp_path, jpeg_folder):
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    _pack(jpeg_folder, tmp_path / "shards")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "shards", "seed": 0, "run_dir": str(tmp_path / "run"),
+        "data": {"name": "webdataset", "root": str(tmp_path / "shards"), "image_size": 16, "val_fraction": 0.2, "num_workers": 1},
+        "teacher": {"model": "resnet8", "train": {"epochs": 2, "batch_size": 8, "lr": 0.05, "log_every": 1}},
+        "students": [{"name": "s", "method": "kd", "model": "resnet8"}]}))
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "kdforge", "run", str(config), "--only", "data", "--only", "teacher"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "teacher" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and 0 <= metrics["test_accuracy"] <= 1

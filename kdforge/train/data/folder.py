@@ -89,7 +89,8 @@ def center_crop(img: Image.Image, resize: int, size: int) -> Image.Image:
 
 class ImageFolder(Dataset):
     """Images by index as evaluation sees them (normalised floats); with `train`, the training
-    view by key (index, epoch): augmented, uint8."""
+    view by key (index, epoch): augmented, uint8. `read` is where the encoded bytes come from
+    (files here; tar shards in kdforge.train.data.shards)."""
 
     def __init__(self, samples: list[tuple[Path, int]], image_size: int, train: bool, seed: int = 0):
         self.samples, self.image_size, self.train, self.seed = samples, image_size, train, seed
@@ -133,12 +134,19 @@ class ImageFolder(Dataset):
         planes = cv2.split(out)
         return np.stack([planes[c] for c in order])
 
+    def read(self, index: int) -> tuple[str, bytes, int]:
+        """(name for messages, encoded image, label) of sample `index`."""
+        path, label = self.samples[index]
+        try:
+            return str(path), Path(path).read_bytes(), label
+        except OSError as e:
+            raise UserError(f"data.root: {path} cannot be read ({e.strerror or type(e).__name__}).") from None
+
     def __getitem__(self, key):
         training = self.train and isinstance(key, tuple)
         index, epoch = key if training else (key, 0)
-        path, label = self.samples[index]
+        path, data, label = self.read(index)
         if training:
-            data = path.read_bytes()
             with self._open(io.BytesIO(data), path) as opened:
                 pixels = self._training_view(path, data, opened, sample_uniforms(self.seed, epoch, [index], DRAWS)[0])
             return torch.from_numpy(pixels), label
@@ -151,7 +159,7 @@ class ImageFolder(Dataset):
                 img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
             return center_crop(img.convert("RGB"), resize, self.image_size)
 
-        with self._open(path, path) as opened:
+        with self._open(io.BytesIO(data), path) as opened:
             img = self._decode(path, opened, make)
         x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (x - self.mean) / self.std, label
