@@ -65,3 +65,24 @@ def test_bf16_autocast_and_channels_last_train(tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=128, lr=0.05, amp="bf16", channels_last=True)
     result = fit(_distiller(), DATA, cfg, tmp_path / "amp.pt", "fp", torch.device("cpu"), 0)
     assert result.history[-1]["loss"] < 2.5 and result.test_accuracy > 0.1
+
+
+def test_train_compile_runs_the_distiller_under_torch_compile(tmp_path):
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    result = fit(_distiller(), DATA, TrainConfig(epochs=1, batch_size=128, lr=0.05, compile=True), tmp_path / "c.pt", "fp",
+                 torch.device("cpu"), 0, batch_augmentation(DataConfig()))
+    assert counters["stats"]["unique_graphs"] >= 1 and result.history[-1]["loss"] < 2.5
+
+
+def test_the_unused_parameter_search_is_asked_of_ddp_only_where_a_step_leaves_parameters_without_gradients():
+    from kdforge.train.trainer import EpochBatches, _has_unused_parameters
+
+    batches = EpochBatches(DATA.train, CFG, 0, 1)
+    assert not _has_unused_parameters(_distiller(), DATA.train, batches, torch.device("cpu"))
+    with_spare = _distiller()
+    with_spare.spare = torch.nn.Linear(3, 3)  # trains nothing: DDP would wait for its gradient forever without the search
+    state = torch.get_rng_state()
+    assert _has_unused_parameters(with_spare, DATA.train, batches, torch.device("cpu"))
+    assert torch.equal(state, torch.get_rng_state())  # the probe leaves the run's RNG alone
