@@ -32,14 +32,16 @@ def _save(fig, path: Path) -> Path:
 def training_curves_plot(histories: dict[str, list[dict]], path: Path) -> Path:
     """Training loss (all terms summed) and validation accuracy per epoch, one line per network."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, history in histories.items():
+    colors = plt.cm.tab20.colors  # up to 20 networks without a repeated colour
+    for i, (name, history) in enumerate(histories.items()):
         epochs = [h["epoch"] + 1 for h in history]
-        loss_ax.plot(epochs, [h["loss"] for h in history], label=name, linestyle="--" if name.startswith("teacher") else "-")
-        acc_ax.plot(epochs, [h["val_accuracy"] * 100 for h in history], label=name, linestyle="--" if name.startswith("teacher") else "-")
+        style = {"label": name, "color": colors[i % len(colors)], "linestyle": "--" if name.startswith("teacher") else "-"}
+        loss_ax.plot(epochs, [h["loss"] for h in history], **style)
+        acc_ax.plot(epochs, [h["val_accuracy"] * 100 for h in history], **style)
     loss_ax.set_yscale("log")
     loss_ax.set(xlabel="epoch", ylabel="training loss (sum of terms)")
     acc_ax.set(xlabel="epoch", ylabel="validation accuracy (%)")
-    acc_ax.legend(fontsize=7, ncol=2)
+    acc_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the plot, off the curves
     return _save(fig, path)
 
 
