@@ -31,7 +31,9 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision: autocast to bf16 or fp16 (fp16 on GPUs)")
     channels_last: bool = Field(False, description="NHWC memory format for convolutions")
-    checkpoint_minutes: float = Field(10.0, ge=0, description="also save the full training state mid-epoch this often (0: every step)")
+    checkpoint_minutes: float = Field(10.0, ge=0, description=(
+        "also save the full training state mid-epoch this often (checked at each read of the losses, every log_every steps; "
+        "0: at every read)"))
     log_every: int = Field(50, ge=1, description="steps between reads of the losses on the device: progress, metrics.jsonl, "
                            "the non-finite check and the time-based checkpoint happen there")
     compile: bool = Field(False, description="run the distiller under torch.compile")
