@@ -90,12 +90,16 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _cmd_profile(args) -> None:
+    from kdforge.profile.latency import LatencySetup
     from kdforge.profile.standalone import profile_file
 
     if args.batch < 1:
         raise UserError(f"--batch {args.batch}: give a batch size of 1 or more.")
+    if args.rounds < 5 or args.round_ms <= 0:
+        raise UserError("--rounds takes 5 or more and --round-ms a positive duration: the median's interval needs rounds.")
+    setup = LatencySetup(rounds=args.rounds, round_ms=args.round_ms, max_rounds=2 * args.rounds)
     result = profile_file(args.model, threads=args.threads, layers=args.layers, batch=args.batch,
-                          input_shape=_shape(args.input) if args.input else None)
+                          input_shape=_shape(args.input) if args.input else None, setup=setup)
     print(result["table"])
     if args.target:
         from kdforge.profile.standalone import estimate_on
@@ -162,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--layers", action="store_true", help="add the per-layer table")
     prof.add_argument("--threads", type=int, default=1)
     prof.add_argument("--batch", type=int, default=1, help="the batch size a dynamic batch dimension of an .onnx file takes")
+    prof.add_argument("--rounds", type=int, default=20, help="timed rounds; the latency is the median of their medians")
+    prof.add_argument("--round-ms", type=float, default=1.0, help="the least duration of one round (ms)")
     prof.add_argument("--target", choices=TARGET_NAMES, default=None, help="estimate the latency per layer on this device (roofline)")
     prof.add_argument("--precision", choices=PRECISIONS, default="fp16", help="the precision of that estimate")
     prof.set_defaults(func=_cmd_profile)

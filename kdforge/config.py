@@ -152,13 +152,36 @@ def _check_target(name: str) -> str:
 
 class ProfileConfig(Section):
     threads: int = Field(1, ge=1)
-    warmup: int = Field(10, ge=0)
-    runs: int = Field(50, ge=1)
+    warmup: int = Field(10, ge=0, description="warm-up calls before timing (fewer when they outlast one round)")
+    rounds: int = Field(20, ge=5, description="timed rounds, interleaved across the report's models, backends and batch sizes")
+    round_ms: float = Field(1.0, gt=0, le=10_000, description="the least duration of one subject's round (ms)")
+    max_rounds: int = Field(40, ge=5, description="rounds at most, for a figure whose rounds disagree")
+    tolerance: float = Field(0.10, gt=0, lt=1, description="how far (a share of the median) the median's 95% confidence "
+                             "interval may reach before a figure is re-measured and then marked unstable")
     batch_size: int = Field(1, ge=1)
     sweep: list[int] = Field(default_factory=lambda: [1, 4, 16, 64], description="batch sizes of the throughput sweep")
     targets: list[Annotated[str, AfterValidator(_check_target)]] = Field(
         default_factory=list, description="devices to estimate each student's latency on (roofline), e.g. [h100, orin]")
     precision: Literal["fp32", "fp16", "bf16", "int8"] = Field("fp16", description="the precision of those estimates")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runs_replaced(cls, raw):
+        if isinstance(raw, dict) and "runs" in raw:
+            raise ValueError("'runs' is gone: latency is timed in interleaved rounds calibrated by duration; "
+                             "set profile.rounds and profile.round_ms instead")
+        return raw
+
+    @model_validator(mode="after")
+    def _max_rounds_covers_rounds(self):
+        if self.max_rounds < self.rounds:
+            raise ValueError(f"max_rounds ({self.max_rounds}) must be at least rounds ({self.rounds})")
+        return self
+
+    def latency_setup(self, seed: int = 0):
+        from kdforge.profile.latency import LatencySetup
+
+        return LatencySetup(self.warmup, self.rounds, self.round_ms, self.max_rounds, self.tolerance, seed)
 
 
 class Config(Section):

@@ -583,3 +583,13 @@ OrtStatus* RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* base)
   TRY(CALL(API_CustomOpDomain_Add, DomainAddFn, domain, &integer_op));
   return CALL(API_AddCustomOpDomain, AddDomainFn, options, domain);
 }
+
+/* The OpenMP threads that adder kernels called from this thread use: kdforge.export.ort sets it to
+ * the session's intra-op thread count before each run, so an adder model timed "on 1 thread" is. */
+void kdforge_adder_set_threads(int threads) {
+#ifdef _OPENMP
+  if (threads > 0) omp_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}

@@ -23,6 +23,7 @@ is one), and both kernels check the tensors' shapes again at every run. A malfor
 any error ONNX Runtime raises while running, is a UserError naming the node.
 """
 
+import ctypes
 import hashlib
 import os
 import re
@@ -30,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,7 @@ _registered = False
 # ONNX Runtime runs the nodes of a sequential session on the calling thread), returns an empty
 # tensor, and `run` raises the error once the session returns or fails on that tensor.
 _python_op_errors = threading.local()
+_adder_threads = weakref.WeakKeyDictionary()  # session -> (set the calling thread's adder kernel threads, count)
 
 
 def _register_adder_kernel() -> str:
@@ -201,6 +204,7 @@ def model_session(model: onnx.ModelProto, path, threads: int = 1, adder_kernel: 
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 4  # errors reach the caller as exceptions; ORT's own log lines would repeat them
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    set_threads = None
     if check_adder_nodes(model, path):
         providers = ["CPUExecutionProvider"]  # both adder kernels run on the CPU
         # the kernels bring their own threads (OpenMP, numba); ORT's pool spinning between nodes
@@ -211,14 +215,21 @@ def model_session(model: onnx.ModelProto, path, threads: int = 1, adder_kernel: 
             raise UserError("the native adder kernel needs a C compiler (cc or $CC) with OpenMP; install one or use adder_kernel='python'.")
         if library is not None:
             options.register_custom_ops_library(str(library))
+            set_threads = ctypes.CDLL(str(library)).kdforge_adder_set_threads  # the handle ORT opened: one OpenMP state
         else:
             rewrite_adder_nodes(model)
             options.register_custom_ops_library(_register_adder_kernel())
+            import numba
+
+            set_threads = lambda n: numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # noqa: E731
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+        sess = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     except Exception as e:  # ORT's own message names the node or op it cannot run
         raise UserError(f"ONNX Runtime cannot open {path}: {_reason(e)}; the file needs an operator or "
                         f"feature this ONNX Runtime lacks (kdforge's exports use standard operators and kdforge's own).") from None
+    if set_threads is not None:
+        _adder_threads[sess] = (set_threads, threads)
+    return sess
 
 
 def load_model(path) -> onnx.ModelProto:
@@ -246,6 +257,9 @@ def run_feeds(sess: ort.InferenceSession, feeds: dict) -> list:
     """sess.run(None, feeds), where an error inside a kernel (ONNX Runtime raises it as an
     exception; the Python operator leaves it aside) is a UserError naming the node."""
     _python_op_errors.error = None
+    if sess in _adder_threads:
+        set_threads, threads = _adder_threads[sess]
+        set_threads(threads)
     try:
         outputs = sess.run(None, feeds)
     except Exception as e:

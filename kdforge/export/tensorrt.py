@@ -9,7 +9,6 @@ GPU). `engine_runner` runs an engine for the verify stage. Both end with one sen
 TensorRT or a GPU is missing.
 """
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -96,28 +95,24 @@ def _calibrator(trt, images: np.ndarray, batch: int = 32):
     return Calibrator()
 
 
-def engine_latency(engine_path: Path, input_shape, warmup: int, runs: int) -> dict:
-    """GPU compute time of the engine from CUDA events, and host latency (the call, copies
-    included) apart, both as percentiles over `runs` after `warmup`."""
+def engine_timers(run, input_shape) -> dict:
+    """Timers (kdforge.profile.latency) of one call of an `engine_runner`: "tensorrt" is host
+    latency (the call, copies included), "tensorrt_gpu" the GPU time between CUDA events around it."""
     import torch
 
-    from kdforge.profile.latency import percentiles
+    from kdforge.profile.latency import call_timer
 
-    run = engine_runner(engine_path)
     x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-    for _ in range(warmup):
-        run(x)
-    gpu, host = [], []
-    for _ in range(runs):
+
+    def gpu() -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        t0 = time.perf_counter()
         start.record()
         run(x)
         end.record()
         end.synchronize()
-        host.append(time.perf_counter() - t0)
-        gpu.append(start.elapsed_time(end) / 1e3)
-    return {"backend": "tensorrt", "batch": input_shape[0], "gpu": percentiles(gpu), **percentiles(host)}
+        return start.elapsed_time(end) / 1e3
+
+    return {"tensorrt": call_timer(lambda: run(x)), "tensorrt_gpu": gpu}
 
 
 def engine_runner(engine_path: Path):

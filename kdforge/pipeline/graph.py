@@ -1,7 +1,8 @@
 """The stage graph: which units a config has, what each depends on, and their fingerprints.
 
 Units, in order: data, teacher (when the config has one), then per student distill/S, strip/S, export/S, verify/S,
-profile/S, and report. A unit's fingerprint hashes its own part of the config and the
+then profile (all students at once: their latencies are measured in interleaved rounds, so they are
+one measurement) and report. A unit's fingerprint hashes its own part of the config and the
 fingerprints of the units it depends on, so a change re-runs that unit and everything after it.
 """
 
@@ -45,11 +46,12 @@ def build_graph(cfg: Config) -> list[Unit]:
             "strip": ({}, [f"distill/{s.name}"]),
             "export": ({"export": _dump(cfg.export)}, [f"strip/{s.name}"]),
             "verify": ({"verify": _dump(cfg.verify)}, [f"export/{s.name}", "data"]),
-            "profile": ({"profile": _dump(cfg.profile)}, [f"export/{s.name}"]),
         }
         units += [Unit(stage, s.name, deps, part) for stage, (part, deps) in parts.items()]
-    report_deps = [f"{stage}/{s.name}" for s in cfg.students for stage in ("distill", "verify", "profile")]
-    units.append(Unit("report", deps=report_deps))
+    units.append(Unit("profile", deps=[f"export/{s.name}" for s in cfg.students],
+                      config_part={"profile": _dump(cfg.profile), "seed": cfg.seed}))
+    report_deps = [f"{stage}/{s.name}" for s in cfg.students for stage in ("distill", "verify")]
+    units.append(Unit("report", deps=[*report_deps, "profile"]))
     by_key = {}
     for unit in units:
         payload = json.dumps([unit.key, unit.config_part, [by_key[d].fingerprint for d in unit.deps]], sort_keys=True)

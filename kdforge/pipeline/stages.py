@@ -274,38 +274,48 @@ def run_verify(ctx: StageContext) -> StageResult:
     return StageResult([path], {**results, "counts": counts}, summary)
 
 
-def run_profile(ctx: StageContext) -> StageResult:
-    model, spec = load_deployed(ctx.student_dir / "deploy.pt")
-    p = ctx.cfg.profile
-    shape = (p.batch_size, spec["in_channels"], spec["image_size"], spec["image_size"])
-    onnx_path = ctx.student_dir / "model.onnx"
-    measure = {
-        "onnxruntime": lambda s, w, r: latency.onnxruntime_latency(onnx_path, s, p.threads, w, r),
-        "pytorch": lambda s, w, r: latency.pytorch_latency(model, s, p.threads, w, r),
-    }
-    precision = ctx.student.precision
-    if precision != "fp32":
-        low_path = ctx.student_dir / f"model.{precision}.onnx"
-        measure[f"onnxruntime_{precision}"] = lambda s, w, r: latency.onnxruntime_latency(low_path, s, p.threads, w, r)
-    if ctx.cfg.export.tensorrt:
-        from kdforge.export.tensorrt import engine_latency
+def _deployed_students(ctx: StageContext) -> list:
+    from kdforge.profile.students import DeployedStudent
 
-        measure["tensorrt"] = lambda s, w, r: engine_latency(ctx.student_dir / "model.engine", s, w, r)
-    costs = count_costs(model, (1, *shape[1:]))
-    profile = {
-        "costs": costs,
-        "estimates": {name: roofline.estimate(costs, target(name, p.threads), p.precision) for name in p.targets},
-        "latency": {name: m(shape, p.warmup, p.runs) for name, m in measure.items()},
-        "sweep": {name: latency.batch_sweep(m, shape, p.sweep, max(1, p.warmup // 4), max(3, p.runs // 10))
-                  for name, m in measure.items()},
-        "environment": latency.environment(),
-    }
-    path = ctx.student_dir / "profile.json"
-    atomic.write_json(path, profile)
-    t, ort_lat = profile["costs"]["totals"], profile["latency"]["onnxruntime"]
-    return StageResult([path], {"macs": t["macs"], "params": t["params"], "ort_p50_ms": ort_lat["p50_ms"]}, (
-        f"{t['params']:,} params, {t['macs']:,} MACs, ONNX Runtime p50 {ort_lat['p50_ms']:.3f} ms "
-        f"(batch {p.batch_size}, {p.threads} thread(s))"
+    deployed = []
+    for s in ctx.cfg.students:
+        folder = ctx.run_dir / "students" / s.name
+        model, spec = load_deployed(folder / "deploy.pt")
+        files = {"onnxruntime": folder / "model.onnx"}
+        if s.precision != "fp32":
+            files[f"onnxruntime_{s.precision}"] = folder / f"model.{s.precision}.onnx"
+        deployed.append(DeployedStudent(s.name, model, (spec["in_channels"], spec["image_size"], spec["image_size"]), files,
+                                        folder / "model.engine" if ctx.cfg.export.tensorrt else None))
+    return deployed
+
+
+def run_profile(ctx: StageContext) -> StageResult:
+    """Costs per student (shared by identical modules), then every student's latency in one
+    interleaved measurement (kdforge.profile.students)."""
+    from kdforge.profile.identity import torch_digest
+    from kdforge.profile.students import time_students
+
+    p = ctx.cfg.profile
+    students = _deployed_students(ctx)
+    timed = time_students(students, p.batch_size, p.sweep, p.threads, p.latency_setup(ctx.cfg.seed))
+    environment, costs_of, paths = latency.environment(), {}, []
+    for s in students:
+        digest = torch_digest(s.model, (1, *s.input_shape))
+        if digest not in costs_of:
+            costs_of[digest] = count_costs(s.model, (1, *s.input_shape))
+        costs = costs_of[digest]
+        profile = {"costs": costs, **timed[s.name], "environment": environment,
+                   "estimates": {name: roofline.estimate(costs, target(name, p.threads), p.precision) for name in p.targets}}
+        paths.append(ctx.run_dir / "students" / s.name / "profile.json")
+        atomic.write_json(paths[-1], profile)
+    figures = [f for t in timed.values() for f in t["latency"].values()]
+    graphs = {t["latency"]["onnxruntime"]["graph"] for t in timed.values()}
+    unstable = sorted({s for s, t in timed.items() for f in t["latency"].values() if not f["stable"]})
+    ort = [t["latency"]["onnxruntime"]["p50_ms"] for t in timed.values()]
+    return StageResult(paths, {"students": len(students), "distinct_onnx_graphs": len(graphs), "unstable": unstable}, (
+        f"{len(students)} students, {len(graphs)} distinct ONNX graphs; ONNX Runtime p50 {min(ort):.3f} to {max(ort):.3f} ms "
+        f"(batch {p.batch_size}, {p.threads} thread(s), {min(f['rounds'] for f in figures)} to {max(f['rounds'] for f in figures)} "
+        f"interleaved rounds){'; unstable: ' + ', '.join(unstable) if unstable else ''}"
     ))
 
 
@@ -327,7 +337,8 @@ def run_report(ctx: StageContext) -> StageResult:
     context = {
         "name": ctx.cfg.name, "data": ctx.cfg.data.name, "teacher_model": teacher.model if teacher else None,
         "teacher_accuracy": ctx.metrics("teacher")["test_accuracy"] if teacher else None, "environment": environment,
-        "latency_setup": {"batch_size": p.batch_size, "threads": p.threads, "warmup": p.warmup, "runs": p.runs},
+        "latency_setup": {"batch_size": p.batch_size, "threads": p.threads, "method": p.latency_setup().sentence(),
+                          "tolerance": p.tolerance},
         "targets": list(p.targets), "precision": p.precision,
         "energy_source": ENERGY_SOURCE,
     }

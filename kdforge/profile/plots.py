@@ -3,23 +3,30 @@ each student's cost per layer, and the training curves of the teacher and the st
 files, also embedded in report.html."""
 
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from kdforge.atomic import atomic_path  # noqa: E402
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: lower cost (x) and higher accuracy (y)."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
+def pareto_front(points: list[tuple[float, float]], tied: Callable[[int, int], bool] | None = None) -> list[int]:
+    """Indices of the points no other point beats on cost (x, lower is better) and accuracy (y).
+    `tied(i, j)` says whether two costs are within the noise of each other (default: equal); point j
+    beats point i when it is at least as accurate, not costlier beyond the noise, and better in one:
+    more accurate, or cheaper beyond the noise."""
+    tied = tied or (lambda i, j: points[i][0] == points[j][0])
+
+    def beats(j: int, i: int) -> bool:
+        cheaper, same_cost = points[j][0] < points[i][0] and not tied(i, j), tied(i, j)
+        return points[j][1] >= points[i][1] and (cheaper or same_cost) and (cheaper or points[j][1] > points[i][1])
+
+    front = [i for i in range(len(points)) if not any(beats(j, i) for j in range(len(points)) if j != i)]
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
 
 
 def _save(fig, path: Path) -> Path:
@@ -45,18 +52,38 @@ def training_curves_plot(histories: dict[str, list[dict]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def tradeoff_plot(rows: list[dict], cost_key: str, cost_label: str, path: Path) -> Path:
+def tradeoff_plot(rows: list[dict], cost_key: str, cost_label: str, path: Path, front: list[int] | None = None,
+                  intervals: list[tuple[float, float]] | None = None) -> Path:
+    """Accuracy against a cost, the Pareto front marked (`front`, by default the exact one), each
+    cost's noise interval drawn as a horizontal bar where given. Students at one point share a
+    label; labels are moved apart (adjustText) so that close points stay readable."""
+    from adjustText import adjust_text
+
     points = [(r[cost_key], r["test_accuracy"] * 100) for r in rows]
-    front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue")
-    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", marker="o", label="Pareto front")
-    for r, (x, y) in zip(rows, points):
-        ax.annotate(r["student"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front = pareto_front(points) if front is None else front
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if intervals:
+        errors = [[x - lo for (x, _), (lo, _) in zip(points, intervals)], [hi - x for (x, _), (_, hi) in zip(points, intervals)]]
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], xerr=errors, fmt="none", ecolor="tab:gray",
+                    alpha=0.6, capsize=2, label="latency noise (ties)")
+    ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", marker="o", label="Pareto front",
+            zorder=4)
+    at_point: dict[tuple[float, float], list[str]] = {}
+    for r, point in zip(rows, points):
+        at_point.setdefault(point, []).append(r["student"])
+    texts = [ax.text(x, y, ", ".join(names), fontsize=7) for (x, y), names in at_point.items()]
+    xs = [p[0] for p in points if p[0] > 0]
+    if xs and max(xs) > 10 * min(xs):  # costs an order of magnitude apart: equal steps by ratio
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.set_xlabel(cost_label)
     ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    adjust_text(texts, x=[p[0] for p in points], y=[p[1] for p in points], ax=ax, expand=(1.3, 1.8),
+                arrowprops={"arrowstyle": "-", "color": "tab:gray", "lw": 0.5})
     return _save(fig, path)
 
 

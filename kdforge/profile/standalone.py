@@ -37,23 +37,23 @@ def _cost_rows(t: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def profile_file(path, threads: int = 1, layers: bool = False, warmup: int = 10, runs: int = 50, batch: int = 1,
+def profile_file(path, threads: int = 1, layers: bool = False, batch: int = 1, setup: latency.LatencySetup = latency.LatencySetup(),
                  input_shape: tuple[int, ...] | None = None) -> dict:
     if ":" in str(path) and not Path(path).exists():
-        return _profile_factory(str(path), input_shape, threads, layers, warmup, runs)
+        return _profile_factory(str(path), input_shape, threads, layers, setup)
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist; give a deploy.pt, a .onnx or .pt2 file, or a factory package.module:function.")
     if path.suffix == ".onnx":
-        return _profile_onnx(path, threads, layers, warmup, runs, batch)
+        return _profile_onnx(path, threads, layers, setup, batch)
     if path.suffix == ".pt2":
-        return _profile_program(path, threads, layers, warmup, runs)
+        return _profile_program(path, threads, layers, setup)
     if path.name == "checkpoint.pt":
-        return _profile_model(*_checkpoint_model(path), threads, layers, warmup, runs)
+        return _profile_model(*_checkpoint_model(path), threads, layers, setup)
     if path.suffix == ".pt":
         from kdforge.export.strip import load_deployed
 
-        return _profile_model(*load_deployed(path), threads, layers, warmup, runs)
+        return _profile_model(*load_deployed(path), threads, layers, setup)
     raise UserError(f"{path}: kdforge profiles deploy.pt files and .onnx files, not '{path.suffix}'.")
 
 
@@ -84,7 +84,7 @@ def _checkpoint_model(path: Path):
     return model.eval(), spec
 
 
-def _profile_factory(factory: str, input_shape, threads: int, layers: bool, warmup: int, runs: int) -> dict:
+def _profile_factory(factory: str, input_shape, threads: int, layers: bool, setup: latency.LatencySetup) -> dict:
     """A model built by the user's own code: importing and calling it is what they asked for."""
     import importlib
 
@@ -104,21 +104,21 @@ def _profile_factory(factory: str, input_shape, threads: int, layers: bool, warm
     if not isinstance(model, nn.Module):
         raise UserError(f"{factory}() returned a {type(model).__name__}, not a torch.nn.Module.")
     spec = {"model": factory, "method": "factory", "input_shape": tuple(input_shape)}
-    return _profile_model(model.eval(), spec, threads, layers, warmup, runs)
+    return _profile_model(model.eval(), spec, threads, layers, setup)
 
 
-def _profile_program(path: Path, threads: int, layers: bool, warmup: int, runs: int) -> dict:
+def _profile_program(path: Path, threads: int, layers: bool, setup: latency.LatencySetup) -> dict:
     from kdforge.profile.counts import count_program
     from kdforge.untrusted import load_exported_program
 
     program = load_exported_program(path)
     costs = count_program(program)
     shape = tuple(costs["totals"]["input_shape"])
-    lat = latency.pytorch_latency(program.module(), shape, threads, warmup, runs)
+    lat = _pytorch_figure(program.module(), shape, threads, setup)
     return _model_result(costs, lat, f"{path.name} (torch.export archive)", shape, threads, layers)
 
 
-def _profile_model(model, spec: dict, threads: int, layers: bool, warmup: int, runs: int) -> dict:
+def _profile_model(model, spec: dict, threads: int, layers: bool, setup: latency.LatencySetup) -> dict:
     from kdforge.profile.counts import count_costs
 
     shape = spec.get("input_shape") or (1, spec["in_channels"], spec["image_size"], spec["image_size"])
@@ -129,7 +129,7 @@ def _profile_model(model, spec: dict, threads: int, layers: bool, warmup: int, r
     except Exception as e:  # noqa: BLE001 - a model torch.export cannot trace, or a wrong --input
         raise UserError(f"torch.export cannot trace {spec['model']} on a {'x'.join(map(str, shape))} input "
                         f"({type(e).__name__}: {' '.join(str(e).split())[:200]}).") from None
-    lat = latency.pytorch_latency(model, shape, threads, warmup, runs)
+    lat = _pytorch_figure(model, shape, threads, setup)
     return _model_result(costs, lat, f"{spec['model']} ({spec.get('method', '?')})", shape, threads, layers)
 
 
@@ -137,15 +137,16 @@ def _model_result(costs: dict, lat: dict, label: str, shape, threads: int, layer
     t = costs["totals"]
     table = _table([
         ("model", label), ("input", "x".join(map(str, shape))), *_cost_rows(t),
-        ("PyTorch CPU latency", f"p50 {lat['p50_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({threads} thread(s))"),
+        ("PyTorch CPU latency", f"{_latency_text(lat)} ({threads} thread(s))"),
     ])
     if layers:
         table += "\n\n" + _layer_table(costs["layers"])
     return {"table": table, "costs": costs, "latency": {"pytorch": lat}, "environment": latency.environment()}
 
 
-def _profile_onnx(path: Path, threads: int, layers: bool, warmup: int, runs: int, batch: int) -> dict:
+def _profile_onnx(path: Path, threads: int, layers: bool, setup: latency.LatencySetup, batch: int) -> dict:
     from kdforge.export.ort import load_model
+    from kdforge.export.ort import session as ort_session
     from kdforge.profile.onnx_counts import count_onnx
 
     model = load_model(path)
@@ -155,14 +156,30 @@ def _profile_onnx(path: Path, threads: int, layers: bool, warmup: int, runs: int
     costs = count_onnx(model, batch)
     t = costs["totals"]
     shape = tuple(t["input_shape"] or ())
-    lat = latency.onnxruntime_latency(path, shape, threads, warmup, runs)
+    session = ort_session(path, threads=threads)
+    lat = {"backend": "onnxruntime", "provider": session.get_providers()[0], "threads": threads, "batch": shape[0],
+           **_figure(latency.onnxruntime_timer(session, shape), setup)}
     table = _table([
         ("file", str(path)), ("input", "x".join(map(str, shape))), *_cost_rows(t),
-        ("ONNX Runtime latency", f"p50 {lat['p50_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({threads} thread(s), {lat['provider']})"),
+        ("ONNX Runtime latency", f"{_latency_text(lat)} ({threads} thread(s), {lat['provider']})"),
     ])
     if layers:
         table += "\n\n" + _layer_table(costs["layers"])
     return {"table": table, "costs": costs, "latency": {"onnxruntime": lat}, "environment": latency.environment()}
+
+
+def _figure(timer, setup: latency.LatencySetup) -> dict:
+    return latency.measure({"model": timer}, setup)["model"]
+
+
+def _pytorch_figure(model, shape, threads: int, setup: latency.LatencySetup) -> dict:
+    with latency.torch_threads(threads):
+        figure = _figure(latency.pytorch_timer(model, shape), setup)
+    return {"backend": "pytorch-eager", "device": "cpu", "threads": threads, "batch": shape[0], **figure}
+
+
+def _latency_text(figure: dict) -> str:
+    return f"p50 {latency.figure_text(figure)} over {figure['rounds']} rounds (ms), p90 {figure['p90_ms']:.3f} ms"
 
 
 def estimate_on(costs: dict, target_name: str, precision: str, threads: int = 1) -> tuple[dict, str]:
