@@ -13,7 +13,6 @@ on every shape; stretch: INT8 adder / ORT INT8 conv <= 1.5.
 import argparse
 import shutil
 import subprocess
-import time
 
 import numpy as np
 import onnxruntime as ort
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from kdforge.export import ort as ort_backend
-from kdforge.profile.latency import cpu_model, time_calls
+from kdforge.profile.latency import LatencySetup, call_timer, cpu_model, measure
 
 SHAPES = [  # net, N, C (= O), H (= W), stride
     ("ResNet-20", 64, 16, 32, 1), ("ResNet-20", 64, 32, 16, 1), ("ResNet-20", 64, 64, 8, 1),
@@ -66,17 +65,13 @@ def layer_runners(n: int, c: int, h: int, stride: int, threads: int, rng) -> dic
     }
 
 
-def interleaved_medians(runners: dict, rounds: int, calls: int) -> dict:
-    """Median over `rounds` of each round's median call time (ms), implementations interleaved.
-    Each batch of calls starts after a pause: the thread pools of the implementation before it
-    (ONNX Runtime's, PyTorch's OpenMP, the kernel's) spin a while after their work and would
+def interleaved_medians(runners: dict, rounds: int) -> dict:
+    """kdforge's latency method (kdforge/profile/latency.py): median ms per call over `rounds`
+    interleaved rounds. Each round starts after a pause: the thread pools of the implementation before
+    it (ONNX Runtime's, PyTorch's OpenMP, the kernel's) spin a while after their work and would
     otherwise be timed as part of the next one."""
-    per_round = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            time.sleep(0.05)
-            per_round[name].append(time_calls(run, 1, calls)["p50_ms"])
-    return {name: float(np.median(t)) for name, t in per_round.items()}
+    setup = LatencySetup(rounds=rounds, round_ms=20, max_rounds=rounds, settle_ms=50)
+    return {name: f["p50_ms"] for name, f in measure({n: call_timer(run) for n, run in runners.items()}, setup).items()}
 
 
 def sad_instruction_count() -> str:
@@ -103,7 +98,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for net, n, c, h, stride in SHAPES[:3] if args.quick else SHAPES:
         with torch.inference_mode():
-            ms = interleaved_medians(layer_runners(n, c, h, stride, args.threads, rng), args.rounds, calls=5)
+            ms = interleaved_medians(layer_runners(n, c, h, stride, args.threads, rng), args.rounds)
         print(f"| {net} | {n}x{c}x{h}x{h} | {ms['INT8 adder']:.2f} | {ms['FP32 adder']:.2f} | {ms['F.conv2d FP32']:.2f} | "
               f"{ms['ORT INT8 conv']:.2f} | {ms['INT8 adder'] / ms['F.conv2d FP32']:.2f} | "
               f"{ms['INT8 adder'] / ms['ORT INT8 conv']:.2f} | {ms['FP32 adder'] / ms['INT8 adder']:.1f} |")

@@ -3,7 +3,8 @@ in PyTorch with kdforge's native op, at batch 1 and 64, same thread count.
 
 Rows: ONNX Runtime with the native C kernel, with the onnxruntime-extensions Python operator,
 and the portable export (standard operators only). Printed: median latency per call and the
-ratio to PyTorch (target for the kdforge node: at most 1.5).
+ratio to PyTorch (target for the kdforge node: at most 1.5). Timing: kdforge's own method (interleaved
+rounds, kdforge/profile/latency.py), PyTorch and the three sessions interleaved.
 
     python benchmarks/ort_adder.py [--threads 2]
 """
@@ -17,9 +18,14 @@ import torch
 
 from kdforge.export import ort as ort_backend
 from kdforge.export.onnx_export import export_onnx
-from kdforge.profile.latency import cpu_model, time_calls
+from kdforge.profile.latency import LatencySetup, call_timer, cpu_model, measure
 from kdforge.train.models import create_model
 from kdforge.train.models.base import calibrate_batch_norm
+
+
+def _infer(model, x):
+    with torch.inference_mode():
+        return model(x)
 
 
 def main() -> None:
@@ -43,16 +49,17 @@ def main() -> None:
         }
         for batch in (1, 64):
             x = torch.randn(batch, 3, 32, 32)
-            runs, warmup = (50, 5) if batch == 1 else (8, 2)
             with torch.inference_mode():
                 reference = model(x).numpy()
-                torch_ms = time_calls(lambda: model(x), warmup, runs)["p50_ms"]
-            cells = [f"{torch_ms:.2f}"]
+            timers = {"torch": call_timer(lambda: _infer(model, x))}
             for name, sess in sessions.items():
                 out = ort_backend.run(sess, x.numpy())
                 assert np.abs(out - reference).max() < 1e-3, f"{name} disagrees with PyTorch"
-                ms = time_calls(lambda: ort_backend.run(sess, x.numpy()), warmup, runs)["p50_ms"]
-                cells += [f"{ms:.2f}", f"{ms / torch_ms:.2f}"]
+                timers[name] = call_timer(lambda sess=sess: ort_backend.run(sess, x.numpy()))
+            ms = {name: f["p50_ms"] for name, f in measure(timers, LatencySetup(round_ms=20, settle_ms=5)).items()}
+            cells = [f"{ms['torch']:.2f}"]
+            for name in sessions:
+                cells += [f"{ms[name]:.2f}", f"{ms[name] / ms['torch']:.2f}"]
             print(f"| {batch} | " + " | ".join(cells) + " |")
 
 

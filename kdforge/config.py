@@ -181,7 +181,10 @@ class ProfileConfig(Section):
     def latency_setup(self, seed: int = 0):
         from kdforge.profile.latency import LatencySetup
 
-        return LatencySetup(self.warmup, self.rounds, self.round_ms, self.max_rounds, self.tolerance, seed)
+        # with thread pools (more than 1 thread), a pause before each round lets the previous subject's
+        # pools stop spinning, or the next subject would be timed sharing the cores with them
+        return LatencySetup(self.warmup, self.rounds, self.round_ms, self.max_rounds, self.tolerance, seed,
+                            settle_ms=0.0 if self.threads == 1 else 5.0)
 
 
 class Config(Section):

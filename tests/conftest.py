@@ -22,7 +22,7 @@ def tiny_config(run_dir, **overrides) -> dict:
             {"name": "kd", "method": "kd", "model": "resnet8", "options": {"temperature": 4.0}, "train": dict(train)},
             {"name": "ann", "method": "ce", "model": "resnet8_adder", "train": dict(train)},
         ],
-        "profile": {"warmup": 1, "runs": 3},
+        "profile": {"warmup": 1, "rounds": 5, "round_ms": 0.2, "max_rounds": 5},
     }
     cfg.update(overrides)
     return cfg

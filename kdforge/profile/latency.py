@@ -7,7 +7,7 @@ The method (as pyperf and Google Benchmark do it, and trtexec's duration-based r
   pays lazy initialisation, is done); their times calibrate how many calls fill a round;
 - then `rounds` rounds; in each, every subject in a shuffled order (seeded) runs for at least
   `round_ms`, each call timed on its own with a monotonic clock, after one untimed call that
-  brings its weights back into the caches the previous subject used (short calls only);
+  brings its code and weights back into the caches the previous subject used (calls under 10 ms);
 - a cycle gives every subject one round; with enough subjects, each round is divided by its
   cycle's machine state (how much slower than usual the other subjects ran in that cycle): a
   neighbour's load that slows the whole machine for a while then cancels out of the comparison;
@@ -43,6 +43,7 @@ class LatencySetup:
     max_rounds: int = 40
     tolerance: float = 0.10
     seed: int = 0
+    settle_ms: float = 0.0  # a pause before each round, so thread pools the previous subject left spinning go idle
 
     def sentence(self) -> str:
         return (f"the median over {self.rounds} rounds interleaved across every model, backend and batch size "
@@ -77,7 +78,9 @@ class _Subject:
     rewarm: bool
     rounds: list  # per round, the times of its calls in seconds
 
-    def run_round(self) -> None:
+    def run_round(self, settle_s: float) -> None:
+        if settle_s:
+            time.sleep(settle_s)
         if self.rewarm:
             self.timer()
         self.rounds.append([self.timer() for _ in range(self.calls_per_round)])
@@ -112,6 +115,11 @@ def summarize(rounds: list[list[float]], tolerance: float, states: np.ndarray | 
     }
 
 
+REWARM_BELOW_S = 10e-3
+"""Calls shorter than this open each round with an untimed call: the subject before left the caches,
+the allocator and the branch predictors to its own code. Past it, a cold start is a small share of
+the call."""
+
 STATE_SUBJECTS = 6
 """The fewest other subjects from which a cycle's machine state is estimated; with fewer, rounds are taken as they are."""
 
@@ -134,16 +142,16 @@ def measure(timers: dict[Hashable, Timer], setup: LatencySetup) -> dict[Hashable
     subjects = {}
     for key, timer in timers.items():
         per_call = _warm_up(timer, setup)
-        subjects[key] = _Subject(timer, max(1, math.ceil(round_s / max(per_call, 1e-9))), per_call < round_s / 10, [])
+        subjects[key] = _Subject(timer, max(1, math.ceil(round_s / max(per_call, 1e-9))), per_call < REWARM_BELOW_S, [])
     rng = np.random.default_rng(setup.seed)
     keys = list(subjects)
     for _ in range(setup.rounds):
-        _interleave(subjects, keys, rng)
+        _interleave(subjects, keys, rng, setup.settle_ms / 1e3)
     results = _summaries(subjects, keys, setup.tolerance)
     # more cycles for everyone, not only the unstable: a subject measured alone would see another
     # state of the machine than the rest, and the figures would stop being comparable
     while not all(r["stable"] for r in results.values()) and len(subjects[keys[0]].rounds) < setup.max_rounds:
-        _interleave(subjects, keys, rng)
+        _interleave(subjects, keys, rng, setup.settle_ms / 1e3)
         results = _summaries(subjects, keys, setup.tolerance)
     return results
 
@@ -153,9 +161,9 @@ def _summaries(subjects: dict, keys: list, tolerance: float) -> dict:
     return {k: summarize(subjects[k].rounds, tolerance, None if states is None else states[i]) for i, k in enumerate(keys)}
 
 
-def _interleave(subjects: dict, keys: list, rng: np.random.Generator) -> None:
+def _interleave(subjects: dict, keys: list, rng: np.random.Generator, settle_s: float) -> None:
     for i in rng.permutation(len(keys)):
-        subjects[keys[i]].run_round()
+        subjects[keys[i]].run_round(settle_s)
 
 
 def noise_interval(figure: dict, tolerance: float) -> tuple[float, float]:
