@@ -15,4 +15,4 @@ CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml")
 def test_shipped_config_is_valid(path):
     cfg = parse_config(yaml.safe_load(path.read_text()), str(path))
     units = build_graph(cfg)
-    assert units[-1].key == "report" and len(units) >= 2 + 5 * len(cfg.students)
+    assert units[-1].key == "report" and units[-2].key == "profile" and len(units) >= 1 + 4 * len(cfg.students) + 2
