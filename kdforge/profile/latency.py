@@ -3,7 +3,7 @@ timed in several rounds, interleaved, so that a noisy moment on a shared machine
 of them instead of landing on whichever model was being timed.
 
 The method (as pyperf and Google Benchmark do it, and trtexec's duration-based runs):
-- warm-up calls first (at most `warmup`, and no longer than one round once the first call, which
+- warm-up calls first (at most `warmup`, and no longer than ten rounds once the first call, which
   pays lazy initialisation, is done); their times calibrate how many calls fill a round;
 - then `rounds` rounds; in each, every subject in a shuffled order (seeded) runs for at least
   `round_ms`, each call timed on its own with a monotonic clock, after one untimed call that
@@ -48,8 +48,8 @@ class LatencySetup:
     def sentence(self) -> str:
         return (f"the median over {self.rounds} rounds interleaved across every model, backend and batch size "
                 f"of the report, each round at least {self.round_ms:g} ms of calls timed one by one (its median call), "
-                f"after up to {self.warmup} warm-up calls, and divided by how much slower than usual the other "
-                f"subjects ran in the same cycle of rounds; '±' is half the width of the median's 95% confidence "
+                f"after up to {self.warmup} warm-up calls, and (with {STATE_SUBJECTS + 1} or more subjects) divided by how "
+                f"much slower than usual the other subjects ran in the same cycle of rounds; '±' is half the width of the median's 95% confidence "
                 f"interval (order statistics of the rounds), relative; a figure whose interval reaches beyond ±"
                 f"{self.tolerance:.0%} gets more rounds (up to {self.max_rounds}) and is marked unstable if it stays so")
 
@@ -65,7 +65,7 @@ def call_timer(fn: Callable[[], object]) -> Timer:
 def _warm_up(timer: Timer, setup: LatencySetup) -> float:
     """Runs the warm-up calls and returns the estimated time of one call."""
     times = [timer()]
-    budget = setup.round_ms / 1e3
+    budget = 10 * setup.round_ms / 1e3
     while len(times) < max(setup.warmup, 2) and sum(times[1:]) < budget:
         times.append(timer())
     return float(np.median(times[1:]))
