@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from kdforge.export import ort as ort_backend
 from kdforge.export.strip import load_deployed
@@ -47,7 +46,7 @@ def main() -> None:
         session = ort_backend.session(folder / "model.onnx", threads=1)
         timers[("onnxruntime", folder.name)] = latency.onnxruntime_timer(session, shape)
         timers[("pytorch", folder.name)] = latency.pytorch_timer(model, shape)
-        groups.setdefault(onnx_digest(onnx.load(folder / "model.onnx")), []).append(folder.name)
+        groups.setdefault(onnx_digest(ort_backend.load_model(folder / "model.onnx")), []).append(folder.name)
     groups = [members for members in groups.values() if len(members) > 1]
     print(f"{latency.cpu_model()}, 1 thread; {len(timers) // 2} students, groups of identical graphs: "
           + "; ".join(", ".join(g) for g in groups))

@@ -185,3 +185,31 @@ def test_adder_kernels_run_on_the_sessions_thread_count(tmp_path):
         assert gomp.omp_get_max_threads() == threads
     with pytest.raises(UserError):
         ort_backend.session(tmp_path / "missing.onnx")
+
+
+def test_a_report_times_each_distinct_graph_once_and_its_students_share_the_figure(tmp_path, monkeypatch):
+    """time_students on three exported students, two of one architecture with different weights; an
+    engine is faked (no TensorRT here) to show the TensorRT figures follow the same sharing."""
+    import kdforge.export.tensorrt as tensorrt
+    from kdforge.export.onnx_export import export_onnx
+    from kdforge.profile.students import DeployedStudent, time_students
+    from kdforge.train.models import create_model
+
+    engine_calls = []
+    monkeypatch.setattr(tensorrt, "engine_runner", lambda path: engine_calls.append(path))
+    monkeypatch.setattr(tensorrt, "engine_timers", lambda run, shape: {
+        "tensorrt": latency.call_timer(lambda: None), "tensorrt_gpu": latency.call_timer(lambda: None)})
+    students = []
+    for seed, (name, arch) in enumerate([("ce", "resnet8"), ("kd", "resnet8"), ("wide", "resnet20")]):
+        torch.manual_seed(seed)
+        model = create_model(arch, 10, 1).eval()
+        export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / f"{name}.onnx", 18)
+        students.append(DeployedStudent(name, model, (1, 8, 8), {"onnxruntime": tmp_path / f"{name}.onnx"},
+                                        engine=tmp_path / f"{name}.engine"))
+    timed = time_students(students, batch=1, sweep=[1, 2], threads=1, setup=_setup(rounds=5, max_rounds=5))
+    for backend in ("onnxruntime", "pytorch", "tensorrt", "tensorrt_gpu"):
+        ce, kd, wide = (timed[s]["latency"][backend] for s in ("ce", "kd", "wide"))
+        assert ce == {**kd, "shared_with": ["kd"]} and kd["shared_with"] == ["ce"] and wide["shared_with"] == []
+        assert ce["graph"] != wide["graph"] and ce["p50_ms"] > 0 and ce["batch"] == 1
+        assert [p["batch"] for p in timed["wide"]["sweep"][backend]] == [1, 2]
+    assert len(engine_calls) == 2  # one engine loaded per distinct graph

@@ -71,7 +71,7 @@ def test_engine_of_an_addernet_matches_pytorch(tmp_path):
     import torch
 
     from kdforge.export.onnx_export import export_onnx
-    from kdforge.export.tensorrt import build_engine, engine_runner
+    from kdforge.export.tensorrt import build_engine, engine_runner, engine_timers
     from kdforge.train.models import create_model
 
     model = create_model("resnet20_adder", 10).eval()
@@ -80,6 +80,9 @@ def test_engine_of_an_addernet_matches_pytorch(tmp_path):
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         np.testing.assert_allclose(engine_runner(engine)(x.numpy()), model(x).numpy(), atol=1e-3, rtol=1e-3)
+    timers = engine_timers(engine_runner(engine), (4, 3, 32, 32))  # what the profile stage times
+    host, gpu = timers["tensorrt"](), timers["tensorrt_gpu"]()
+    assert 0 < gpu and 0 < host
 
 
 @pytest.mark.tensorrt

@@ -290,9 +290,8 @@ def _deployed_students(ctx: StageContext) -> list:
 
 
 def run_profile(ctx: StageContext) -> StageResult:
-    """Costs per student (shared by identical modules), then every student's latency in one
-    interleaved measurement (kdforge.profile.students)."""
-    from kdforge.profile.identity import torch_digest
+    """Every student's latency in one interleaved measurement (kdforge.profile.students), then the
+    costs of each distinct module, which its students share."""
     from kdforge.profile.students import time_students
 
     p = ctx.cfg.profile
@@ -300,7 +299,7 @@ def run_profile(ctx: StageContext) -> StageResult:
     timed = time_students(students, p.batch_size, p.sweep, p.threads, p.latency_setup(ctx.cfg.seed))
     environment, costs_of, paths = latency.environment(), {}, []
     for s in students:
-        digest = torch_digest(s.model, (1, *s.input_shape))
+        digest = timed[s.name]["latency"]["pytorch"]["graph"]  # identical modules: identical counts
         if digest not in costs_of:
             costs_of[digest] = count_costs(s.model, (1, *s.input_shape))
         costs = costs_of[digest]
@@ -314,8 +313,8 @@ def run_profile(ctx: StageContext) -> StageResult:
     ort = [t["latency"]["onnxruntime"]["p50_ms"] for t in timed.values()]
     return StageResult(paths, {"students": len(students), "distinct_onnx_graphs": len(graphs), "unstable": unstable}, (
         f"{len(students)} students, {len(graphs)} distinct ONNX graphs; ONNX Runtime p50 {min(ort):.3f} to {max(ort):.3f} ms "
-        f"(batch {p.batch_size}, {p.threads} thread(s), {min(f['rounds'] for f in figures)} to {max(f['rounds'] for f in figures)} "
-        f"interleaved rounds){'; unstable: ' + ', '.join(unstable) if unstable else ''}"
+        f"(batch {p.batch_size}, {p.threads} thread(s), {figures[0]['rounds']} interleaved rounds)"
+        f"{'; unstable: ' + ', '.join(unstable) if unstable else ''}"
     ))
 
 

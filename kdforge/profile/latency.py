@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
@@ -88,8 +89,8 @@ class _Subject:
 
 def median_interval(n: int, confidence: float = 0.95) -> tuple[int, int]:
     """Ranks (0-based, in sorted order) of a distribution-free confidence interval of the median of n
-    samples: the widest-inward pair whose binomial coverage still reaches `confidence` (the whole
-    range where n is too small for it)."""
+    samples: the innermost symmetric pair whose binomial coverage still reaches `confidence` (the
+    whole range where n is too small for that)."""
     from scipy.stats import binom
 
     k = 0  # the interval (sorted[k], sorted[n-1-k]) covers the median with probability 1 - 2 P(Binomial(n, 1/2) <= k)
@@ -222,24 +223,18 @@ def pytorch_timer(model, input_shape) -> Timer:
     return call_timer(infer)
 
 
-class torch_threads:
+@contextmanager
+def torch_threads(threads: int):
     """PyTorch's intra-op thread count (and numba's, which kdforge's adder op runs on) set for a
     block, and restored after."""
+    import numba
+    import torch
 
-    def __init__(self, threads: int):
-        self.threads = threads
-
-    def __enter__(self):
-        import numba
-        import torch
-
-        self.previous = torch.get_num_threads(), numba.get_num_threads()
-        torch.set_num_threads(self.threads)
-        numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))  # the adder layers' CPU kernel
-
-    def __exit__(self, *exc):
-        import numba
-        import torch
-
-        torch.set_num_threads(self.previous[0])
-        numba.set_num_threads(self.previous[1])
+    previous = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        numba.set_num_threads(previous[1])

@@ -146,8 +146,7 @@ def _table(rows: list[dict], columns) -> list[list[str]]:
 
 def _sweep_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     header = ["student", "backend", "batch", "p50 (ms)", "images/s"]
-    body = [[r["student"], backend, str(s["batch"]),
-             figure_text(s), f"{s['images_per_s']:,.0f}"]
+    body = [[r["student"], backend, str(s["batch"]), figure_text(s), f"{s['images_per_s']:,.0f}"]
             for r in rows for backend, sweep in r["sweep"].items() for s in sweep]
     return header, body
 

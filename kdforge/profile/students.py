@@ -49,24 +49,33 @@ def _tensorrt_backend(engine: Path, input_shape) -> _Backend:
     return _Backend(lambda batch: engine_timers(run, (batch, *input_shape)), {"backend": "tensorrt"})
 
 
+_TIMED_BY = {"tensorrt_gpu": "tensorrt"}  # figures that come from another backend's timers
+
+
+def _backend(name: str, s: DeployedStudent, threads: int) -> _Backend:
+    if name == "pytorch":
+        return _pytorch_backend(s.model, s.input_shape, threads)
+    if name == "tensorrt":
+        return _tensorrt_backend(s.engine, s.input_shape)
+    return _onnx_backend(name, s.onnx_files[name], s.input_shape, threads)
+
+
 def _backends(students: list[DeployedStudent], threads: int) -> tuple[dict, dict]:
     """The distinct (backend, digest) pairs, and per student its digest for each backend."""
-    import onnx
+    from kdforge.export.ort import load_model  # external data refused: a file may come from anyone
 
     distinct, of_student = {}, {}
     for s in students:
         digests = {}
         digests["pytorch"] = torch_digest(s.model, (1, *s.input_shape))
         for backend, path in s.onnx_files.items():
-            digests[backend] = onnx_digest(onnx.load(path))
+            digests[backend] = onnx_digest(load_model(path))
         if s.engine is not None:  # an engine is its ONNX graph compiled: the same graph, the same engine
             digests["tensorrt"] = digests["tensorrt_gpu"] = digests["onnxruntime"]
         for backend, digest in digests.items():
-            key = ("tensorrt" if backend == "tensorrt_gpu" else backend, digest)
+            key = (_TIMED_BY.get(backend, backend), digest)
             if key not in distinct:
-                distinct[key] = (_pytorch_backend(s.model, s.input_shape, threads) if backend == "pytorch" else
-                                 _tensorrt_backend(s.engine, s.input_shape) if backend.startswith("tensorrt") else
-                                 _onnx_backend(backend, s.onnx_files[backend], s.input_shape, threads))
+                distinct[key] = _backend(key[0], s, threads)
             if s.name not in distinct[key].students:
                 distinct[key].students.append(s.name)
         of_student[s.name] = digests
@@ -89,7 +98,7 @@ def time_students(students: list[DeployedStudent], batch: int, sweep: list[int],
     for s in students:
         lat, swept = {}, {}
         for backend, digest in of_student[s.name].items():
-            shared = distinct[("tensorrt" if backend == "tensorrt_gpu" else backend, digest)]
+            shared = distinct[(_TIMED_BY.get(backend, backend), digest)]
             others = [n for n in shared.students if n != s.name]
             lat[backend] = {**shared.info, "batch": batch, **figures[(backend, digest, batch)], "graph": digest,
                             "shared_with": others}
