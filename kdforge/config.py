@@ -152,7 +152,7 @@ def _check_target(name: str) -> str:
 
 class ProfileConfig(Section):
     threads: int = Field(1, ge=1)
-    warmup: int = Field(10, ge=0, description="warm-up calls before timing (fewer when they outlast one round)")
+    warmup: int = Field(10, ge=0, description="warm-up calls before timing (fewer when they outlast ten rounds)")
     rounds: int = Field(20, ge=5, description="timed rounds, interleaved across the report's models, backends and batch sizes")
     round_ms: float = Field(1.0, gt=0, le=10_000, description="the least duration of one subject's round (ms)")
     max_rounds: int = Field(40, ge=5, description="rounds at most, for a figure whose rounds disagree")

@@ -22,8 +22,9 @@ def pareto_front(points: list[tuple[float, float]], tied: Callable[[int, int], b
     tied = tied or (lambda i, j: points[i][0] == points[j][0])
 
     def beats(j: int, i: int) -> bool:
-        cheaper, same_cost = points[j][0] < points[i][0] and not tied(i, j), tied(i, j)
-        return points[j][1] >= points[i][1] and (cheaper or same_cost) and (cheaper or points[j][1] > points[i][1])
+        same_cost = tied(i, j)
+        cheaper = points[j][0] < points[i][0] and not same_cost
+        return points[j][1] >= points[i][1] and (cheaper or (same_cost and points[j][1] > points[i][1]))
 
     front = [i for i in range(len(points)) if not any(beats(j, i) for j in range(len(points)) if j != i)]
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
