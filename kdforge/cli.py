@@ -8,7 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
-from kdforge.errors import Interrupted, UserError
+from kdforge.errors import Interrupted, UserError, printable
+from kdforge.safe_files import MAX_TENSOR_MIB
 from kdforge.profile.roofline import PRECISIONS
 from kdforge.profile.targets import TARGET_NAMES
 
@@ -30,6 +31,8 @@ def _cmd_data_bench(args) -> None:
     from kdforge.config import load_config
     from kdforge.train.data.bench import bench
 
+    if args.steps < 1:
+        raise UserError(f"--steps {args.steps}: time 1 or more batches.")
     print(bench(load_config(args.config, tuple(args.set or ())), args.steps))
 
 
@@ -97,9 +100,12 @@ def _cmd_profile(args) -> None:
         raise UserError(f"--batch {args.batch}: give a batch size of 1 or more.")
     if args.rounds < 5 or args.round_ms <= 0:
         raise UserError("--rounds takes 5 or more and --round-ms a positive duration: the median's interval needs rounds.")
+    if args.threads < 1 or args.max_tensor_mib < 1:
+        raise UserError("--threads and --max-tensor-mib take 1 or more.")
     setup = LatencySetup(rounds=args.rounds, round_ms=args.round_ms, max_rounds=2 * args.rounds)
     result = profile_file(args.model, threads=args.threads, layers=args.layers, batch=args.batch,
-                          input_shape=_shape(args.input) if args.input else None, setup=setup)
+                          input_shape=_shape(args.input) if args.input else None, setup=setup,
+                          max_tensor_mib=args.max_tensor_mib)
     print(result["table"])
     if args.target:
         from kdforge.profile.standalone import estimate_on
@@ -113,9 +119,16 @@ def _cmd_profile(args) -> None:
         print(f"written: {args.json}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes end like every other user error: one line, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"kdforge: error: {printable(message)}; see `{self.prog} --help`.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kdforge", description="Distil, strip, export, verify and profile compact vision models.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="kdforge", description="Distil, strip, export, verify and profile compact vision models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run the pipeline of a YAML config (up-to-date stages are skipped)")
     run.add_argument("config", type=Path)
@@ -159,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list the registered distillation methods").set_defaults(func=_cmd_methods)
     sub.add_parser("models", help="list the registered models").set_defaults(func=_cmd_models)
 
-    prof = sub.add_parser("profile", help="cost table of a deploy.pt, checkpoint.pt, .onnx or .pt2 file, or a model factory")
+    prof = sub.add_parser("profile", help="cost table of a deploy.pt, checkpoint.pt or .onnx file, or a model factory")
     prof.add_argument("model", help="a file, or a factory package.module:function (with --input)")
     prof.add_argument("--input", default=None, metavar="NxCxHxW", help="the input shape, for a factory")
     prof.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
@@ -168,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--batch", type=int, default=1, help="the batch size a dynamic batch dimension of an .onnx file takes")
     prof.add_argument("--rounds", type=int, default=20, help="timed rounds; the latency is the median of their medians")
     prof.add_argument("--round-ms", type=float, default=1.0, help="the least duration of one round (ms)")
+    prof.add_argument("--max-tensor-mib", type=int, default=MAX_TENSOR_MIB, help=(
+        "the most memory (MiB) a file's declared shapes may imply, per tensor and for the live activations together; "
+        "a file that needs more is refused before anything is allocated"))
     prof.add_argument("--target", choices=TARGET_NAMES, default=None, help="estimate the latency per layer on this device (roofline)")
     prof.add_argument("--precision", choices=PRECISIONS, default="fp16", help="the precision of that estimate")
     prof.set_defaults(func=_cmd_profile)
@@ -189,7 +205,7 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except UserError as e:
-        print(f"kdforge: error: {e}", file=sys.stderr)
+        print(f"kdforge: error: {printable(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         stop = Interrupted.of(e)

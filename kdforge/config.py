@@ -8,10 +8,10 @@ options are validated by the method's own `Options` model, model names against t
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kdforge.errors import UserError
+from kdforge.errors import UserError, printable, printable_name
+from kdforge.safe_files import load_yaml, read_text
 
 
 class Section(BaseModel):
@@ -263,29 +263,27 @@ def _validate_method_options(cfg: Config, source: str) -> None:
 
 def apply_override(raw: dict, assignment: str) -> None:
     """`key.sub=value` sets raw[key][sub] to value parsed as YAML (`export.tensorrt=true`)."""
+    shown = printable_name(assignment)
     key, sep, value = assignment.partition("=")
-    if not sep or not key:
-        raise UserError(f"--set {assignment!r}: write it as key=value, e.g. --set export.tensorrt=true.")
-    *parents, leaf = key.split(".")
+    parts = key.split(".")
+    if not sep or not all(parts):
+        raise UserError(f"--set {shown}: write it as key=value, e.g. --set export.tensorrt=true.")
+    *parents, leaf = parts
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise UserError(f"--set {assignment!r}: '{part}' is not a section of the config.")
-    node[leaf] = yaml.safe_load(value)
+            raise UserError(f"--set {shown}: '{printable(part)}' is not a section of the config.")
+    node[leaf] = load_yaml(value, f"--set {shown}")
+
+
+CONFIG_MAX_BYTES = 1 << 20  # a config is a few KiB
 
 
 def load_config(path: Path, overrides: tuple[str, ...] = ()) -> Config:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist.")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}.") from None
+    raw = load_yaml(read_text(path, "config file", CONFIG_MAX_BYTES), printable(str(path)))
     if isinstance(raw, dict):
         for assignment in overrides:
             apply_override(raw, assignment)
-    return parse_config(raw, str(path))
+    return parse_config(raw, printable(str(path)))

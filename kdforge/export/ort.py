@@ -39,6 +39,7 @@ import onnx
 import onnxruntime as ort
 
 from kdforge.errors import UserError
+from kdforge.export.onnx_file import load_model
 from kdforge.nn.adder_geometry import AdderGeometryError, node_attributes
 
 ADDER_DOMAIN, ADDER_OP, INTEGER_OP = "kdforge", "AdderConv2d", "AdderConv2dInteger"
@@ -230,18 +231,6 @@ def model_session(model: onnx.ModelProto, path, threads: int = 1, adder_kernel: 
     if set_threads is not None:
         _adder_threads[sess] = (set_threads, threads)
     return sess
-
-
-def load_model(path) -> onnx.ModelProto:
-    """The ONNX graph of `path`, a UserError if it is not one. External data files are not read:
-    kdforge's students never need them, and a hostile file could point them anywhere."""
-    try:
-        model = onnx.load(os.fspath(path), load_external_data=False)
-    except Exception:
-        raise UserError(f"{path} is not a readable ONNX file.") from None
-    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
-        raise UserError(f"{path} keeps its weights in external data files, which kdforge does not load; save it as one file.")
-    return model
 
 
 def _reason(error: Exception) -> str:

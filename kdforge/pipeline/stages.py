@@ -319,7 +319,7 @@ def run_profile(ctx: StageContext) -> StageResult:
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+    return read_json(path, "stage record")
 
 
 def run_report(ctx: StageContext) -> StageResult:

@@ -161,7 +161,7 @@ def program_input_shape(program) -> list[int]:
 
 
 def count_program(program) -> dict:
-    """Per-layer costs and totals of a torch.export program (as exported, or loaded from a .pt2)."""
+    """Per-layer costs and totals of a torch.export program."""
     signature = program.graph_signature
     parameter_names = (set(signature.inputs_to_parameters) | set(signature.inputs_to_buffers)
                        | set(signature.inputs_to_lifted_tensor_constants))

@@ -12,8 +12,10 @@ in output elements. Ops that only reshape or relabel data count nothing.
 Shapes come from onnx's shape inference (the adder node's schema infers its own output, see
 kdforge.export.adder_onnx); a symbolic batch dimension is set to `batch` first. Where inference
 leaves shapes unknown (data-dependent ops such as Range, which exporters emit for dynamic
-batches), one run of ONNX Runtime on zeros tells them. A node whose output shape is still
-unknown is listed as kind "unknown", never dropped.
+batches), one run of ONNX Runtime on zeros in a capped child process tells them (onnx_trial).
+A node whose output shape is still unknown, or whose inputs do not fit its op, is listed as kind
+"unknown", never dropped. Declared sizes are checked before anything is allocated
+(kdforge.export.onnx_file.check_sizes).
 
 Peak activation memory follows tensor lifetimes in the graph's (topological) node order: a
 tensor lives from its node to its last consumer, graph outputs to the end; reshape-like ops
@@ -26,8 +28,11 @@ from math import prod
 import numpy as np
 import onnx
 
-from kdforge.errors import UserError
+from kdforge.errors import UserError, printable_name
+from kdforge.export.onnx_file import check_inputs, check_sizes, feedable_inputs
 from kdforge.profile.counts import LayerCost, summarise
+from kdforge.profile.onnx_trial import trial_run
+from kdforge.safe_files import MAX_TENSOR_MIB
 
 # op_type -> index of the weight input, for ops whose MACs are outputs x (weight volume per output)
 _CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
@@ -40,15 +45,12 @@ _ALIASES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 
 
 def _fix_batch(model: onnx.ModelProto, batch: int) -> None:
-    weights = {init.name for init in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name in weights:
-            continue
+    for value in feedable_inputs(model):
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
             if not dim.HasField("dim_value"):
                 if axis != 0:
-                    raise UserError(f"input '{value.name}' has a dynamic dimension {axis} ('{dim.dim_param}'); "
-                                    f"only the batch may be dynamic when counting.")
+                    raise UserError(f"input {printable_name(value.name)} has a dynamic dimension {axis} "
+                                    f"({printable_name(dim.dim_param)}); only the batch may be dynamic when counting.")
                 dim.Clear()
                 dim.dim_value = batch
 
@@ -73,23 +75,6 @@ def _shapes(model: onnx.ModelProto) -> tuple[dict, dict]:
         shapes[init.name] = list(init.dims)
         itemsize[init.name] = _itemsize(init.data_type)
     return shapes, itemsize
-
-
-def _runtime_shapes(model: onnx.ModelProto, missing: list[str], shapes: dict, itemsize: dict) -> None:
-    """Adds the shapes of the `missing` tensors as one ONNX Runtime run on zeros shows them."""
-    from kdforge.export.ort import model_session
-
-    probe = onnx.ModelProto.FromString(model.SerializeToString())
-    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in missing)
-    try:
-        sess = model_session(probe, "the graph")
-        declared = {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
-        feeds = {i.name: np.zeros(shapes[i.name], onnx.helper.tensor_dtype_to_np_dtype(declared[i.name])) for i in sess.get_inputs()}
-        values = sess.run(missing, feeds)
-    except Exception:  # noqa: BLE001 - a graph ORT cannot run keeps its unknown shapes, listed as such
-        return
-    for name, value in zip(missing, values):
-        shapes[name], itemsize[name] = list(np.shape(value)), np.asarray(value).itemsize
 
 
 def _itemsize(elem_type: int) -> int:
@@ -126,7 +111,10 @@ class _Graph:
 
 
 def _node_cost(node, shapes: dict, weights: dict, graph: "_Graph") -> LayerCost | None:
-    cost = _node_cost_of(node, shapes, weights, graph)
+    try:
+        cost = _node_cost_of(node, shapes, weights, graph)
+    except (IndexError, KeyError, TypeError, ValueError):  # inputs missing or of the wrong rank for the op
+        return LayerCost(node.name or node.op_type, node.op_type, "unknown")
     if cost is not None and cost.kind != "unknown":
         cost.traffic = sum(prod(shapes[t]) for t in [*node.input, *node.output] if t in shapes)
     return cost
@@ -218,21 +206,29 @@ def _peak_activation_bytes(model: onnx.ModelProto, shapes: dict, itemsize: dict,
     return peak
 
 
-def count_onnx(model: onnx.ModelProto, batch: int = 1) -> dict:
+def count_onnx(model: onnx.ModelProto, batch: int = 1, path="the graph", max_bytes: int = MAX_TENSOR_MIB << 20,
+               trial: bool = False) -> dict:
     """Per-node costs and totals of one run of `model` at batch size `batch` (the structure of
-    kdforge.profile.counts.count_costs)."""
+    kdforge.profile.counts.count_costs). No tensor and no peak of live activations may exceed
+    `max_bytes`; shapes inference leaves open come from one run in a capped child process
+    (kdforge.profile.onnx_trial), which `trial` asks for even when every shape is known."""
     model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's copy stays as it was
+    check_inputs(model, path)
     _fix_batch(model, batch)
     shapes, itemsize = _shapes(model)
-    missing = [o for node in model.graph.node for o in node.output if o and o not in shapes]
-    if missing:
-        _runtime_shapes(model, missing, shapes, itemsize)
     weights = {init.name: list(init.dims) for init in model.graph.initializer}
-    graph, constants = _Graph(model), _constants(model)
+    constants = _constants(model)
+    check_sizes(path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
+    missing = [o for node in model.graph.node for o in node.output if o and o not in shapes]
+    if missing or trial:
+        for name, (shape, size) in trial_run(model, missing, path, max_bytes).items():
+            shapes[name], itemsize[name] = shape, size
+        check_sizes(path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
+    graph = _Graph(model)
     layers = [c for c in (_node_cost(node, shapes, weights, graph) for node in model.graph.node
                           if not all(o in constants for o in node.output if o)) if c is not None]
     params = sum(prod(d) for d in weights.values())
     param_bytes = sum(prod(init.dims) * _itemsize(init.data_type) for init in model.graph.initializer)
-    inputs = [v for v in model.graph.input if v.name not in weights]
+    inputs = feedable_inputs(model)
     input_shape = shapes.get(inputs[0].name) if inputs else None
     return summarise(layers, params, param_bytes, _peak_activation_bytes(model, shapes, itemsize, constants), input_shape)

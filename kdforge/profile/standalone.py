@@ -1,13 +1,21 @@
 """`kdforge profile MODEL`: the cost table of one model outside a pipeline: a deploy.pt, an .onnx
 file (counted from its own graph, kdforge.profile.onnx_counts), a training checkpoint.pt inside a
 run directory (teacher/ or students/NAME/, whose architecture the run's config.yaml and
-data/summary.json give), a torch.export archive (.pt2), or a model kdforge did not write, named by
-its factory `package.module:function` (called with no arguments) with `--input NxCxHxW`.
-Every kind gets the same table."""
+data/summary.json give), or a model kdforge did not write, named by its factory
+`package.module:function` (called with no arguments) with `--input NxCxHxW`. Every kind gets the
+same table.
 
+torch.export archives (.pt2) are refused: torch.export.load runs code that an archive carries
+(AOTInductor libraries and compiler commands, guard code it compiles, symbolic shapes it hands to
+sympy's parser, which evaluates them, and any aten op its graph names, file-writing ops included),
+so no check short of re-implementing the loader makes one safe to open."""
+
+import re
 from pathlib import Path
 
-from kdforge.errors import UserError
+from kdforge.errors import UserError, printable, printable_name
+from kdforge.safe_files import MAX_TENSOR_MIB
+from kdforge.safe_files import read_json
 from kdforge.profile import latency
 
 
@@ -19,7 +27,7 @@ def _table(rows: list[tuple[str, str]]) -> str:
 def _layer_table(layers: list[dict]) -> str:
     lines = [f"{'layer':40s} {'kind':12s} {'MACs':>14s} {'mul':>14s} {'add':>14s} {'XNOR':>14s} {'elements':>10s}"]
     for c in layers:
-        lines.append(f"{c['layer'][:40]:40s} {c['kind']:12s} {c['macs']:>14,} {c['mul']:>14,} {c['add']:>14,} "
+        lines.append(f"{printable(c['layer'])[:40]:40s} {c['kind']:12s} {c['macs']:>14,} {c['mul']:>14,} {c['add']:>14,} "
                      f"{c.get('xnor', 0):>14,} {c['elements']:>10,}")
     return "\n".join(lines)
 
@@ -33,21 +41,22 @@ def _cost_rows(t: dict) -> list[tuple[str, str]]:
         ("peak activations", f"{t['peak_activation_bytes'] / 1024:,.1f} KiB"),
     ]
     if t.get("unknown_layers"):
-        rows.append(("not counted", f"{len(t['unknown_layers'])} layers of unknown shape: {', '.join(t['unknown_layers'][:5])}"))
+        rows.append(("not counted", f"{len(t['unknown_layers'])} layers of unknown shape: {', '.join(map(printable, t['unknown_layers'][:5]))}"))
     return rows
 
 
 def profile_file(path, threads: int = 1, layers: bool = False, batch: int = 1, setup: latency.LatencySetup = latency.LatencySetup(),
-                 input_shape: tuple[int, ...] | None = None) -> dict:
+                 input_shape: tuple[int, ...] | None = None, max_tensor_mib: int = MAX_TENSOR_MIB) -> dict:
     if ":" in str(path) and not Path(path).exists():
         return _profile_factory(str(path), input_shape, threads, layers, setup)
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; give a deploy.pt, a .onnx or .pt2 file, or a factory package.module:function.")
+    if not path.exists():
+        raise UserError(f"{printable(str(path))} does not exist; give a deploy.pt, a .onnx file, or a factory package.module:function.")
     if path.suffix == ".onnx":
-        return _profile_onnx(path, threads, layers, setup, batch)
+        return _profile_onnx(path, threads, layers, setup, batch, max_tensor_mib << 20)
     if path.suffix == ".pt2":
-        return _profile_program(path, threads, layers, setup)
+        raise UserError(f"{printable(str(path))}: kdforge does not open torch.export archives, since loading one can run "
+                        f"code it carries; export the model to ONNX, or profile it by its factory package.module:function.")
     if path.name == "checkpoint.pt":
         return _profile_model(*_checkpoint_model(path), threads, layers, setup)
     if path.suffix == ".pt":
@@ -59,8 +68,6 @@ def profile_file(path, threads: int = 1, layers: bool = False, batch: int = 1, s
 
 def _checkpoint_model(path: Path):
     """The network a run's training checkpoint holds (the student or teacher as it trained)."""
-    import json
-
     from kdforge.config import load_config
     from kdforge.train.models import create_model
     from kdforge.train.weights import load_into, network_weights
@@ -70,18 +77,30 @@ def _checkpoint_model(path: Path):
     run_dir = folder.parent if folder.name == "teacher" else folder.parent.parent
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "data" / "summary.json").is_file():
         raise UserError(f"{path} is not inside a kdforge run directory (no config.yaml and data/summary.json above it).")
-    cfg, data = load_config(run_dir / "config.yaml"), json.loads((run_dir / "data" / "summary.json").read_text())
-    if folder.name == "teacher":
-        name, model_args, classes = cfg.teacher.model, cfg.teacher.model_args, len(data.get("teacher_classes") or []) or data["num_classes"]
+    cfg, data = load_config(run_dir / "config.yaml"), _data_summary(run_dir / "data" / "summary.json")
+    if folder.name == "teacher" and cfg.teacher is not None:
+        name, model_args, classes = cfg.teacher.model, cfg.teacher.model_args, len(data["teacher_classes"] or []) or data["num_classes"]
     else:
         student = next((s for s in cfg.students if s.name == folder.name), None)
         if student is None:
-            raise UserError(f"{path}: the run's config has no student '{folder.name}'.")
+            raise UserError(f"{path}: the run's config has no {'teacher' if folder.name == 'teacher' else 'student'} "
+                            f"{printable_name(folder.name)}.")
         name, model_args, classes = student.model, student.model_args, data["num_classes"]
     model = create_model(name, classes, data["in_channels"], **model_args)
     load_into(model.load_state_dict, network_weights(load_torch(path, "training checkpoint")), path)
     spec = {"model": name, "method": "training checkpoint", "in_channels": data["in_channels"], "image_size": data["image_size"]}
     return model.eval(), spec
+
+
+def _data_summary(path: Path) -> dict:
+    """data/summary.json's sizes, a UserError unless each is what the data stage writes."""
+    data = read_json(path, "data summary")
+    sizes = ("num_classes", "in_channels", "image_size")
+    if (not isinstance(data, dict) or not all(type(data.get(k)) is int and 0 < data[k] <= 1 << 16 for k in sizes)
+            or not isinstance(data.get("teacher_classes") or [], list)):
+        raise UserError(f"data summary {printable(str(path))} is corrupt (it needs positive integers {', '.join(sizes)}); "
+                        f"run the data stage again with --force.")
+    return {"teacher_classes": None, **data}
 
 
 def _profile_factory(factory: str, input_shape, threads: int, layers: bool, setup: latency.LatencySetup) -> dict:
@@ -92,30 +111,23 @@ def _profile_factory(factory: str, input_shape, threads: int, layers: bool, setu
 
     if input_shape is None:
         raise UserError(f"profiling {factory} needs the input shape: add --input, e.g. --input 1x3x224x224.")
+    shown = printable(factory)
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", factory):
+        raise UserError(f"{shown} is neither a file nor a factory package.module:function.")
     module_name, _, function_name = factory.partition(":")
     try:
         build = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise UserError(f"{factory}: cannot import it ({type(e).__name__}: {e}); give package.module:function.") from None
+    except Exception as e:  # noqa: BLE001 - the user's module, which may fail to import in any way
+        raise UserError(f"{shown}: cannot import it ({type(e).__name__}: {printable(' '.join(str(e).split()))[:200]}); "
+                        f"give package.module:function.") from None
     try:
         model = build()
     except Exception as e:  # noqa: BLE001 - the user's code
-        raise UserError(f"{factory}() failed: {type(e).__name__}: {e}.") from None
+        raise UserError(f"{shown}() failed: {type(e).__name__}: {printable(' '.join(str(e).split()))[:200]}.") from None
     if not isinstance(model, nn.Module):
-        raise UserError(f"{factory}() returned a {type(model).__name__}, not a torch.nn.Module.")
+        raise UserError(f"{shown}() returned a {type(model).__name__}, not a torch.nn.Module.")
     spec = {"model": factory, "method": "factory", "input_shape": tuple(input_shape)}
     return _profile_model(model.eval(), spec, threads, layers, setup)
-
-
-def _profile_program(path: Path, threads: int, layers: bool, setup: latency.LatencySetup) -> dict:
-    from kdforge.profile.counts import count_program
-    from kdforge.untrusted import load_exported_program
-
-    program = load_exported_program(path)
-    costs = count_program(program)
-    shape = tuple(costs["totals"]["input_shape"])
-    lat = _pytorch_figure(program.module(), shape, threads, setup)
-    return _model_result(costs, lat, f"{path.name} (torch.export archive)", shape, threads, layers)
 
 
 def _profile_model(model, spec: dict, threads: int, layers: bool, setup: latency.LatencySetup) -> dict:
@@ -144,23 +156,21 @@ def _model_result(costs: dict, lat: dict, label: str, shape, threads: int, layer
     return {"table": table, "costs": costs, "latency": {"pytorch": lat}, "environment": latency.environment()}
 
 
-def _profile_onnx(path: Path, threads: int, layers: bool, setup: latency.LatencySetup, batch: int) -> dict:
-    from kdforge.export.ort import load_model
-    from kdforge.export.ort import session as ort_session
+def _profile_onnx(path: Path, threads: int, layers: bool, setup: latency.LatencySetup, batch: int, max_bytes: int) -> dict:
+    from kdforge.export.onnx_file import load_model
+    from kdforge.export.ort import model_session
     from kdforge.profile.onnx_counts import count_onnx
 
     model = load_model(path)
-    weights = {init.name for init in model.graph.initializer}
-    if not [i for i in model.graph.input if i.name not in weights]:  # old IR versions list weights as inputs
-        raise UserError(f"{path} has no graph input to feed; it is not a model kdforge can time.")
-    costs = count_onnx(model, batch)
+    # a file from anywhere runs once in a capped child process before kdforge's own process runs it
+    costs = count_onnx(model, batch, path, max_bytes, trial=True)
     t = costs["totals"]
     shape = tuple(t["input_shape"] or ())
-    session = ort_session(path, threads=threads)
-    lat = {"backend": "onnxruntime", "provider": session.get_providers()[0], "threads": threads, "batch": shape[0],
+    session = model_session(model, path, threads=threads)
+    lat = {"backend": "onnxruntime", "provider": session.get_providers()[0], "threads": threads, "batch": shape[0] if shape else 1,
            **_figure(latency.onnxruntime_timer(session, shape), setup)}
     table = _table([
-        ("file", str(path)), ("input", "x".join(map(str, shape))), *_cost_rows(t),
+        ("file", printable(str(path))), ("input", "x".join(map(str, shape))), *_cost_rows(t),
         ("ONNX Runtime latency", f"{_latency_text(lat)} ({threads} thread(s), {lat['provider']})"),
     ])
     if layers:

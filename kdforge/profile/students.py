@@ -62,7 +62,7 @@ def _backend(name: str, s: DeployedStudent, threads: int) -> _Backend:
 
 def _backends(students: list[DeployedStudent], threads: int) -> tuple[dict, dict]:
     """The distinct (backend, digest) pairs, and per student its digest for each backend."""
-    from kdforge.export.ort import load_model  # external data refused: a file may come from anyone
+    from kdforge.export.onnx_file import load_model  # external data refused: a file may come from anyone
 
     distinct, of_student = {}, {}
     for s in students:

@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from kdforge.errors import UserError
+from kdforge.errors import UserError, printable
+from kdforge.safe_files import read_bytes
 from kdforge.train.data.randomness import sample_uniforms
 from kdforge.train.data.splits import DataBundle, split_indices
 
@@ -34,11 +35,21 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 _EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 
 
+MAX_IMAGE_BYTES = 256 << 20  # a 100-megapixel PNG is ~200 MiB
+
+
 def _scan(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(image path, label) of every image file under split_dir/CLASS; a UserError for an image
+    name that is not a regular file (a pipe would block the reader, /dev/zero never end)."""
     samples = []
     for label, name in enumerate(classes):
         for path in sorted((split_dir / name).rglob("*")):
             if path.suffix.lower() in _EXTENSIONS:
+                if not path.is_file():
+                    if path.is_dir():
+                        continue
+                    raise UserError(f"data.root: {printable(str(path))} is not a regular file (a device, pipe, socket or "
+                                    f"broken link); kdforge reads only regular image files.")
                 samples.append((path, label))
     return samples
 
@@ -106,13 +117,13 @@ class ImageFolder(Dataset):
         try:
             return Image.open(source)
         except (OSError, ValueError, Image.DecompressionBombError) as e:  # not an image, a decompression bomb
-            raise UserError(f"data.root: {path} is not a readable image ({type(e).__name__}); remove it or replace it.") from None
+            raise UserError(f"data.root: {printable(str(path))} is not a readable image ({type(e).__name__}); remove it or replace it.") from None
 
     def _decode(self, path: Path, opened: Image.Image, make):
         try:
             return make(opened)
         except (OSError, ValueError, Image.DecompressionBombError) as e:  # truncated, undecodable
-            raise UserError(f"data.root: {path} is not a readable image ({type(e).__name__}); remove it or replace it.") from None
+            raise UserError(f"data.root: {printable(str(path))} is not a readable image ({type(e).__name__}); remove it or replace it.") from None
 
     def _training_view(self, path: Path, data: bytes, img: Image.Image, u) -> np.ndarray:
         """The random-resized crop, flipped or not, as uint8 (RGB, H, W)."""
@@ -121,7 +132,7 @@ class ImageFolder(Dataset):
             factor = reduction(box, self.image_size)
             pixels = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[factor])
             if pixels is None:
-                raise UserError(f"data.root: {path} is not a readable image (OpenCV cannot decode it); remove it or replace it.")
+                raise UserError(f"data.root: {printable(str(path))} is not a readable image (OpenCV cannot decode it); remove it or replace it.")
             order = (2, 1, 0)  # BGR
         else:
             pixels, order = np.asarray(self._decode(path, img, lambda opened: opened.convert("RGB"))), (0, 1, 2)
@@ -137,10 +148,7 @@ class ImageFolder(Dataset):
     def read(self, index: int) -> tuple[str, bytes, int]:
         """(name for messages, encoded image, label) of sample `index`."""
         path, label = self.samples[index]
-        try:
-            return str(path), Path(path).read_bytes(), label
-        except OSError as e:
-            raise UserError(f"data.root: {path} cannot be read ({e.strerror or type(e).__name__}).") from None
+        return str(path), read_bytes(path, "data.root: image", MAX_IMAGE_BYTES), label
 
     def __getitem__(self, key):
         training = self.train and isinstance(key, tuple)

@@ -19,9 +19,11 @@ would run a `pipe:` URL as a shell command, so a shard name must be a plain file
 import contextlib
 import io
 import json
+import tarfile
 from pathlib import Path
 
-from kdforge.errors import UserError
+from kdforge.errors import UserError, printable, printable_name
+from kdforge.safe_files import read_json
 from kdforge.train.data.folder import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, _scan
 from kdforge.train.data.splits import DataBundle, split_indices
 
@@ -79,33 +81,42 @@ class ShardImages(ImageFolder):
 
         if self._reader is None:
             spec = [{"url": str(self.folder / s["url"]), "nsamples": s["nsamples"]} for s in self.shards]
-            with contextlib.redirect_stdout(io.StringIO()):  # wids prints a summary of every dataset it opens
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # wids prints a summary of every dataset it opens
                 self._reader = wids.ShardListDataset(spec, transformations=[], cache_dir=str(self.folder), keep=True,
                                                      lru_size=min(len(spec), 256))
             self._reader.check_cache_misses = lambda: None  # random access across shards is the point here
         name, label = self.samples[index]
-        sample = self._reader[self.positions[index]]
+        try:
+            sample = self._reader[self.positions[index]]
+        except (IndexError, KeyError, ValueError, OSError, tarfile.TarError) as e:
+            raise UserError(f"data.root: sample {printable(name)} cannot be read from its shard ({type(e).__name__}); the "
+                            f"shard holds fewer or other samples than index.json says, so write the shards again.") from None
         data = next((sample[f".{k}"] for k in _IMAGE_KEYS if f".{k}" in sample), None)
         if data is None:
             raise UserError(f"data.root: sample {name} of the shards holds no image member ({', '.join(_IMAGE_KEYS)}).")
         return name, data.read() if hasattr(data, "read") else bytes(data), label
 
 
+INDEX_MAX_BYTES = 256 << 20  # ImageNet's index is 10 MiB
+
+
 def _checked_index(root: Path) -> dict:
+    if not (root / "index.json").exists():
+        raise UserError(f"data.root: {printable(str(root))} has no index.json; write shards with `kdforge data pack`.")
+    index = read_json(root / "index.json", "data.root: shard index", INDEX_MAX_BYTES)
     try:
-        index = json.loads((root / "index.json").read_text())
         classes, splits = index["classes"], index["splits"]
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ValueError("classes is not a list of names")
         for split in SPLITS:
             for shard in splits[split]:
                 name, n, labels = shard["url"], shard["nsamples"], shard["labels"]
                 if not isinstance(name, str) or Path(name).name != name or ":" in name or not (root / name).is_file():
-                    raise ValueError(f"shard {name!r} is not a file name in {root}")
+                    raise ValueError(f"shard {printable_name(name)} is not a regular file in {printable(str(root))}")
                 if not isinstance(n, int) or n < 1 or len(labels) != n or not all(isinstance(y, int) and 0 <= y < len(classes) for y in labels):
-                    raise ValueError(f"shard {name!r} has a bad sample count or labels")
-    except FileNotFoundError:
-        raise UserError(f"data.root: {root} has no index.json; write shards with `kdforge data pack`.") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"data.root: {root}/index.json is malformed ({e}).") from None
+                    raise ValueError(f"shard {printable_name(name)} has a bad sample count or labels")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"data.root: {printable(str(root))}/index.json is malformed ({printable(str(e))}).") from None
     return index
 
 

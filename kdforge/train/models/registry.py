@@ -6,7 +6,9 @@ Every builder takes `num_classes` and `in_channels` (the data decides both) and 
 
 from typing import Callable
 
-from kdforge.errors import UserError
+import torch
+
+from kdforge.errors import UserError, printable
 
 _MODELS: dict[str, Callable] = {}
 
@@ -26,8 +28,20 @@ def model_builder(name: str) -> Callable:
     return _MODELS[name]
 
 
+MAX_PARAMETERS = 1 << 28  # 1 GiB of fp32 weights; ResNet-152, the largest registered model, has 60 M
+
+
 def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs):
+    """The model `name` built with `kwargs` (a config's model_args). It is first built on the meta
+    device, which allocates nothing, so that model_args asking for a giant network are refused."""
+    build = model_builder(name)
     try:
-        return model_builder(name)(num_classes=num_classes, in_channels=in_channels, **kwargs)
-    except TypeError as e:
-        raise UserError(f"model '{name}' does not take these model_args {sorted(kwargs)}: {e}.") from None
+        with torch.device("meta"):
+            size = sum(p.numel() for p in build(num_classes=num_classes, in_channels=in_channels, **kwargs).parameters())
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise UserError(f"model '{name}' cannot be built with model_args {printable(str(kwargs))} "
+                        f"({type(e).__name__}: {printable(' '.join(str(e).split()))[:200]}).") from None
+    if size > MAX_PARAMETERS:
+        raise UserError(f"model '{name}' with model_args {printable(str(kwargs))} would have {size:,} parameters, more "
+                        f"than kdforge builds ({MAX_PARAMETERS:,}); check the sizes in model_args.")
+    return build(num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -1,0 +1,93 @@
+"""One ONNX Runtime run of a graph on zeros, in a child process that cannot take the machine: its
+address space is capped and it is killed after `TRIAL_SECONDS`. It tells the shapes that shape
+inference leaves open (data-dependent ops: Range, NonZero, a Resize or Expand fed by computed
+values) and shows that timing the graph in kdforge's own process will neither exhaust memory nor
+hang (a Loop whose trip count is 2^62, a ConstantOfShape of computed size).
+
+Run as `python -m kdforge.profile.onnx_trial MODEL.onnx RESULT.json` by `trial_run`.
+"""
+
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from kdforge.errors import UserError, printable
+
+TRIAL_SECONDS = 30
+_BASELINE_BYTES = 768 << 20  # the child's interpreter, NumPy, onnx and ONNX Runtime, before the graph
+
+
+def _zeros(value: onnx.ValueInfoProto) -> np.ndarray:
+    tensor = value.type.tensor_type
+    return np.zeros([d.dim_value for d in tensor.shape.dim], onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+
+
+def _child(model_path: str, result_path: str, shown: str) -> None:
+    from kdforge.errors import UserError
+    from kdforge.export.onnx_file import feedable_inputs
+    from kdforge.export.ort import model_session, run_feeds
+
+    model = onnx.load(model_path, load_external_data=False)  # written by the parent from a checked graph
+    wanted = [o.name for o in model.graph.output]
+    try:
+        session = model_session(model, shown)
+        declared = {v.name: v for v in feedable_inputs(model)}
+        outputs = [o.name for o in session.get_outputs()]
+        values = run_feeds(session, {i.name: _zeros(declared[i.name]) for i in session.get_inputs()})
+        result = {"shapes": {name: [list(np.shape(v)), np.asarray(v).itemsize] for name, v in zip(outputs, values)}}
+    except UserError as e:
+        result = {"user_error": str(e)}
+    except MemoryError:
+        result = {"error": "it ran out of the memory it was given"}
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which words it
+        result = {"error": " ".join(str(e).split())[:300] or type(e).__name__}
+    Path(result_path).write_text(json.dumps(result))
+
+
+def trial_run(model: onnx.ModelProto, outputs: list[str], path, max_bytes: int) -> dict:
+    """{tensor name: (shape, itemsize)} of `outputs` after one run on zeros in a capped child
+    process; a UserError if the graph needs more memory or time than it is given."""
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in outputs if name not in known)
+    cap = _BASELINE_BYTES + 3 * max_bytes
+    shown = printable(str(path))
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    with tempfile.TemporaryDirectory(prefix="kdforge-trial-") as folder:
+        model_path, result_path = Path(folder) / "probe.onnx", Path(folder) / "result.json"
+        model_path.write_bytes(probe.SerializeToString())
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        try:
+            subprocess.run([sys.executable, "-m", "kdforge.profile.onnx_trial", str(model_path), str(result_path), shown],
+                           preexec_fn=limit_memory, timeout=TRIAL_SECONDS, capture_output=True, env=env)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"{shown} takes more than {TRIAL_SECONDS} s to run once on zeros; kdforge does not time a "
+                            f"graph that may never end.") from None
+        if not result_path.is_file():
+            raise UserError(f"{shown}: one run on zeros needs more than {cap >> 20:,} MiB of memory; raise "
+                            f"--max-tensor-mib if you mean it.")
+        result = json.loads(result_path.read_text())
+    error = result.get("user_error") or result.get("error")
+    if error and re.search(r"alloc|memory", error, re.IGNORECASE):
+        raise UserError(f"{shown}: one run on zeros needs more than the {cap >> 20:,} MiB it was given "
+                        f"({printable(error).rstrip('.')}); raise --max-tensor-mib if you mean it.")
+    if "user_error" in result:
+        raise UserError(result["user_error"])
+    if error:
+        raise UserError(f"ONNX Runtime cannot run {shown} on zeros: {printable(error).rstrip('.')}.")
+    return {name: tuple(value) for name, value in result["shapes"].items()}
+
+
+if __name__ == "__main__":
+    _child(*sys.argv[1:4])

@@ -1,0 +1,422 @@
+"""Hostile inputs as an attacker writes them by hand: ONNX files that declare giant or malformed
+tensors, point at external data or never end, torch.export archives that carry code, YAML bombs,
+devices and pipes where files belong, lying shard indexes and names full of escape sequences.
+Each ends with exit code 0 (a valid file) or 2 and one `kdforge: error:` line free of control
+characters; none runs code, writes outside its folder, or takes the machine.
+
+The commands run in this process (`kdforge.cli.main`) so that a hundred cases stay fast; a
+Python exception escaping main, a hang (pytest-timeout) or a second line fails the case."""
+
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import tiny_config
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def kdforge(capsys, *args) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `kdforge ARGS` run in this process."""
+    from kdforge.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_refused(result, fragment: str = "") -> str:
+    code, _, err = result
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("kdforge: error: "), (code, err)
+    assert not re.search(r"[\x00-\x1f\x7f]", lines[0]), lines[0]
+    assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def _model(nodes, inputs, outputs, initializers=(), opset=18, ir_version=None, **graph) -> onnx.ModelProto:
+    def value(spec):
+        if isinstance(spec, onnx.ValueInfoProto):
+            return spec
+        name, shape = spec
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+    model = helper.make_model(helper.make_graph(nodes, "g", [value(i) for i in inputs], [value(o) for o in outputs],
+                                                list(initializers), **graph), opset_imports=[helper.make_opsetid("", opset)])
+    if ir_version is not None:
+        model.ir_version = ir_version
+    return model
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _weight(name, shape, value=0.1):
+    return numpy_helper.from_array(np.full(shape, value, np.float32), name)
+
+
+def _external(tensor: TensorProto, location: str) -> TensorProto:
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value=location)
+    return tensor
+
+
+def _relu(shape):
+    return _model([helper.make_node("Relu", ["x"], ["y"])], [("x", shape)], [("y", shape)])
+
+
+# (id, model builder, expected: "" for exit 0, else a fragment of the one error line)
+ONNX_CASES = [
+    ("valid-relu", lambda: _relu([1, 3, 4, 4]), ""),
+    ("valid-ir3-weights-as-inputs", lambda: _model(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], [("x", [1, 1, 4, 4]), ("w", [2, 1, 1, 1])], [("y", [1, 2, 4, 4])],
+        [_weight("w", [2, 1, 1, 1])], opset=9, ir_version=3), ""),
+    ("scalar-input", lambda: _relu([]), ""),
+    ("shapeless-input", lambda: _model([helper.make_node("Relu", ["x"], ["y"])],
+                                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)], [("y", None)]),
+     "declares no shape"),
+    ("negative-dimension", lambda: _relu([1, -3, 4, 4]), "declares size -3"),
+    ("no-input", lambda: _model([helper.make_node("Constant", [], ["y"], value=_weight("c", [2]))], [], [("y", [2])]),
+     "no graph input"),
+    ("sequence-input", lambda: _model(
+        [helper.make_node("SequenceLength", ["x"], ["y"])],
+        [helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [])]), "not a tensor"),
+    ("dynamic-height", lambda: _relu([1, 3, "h", 4]), "dynamic dimension 2"),
+    ("gemm-missing-inputs", lambda: _model([helper.make_node("Gemm", ["x"], ["y"])], [("x", [1, 4])], [("y", [1, 4])]),
+     "ONNX"),
+    ("matmul-wrong-rank", lambda: _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", [4])], [("y", [2])],
+                                         [_weight("w", [4, 2, 3, 5, 6])]), "ONNX"),
+    ("conv-missing-weight", lambda: _model([helper.make_node("Conv", ["x"], ["y"])], [("x", [1, 1, 4, 4])],
+                                           [("y", [1, 1, 4, 4])]), "ONNX"),
+    ("conv-rank-2-input", lambda: _model([helper.make_node("Conv", ["x", "w"], ["y"])], [("x", [4, 4])], [("y", None)],
+                                         [_weight("w", [1, 1, 1, 1])]), "ONNX"),
+    ("binary-conv-empty-weight", lambda: _model(
+        [helper.make_node("Sign", ["x"], ["s"]), helper.make_node("Conv", ["s", "w"], ["y"])],
+        [("x", [1, 1, 4, 4])], [("y", None)], [_weight("w", [0, 1, 3, 3])]), ""),
+    ("giant-input", lambda: _relu([1, 3, 100000, 100000]), "raise --max-tensor-mib"),
+    ("one-gib-input", lambda: _relu([1, 1, 16384, 16384]), "raise --max-tensor-mib"),
+    ("giant-initializer-declared", lambda: _model(
+        [helper.make_node("Add", ["x", "w"], ["y"])], [("x", [1])], [("y", None)],
+        [TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 20, 1 << 20])]), "raise --max-tensor-mib"),
+    ("data-dependent-giant", lambda: _model(
+        [helper.make_node("Add", ["x", "n"], ["m"]), helper.make_node("Cast", ["m"], ["shape"], to=TensorProto.INT64),
+         helper.make_node("ConstantOfShape", ["shape"], ["y"])],
+        [("x", [2])], [("y", None)], [numpy_helper.from_array(np.array([60000.0, 60000.0], np.float32), "n")]),
+     "max-tensor-mib"),
+    ("loop-that-never-ends", lambda: _model(
+        [helper.make_node("Loop", ["trip", "cond", "x"], ["y"], body=helper.make_graph(
+            [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Identity", ["v"], ["v_out"])], "body",
+            [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])]))],
+        [("x", [1])], [("y", [1])],
+        [numpy_helper.from_array(np.array(1 << 62, np.int64), "trip"), numpy_helper.from_array(np.array(True), "cond")]),
+     "more than"),
+    ("external-data-initializer", lambda: _model(
+        [helper.make_node("Add", ["x", "w"], ["y"])], [("x", [4])], [("y", [4])],
+        [_external(_weight("w", [4]), "/etc/passwd")]), "external data"),
+    ("external-data-constant-attribute", lambda: _model(
+        [helper.make_node("Constant", [], ["c"], value=_external(_weight("c", [4]), "../../secret")),
+         helper.make_node("Add", ["x", "c"], ["y"])], [("x", [4])], [("y", [4])]), "external data"),
+    ("external-data-in-if-branch", lambda: _model(
+        [helper.make_node("If", ["cond"], ["y"],
+                          then_branch=helper.make_graph([helper.make_node("Identity", ["t"], ["o"])], "then", [],
+                                                        [helper.make_tensor_value_info("o", TensorProto.FLOAT, [4])],
+                                                        [_external(_weight("t", [4]), "/dev/zero")]),
+                          else_branch=helper.make_graph([helper.make_node("Identity", ["x"], ["o2"])], "else", [],
+                                                        [helper.make_tensor_value_info("o2", TensorProto.FLOAT, [4])]))],
+        [("x", [4]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])], [("y", [4])]), "external data"),
+    ("external-data-sparse-initializer", lambda: _model(
+        [helper.make_node("Add", ["x", "s"], ["y"])], [("x", [4])], [("y", [4])],
+        sparse_initializer=[helper.make_sparse_tensor(_external(_weight("s", [1]), "x.bin"),
+                                                      numpy_helper.from_array(np.array([0], np.int64), "i"), [4])]),
+     "external data"),
+    ("control-characters-in-names", lambda: _model(
+        [helper.make_node("Relu", ["x\x1b]0;pwned\x07"], ["y"], name="evil\nnode\x1b[2J")],
+        [("x\x1b]0;pwned\x07", ["\x1b[2Jbatch\n", 3])], [("y", None)]), ""),
+    ("control-characters-in-dynamic-name", lambda: _relu([1, "\x1b[2Jh\n", 4]), "\\x1b[2Jh\\n"),
+    ("unknown-op", lambda: _model([helper.make_node("Frobnicate", ["x"], ["y"], domain="com.evil")], [("x", [2])],
+                                  [("y", [2])]), "ONNX"),
+]
+
+
+@pytest.mark.parametrize("case,build,expected", ONNX_CASES, ids=[c[0] for c in ONNX_CASES])
+def test_hostile_onnx_files(tmp_path, capsys, case, build, expected):
+    path = _save(build(), tmp_path / "model.onnx")
+    result = kdforge(capsys, "profile", path, "--rounds", 5, "--round-ms", 0.1, "--layers")
+    if expected:
+        assert_refused(result, expected)
+    else:
+        code, out, err = result
+        assert code == 0, err
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", out), "a name reached the terminal raw"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"], "something was written beside the file"
+
+
+def test_max_tensor_mib_decides_what_is_allocated(tmp_path, capsys):
+    path = _save(_relu([1, 1, 1024, 1024]), tmp_path / "m.onnx")  # 4 MiB per tensor, 8 MiB live
+    assert kdforge(capsys, "profile", path, "--rounds", 5, "--round-ms", 0.1)[0] == 0
+    assert_refused(kdforge(capsys, "profile", path, "--max-tensor-mib", 6), "live activations would reach 8 MiB")
+    assert_refused(kdforge(capsys, "profile", path, "--max-tensor-mib", 3), "tensor 'x' would be 1x1x1024x1024 (4 MiB)")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "folder"])
+def test_an_onnx_path_that_is_no_regular_file(tmp_path, capsys, kind):
+    path = tmp_path / "model.onnx"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero-link":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+    assert_refused(kdforge(capsys, "profile", path), "regular file")
+
+
+# torch.export archives: every class of attack the loader would run is refused before it opens
+
+def _archive(tmp_path: Path, tamper=None) -> Path:
+    program = torch.export.export(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU()).eval(),
+                                  (torch.zeros(1, 1, 8, 8),))
+    good = tmp_path / "good.pt2"
+    torch.export.save(program, good)
+    if tamper is None:
+        return good
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(evil, "w") as target:
+        members = {i.filename: source.read(i.filename) for i in source.infolist()}
+        for name, data in tamper(members).items():
+            target.writestr(name, data)
+    return evil
+
+
+def _model_json(members: dict, change) -> dict:
+    name = next(n for n in members if n.endswith("models/model.json"))
+    model = json.loads(members[name])
+    change(model)
+    return {**members, name: json.dumps(model).encode()}
+
+
+PT2_ATTACKS = {
+    "plain": None,
+    "aotinductor-library": lambda m: {**m, "good/data/aotinductor/model/model.so": b"\x7fELF",
+                                      "good/data/aotinductor/model/model_compile_flags.json": b'{"cmd": "touch MARKER"}'},
+    "traversing-member": lambda m: {**m, "good/../../MARKER": b"x"},
+    "guard-code": lambda m: _model_json(m, lambda j: j.update(guards_code=["__import__('os').system('touch MARKER')"])),
+    "file-writing-op": lambda m: _model_json(m, lambda j: j["graph_module"]["graph"]["nodes"][0].update(
+        target="torch.ops.aten.from_file.default")),
+}
+
+
+@pytest.mark.parametrize("attack", PT2_ATTACKS)
+def test_torch_export_archives_are_not_opened(tmp_path, capsys, monkeypatch, attack):
+    monkeypatch.chdir(tmp_path)
+    path = _archive(tmp_path, PT2_ATTACKS[attack])
+    assert_refused(kdforge(capsys, "profile", path), "does not open torch.export archives")
+    assert not list(tmp_path.rglob("MARKER")) and not (tmp_path.parent / "MARKER").exists()
+
+
+# configs
+
+def _config(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def _valid_yaml(tmp_path) -> str:
+    return yaml.safe_dump(tiny_config(tmp_path / "run"))
+
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))
+
+CONFIG_CASES = [
+    ("billion-laughs-in-model-args", lambda t: _valid_yaml(t).replace(
+        "teacher:\n", "laughs: {}\nteacher:\n  model_args: {lol: *i}\n").replace("laughs: {}\n", BILLION_LAUGHS),
+     "expands to more than"),
+    ("deep-nesting", lambda t: "name: x\nstudents: " + "[" * 50_000 + "]" * 50_000 + "\n", "nest"),
+    ("deep-block-nesting", lambda t: "name: x\n" + "".join(" " * i + f"k{i}:\n" for i in range(200)), "nest"),
+    ("non-utf8", lambda t: b"name: \xff\xfe tiny\n", "not UTF-8"),
+    ("python-object-tag", lambda t: "name: !!python/object/apply:os.system ['touch MARKER']\n", "not valid YAML"),
+    ("top-level-list", lambda t: "- 1\n- 2\n", "mapping"),
+    ("empty", lambda t: "", "mapping"),
+    ("model-args-not-a-mapping", lambda t: _valid_yaml(t).replace("teacher:\n", "teacher:\n  model_args: [1, 2]\n"),
+     "model_args"),
+    ("unknown-model-args", lambda t: _valid_yaml(t).replace("teacher:\n", "teacher:\n  model_args: {width: 4}\n"),
+     "cannot be built with model_args"),
+    ("giant-model-args", lambda t: _valid_yaml(t).replace("model: resnet8\n  train", "model: mobilenetv2\n  model_args: "
+                                                          "{width_mult: 1000.0}\n  train", 1), "parameters"),
+    ("model-args-of-a-wrong-type", lambda t: _valid_yaml(t).replace("model: resnet8\n  train", "model: mobilenetv2\n  "
+                                                                    "model_args: {width_mult: wide}\n  train", 1), "model_args"),
+]
+
+
+@pytest.mark.parametrize("case,text,expected", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_hostile_configs(tmp_path, capsys, monkeypatch, case, text, expected):
+    monkeypatch.chdir(tmp_path)
+    line = assert_refused(kdforge(capsys, "run", _config(tmp_path, text(tmp_path)), "--only", "data", "--only", "teacher"),
+                          expected)
+    assert "c.yaml" in line or "model_args" in line
+    assert not (tmp_path / "MARKER").exists()
+
+
+@pytest.mark.parametrize("assignment,expected", [
+    ("=1", "write it as key=value"), ("export.=1", "write it as key=value"), ("a..b=1", "write it as key=value"),
+    ("name", "write it as key=value"), ("name.sub=1", "not a section"), ("export.opset=[", "not valid YAML"),
+    ("export.opset=!!python/name:os.system", "not valid YAML"), ("seed=\x1b[2J", "control characters"),
+])
+def test_malformed_set_values(tmp_path, capsys, assignment, expected):
+    config = _config(tmp_path, _valid_yaml(tmp_path))
+    assert_refused(kdforge(capsys, "run", config, "--only", "data", "--set", assignment), expected)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "oversized"])
+def test_a_config_path_that_is_no_small_regular_file(tmp_path, capsys, kind):
+    path = tmp_path / "c.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero-link":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_text("# padding\n" * 200_000)
+    assert_refused(kdforge(capsys, "run", path), "regular file" if kind != "oversized" else "larger than")
+
+
+# run directories and data folders
+
+def _run_dir(tmp_path: Path) -> Path:
+    """A run directory as kdforge leaves it after the data stage, and its config."""
+    raw = tiny_config(tmp_path / "run")
+    config = _config(tmp_path, yaml.safe_dump(raw))
+    (tmp_path / "run" / "data").mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "run" / "data" / "summary.json").write_text(json.dumps(
+        {"name": "digits", "num_classes": 10, "in_channels": 1, "image_size": 8, "teacher_classes": None}))
+    (tmp_path / "run" / "students" / "ce").mkdir(parents=True)
+    from kdforge.train.models import create_model
+
+    torch.save({"model": create_model("resnet8", 10, 1).state_dict()}, tmp_path / "run" / "students" / "ce" / "checkpoint.pt")
+    return config
+
+
+@pytest.mark.parametrize("summary,expected", [
+    ("{", "data summary"), ("[]", "corrupt"), ('{"num_classes": "ten", "in_channels": 1, "image_size": 8}', "corrupt"),
+    ('{"num_classes": 10, "in_channels": 1, "image_size": 1e9}', "corrupt"),
+    ("[" * 10_000 + "]" * 10_000, "nest"),
+])
+def test_a_corrupt_data_summary(tmp_path, capsys, summary, expected):
+    _run_dir(tmp_path)
+    (tmp_path / "run" / "data" / "summary.json").write_text(summary)
+    assert_refused(kdforge(capsys, "profile", tmp_path / "run" / "students" / "ce" / "checkpoint.pt"), expected)
+
+
+@pytest.mark.parametrize("manifest", ['{"units": []}', '{"units": {"data": "done"}}', '{"units": {"data": {"status": 1}}}',
+                                      '{"units": {"data": {"status": "done", "fingerprint": "x", "outputs": [1]}}}',
+                                      "[1]", "\xff", "[" * 10_000])
+def test_a_manifest_of_the_wrong_shape(tmp_path, capsys, manifest):
+    config = _run_dir(tmp_path)
+    (tmp_path / "run" / "manifest.json").write_text(manifest, errors="surrogateescape")
+    before = (tmp_path / "run" / "manifest.json").read_bytes()
+    assert_refused(kdforge(capsys, "run", config, "--only", "data"), "manifest.json is corrupt")
+    assert (tmp_path / "run" / "manifest.json").read_bytes() == before, "the record of the run was lost"
+
+
+def _image_folder(root: Path) -> Path:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (12, 12), (i * 90, 40, 200)).save(root / split / label / f"{i}.jpg")
+    return root
+
+
+def _folder_config(tmp_path: Path, root: Path, name: str = "folder") -> Path:
+    raw = tiny_config(tmp_path / "run", data={"name": name, "root": str(root), "image_size": 8, "num_workers": 0})
+    return _config(tmp_path, yaml.safe_dump(raw))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "dangling-link"])
+def test_an_image_folder_with_a_device_or_pipe(tmp_path, capsys, kind):
+    root = _image_folder(tmp_path / "images")
+    planted = root / "train" / "a" / "planted.jpg"
+    if kind == "fifo":
+        os.mkfifo(planted)
+    else:
+        planted.symlink_to("/dev/zero" if kind == "dev-zero-link" else tmp_path / "nowhere")
+    assert_refused(kdforge(capsys, "run", _folder_config(tmp_path, root), "--only", "data"), "planted.jpg")
+
+
+def _shards(tmp_path: Path) -> Path:
+    from kdforge.train.data.shards import pack
+
+    pack(_image_folder(tmp_path / "images"), tmp_path / "shards", 2)
+    return tmp_path / "shards"
+
+
+def _index(shards: Path, change) -> None:
+    index = json.loads((shards / "index.json").read_text())
+    change(index)
+    (shards / "index.json").write_text(json.dumps(index))
+
+
+INDEX_CASES = [
+    ("fifo", lambda s: ((s / "index.json").unlink(), os.mkfifo(s / "index.json")), "regular file"),
+    ("dev-zero-link", lambda s: ((s / "index.json").unlink(), (s / "index.json").symlink_to("/dev/zero")), "regular file"),
+    ("deep-nesting", lambda s: (s / "index.json").write_text("[" * 100_000 + "]" * 100_000), "nest"),
+    ("not-json", lambda s: (s / "index.json").write_text("{"), "malformed"),
+    ("classes-not-names", lambda s: _index(s, lambda i: i.update(classes=[{"a": 1}])), "malformed"),
+    ("shard-is-a-string", lambda s: _index(s, lambda i: i["splits"].update(train=["x.tar"])), "malformed"),
+    ("shard-pipe-url", lambda s: _index(s, lambda i: i["splits"]["train"][0].update(url="pipe:touch MARKER")), "malformed"),
+    ("shard-is-dev-zero", lambda s: ((s / "z.tar").symlink_to("/dev/zero"),
+                                     _index(s, lambda i: i["splits"]["train"][0].update(url="z.tar"))), "regular file"),
+    ("lying-sample-count", lambda s: _index(s, lambda i: i["splits"]["train"][-1].update(
+        nsamples=i["splits"]["train"][-1]["nsamples"] + 40, labels=i["splits"]["train"][-1]["labels"] + [0] * 40)),
+     "fewer or other samples"),
+]
+
+
+@pytest.mark.parametrize("case,damage,expected", INDEX_CASES, ids=[c[0] for c in INDEX_CASES])
+def test_hostile_shard_indexes(tmp_path, capsys, monkeypatch, case, damage, expected):
+    monkeypatch.chdir(tmp_path)
+    shards = _shards(tmp_path)
+    damage(shards)
+    config = _folder_config(tmp_path, shards, "webdataset")
+    assert_refused(kdforge(capsys, "data", "bench", config, "--steps", 2), expected)
+    assert not (tmp_path / "MARKER").exists()
+
+
+@pytest.mark.parametrize("factory,expected", [
+    (".x:y", "neither a file nor a factory"), ("a:b:c", "neither a file nor a factory"), (":y", "neither"),
+    ("os:getpid", "returned a int"), ("kdforge_raises_at_import:build", "cannot import it (RuntimeError"),
+])
+def test_factory_strings(tmp_path, capsys, monkeypatch, factory, expected):
+    (tmp_path / "kdforge_raises_at_import.py").write_text("raise RuntimeError('boom\\nsecond line')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert_refused(kdforge(capsys, "profile", factory, "--input", "1x1x8x8"), expected)
+
+
+def test_argument_mistakes_are_one_line(capsys):
+    assert_refused(kdforge(capsys, "profile", "x.onnx", "--threads", "many"), "invalid int value")
+    assert_refused(kdforge(capsys, "profile", "x.onnx", "--threads", "0"), "--threads")
+    assert_refused(kdforge(capsys, "frobnicate"), "invalid choice")
