@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH ?= torch==2.13.0
 TORCHVISION ?= torchvision==0.29.1
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all fuzz bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
+
+# the readers of files from outside, fuzzed at length (random examples; a crash is kept in tests/fuzz_regressions/)
+fuzz: $(STAMP)
+	KDFORGE_FUZZ_EXAMPLES=2000 $(PY) -m pytest -q tests/test_fuzz.py
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from kdforge.errors import Interrupted, UserError, printable
@@ -203,7 +204,11 @@ def main(argv=None) -> int:
     handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
     previous = {sig: signal.signal(sig, _stop_on) for sig in handled}
     try:
-        args.func(args)
+        # warnings are held back until the command ends: a command that fails says one line, the error
+        with warnings.catch_warnings(record=True) as held:
+            args.func(args)
+        for w in held:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     except UserError as e:
         print(f"kdforge: error: {printable(str(e))}", file=sys.stderr)
         return 2

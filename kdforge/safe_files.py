@@ -11,6 +11,7 @@ no file can hang kdforge or make it allocate what the file declares.
 """
 
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -23,6 +24,16 @@ MiB = 1 << 20
 YAML_MAX_NODES = 100_000   # a config is a few hundred nodes
 MAX_NESTING = 64           # a config nests 5 deep, an index 4
 MAX_TENSOR_MIB = 1024      # what a file's declared shapes may imply; a ResNet-50 activation at batch 64 is 200 MiB
+
+
+def check_declared_input(shape, what: str, max_bytes: int = MAX_TENSOR_MIB << 20) -> None:
+    """Refuses an fp32 input of `shape` (declared by a file or a flag) larger than `max_bytes`."""
+    if not all(type(d) is int and d > 0 for d in shape):
+        raise UserError(f"{what}: the input shape {printable(str(list(shape)))} needs positive integer sizes.")
+    nbytes = 4 * math.prod(shape)
+    if nbytes > max_bytes:
+        raise UserError(f"{what}: an input of {'x'.join(map(str, shape))} would take {nbytes / MiB:,.0f} MiB, more than the "
+                        f"{max_bytes / MiB:,.0f} MiB kdforge allocates for one declared tensor.")
 
 
 def open_regular(path: Path, what: str):

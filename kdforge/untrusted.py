@@ -15,6 +15,7 @@ A file that names any other global is refused with a UserError naming the file a
 
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -46,12 +47,12 @@ MAX_COMPRESSED_RECORDS_BYTES = 256 << 20
 
 
 def _check_records(f, path: Path, what: str) -> None:
-    if not zipfile.is_zipfile(f):
-        return  # the legacy format: torch reads each storage's declared size from the file itself
     try:
+        if not zipfile.is_zipfile(f):
+            return  # the legacy format: torch reads each storage's declared size from the file itself
         with zipfile.ZipFile(f) as archive:
             inflated = sum(i.file_size for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED)
-    except (zipfile.BadZipFile, ValueError, OSError):
+    except Exception:  # noqa: BLE001 - zipfile raises BadZipFile, NotImplementedError, ValueError, ... on damage
         raise UserError(f"{what} {printable(str(path))} is not a readable PyTorch checkpoint; it may be corrupt or "
                         f"half-written.") from None
     if inflated > MAX_COMPRESSED_RECORDS_BYTES:
@@ -66,7 +67,9 @@ def load_torch(path: Path, what: str):
         _check_records(f, path, what)
         f.seek(0)
         try:
-            with torch.serialization.safe_globals(_TORCH_SAFE_NUMPY):
+            # torch warns (on stderr) about odd pickle protocols and the like: the file's problem, said below if fatal
+            with torch.serialization.safe_globals(_TORCH_SAFE_NUMPY), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 return torch.load(f, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             culprit = re.search(r"GLOBAL ([\w.]+)", str(e))

@@ -202,7 +202,8 @@ def _archive(tmp_path: Path, tamper=None) -> Path:
     evil = tmp_path / "evil.pt2"
     with zipfile.ZipFile(good) as source, zipfile.ZipFile(evil, "w") as target:
         members = {i.filename: source.read(i.filename) for i in source.infolist()}
-        for name, data in tamper(members).items():
+        tampered = tamper(members)
+        for name, data in tampered.items() if isinstance(tampered, dict) else tampered:
             target.writestr(name, data)
     return evil
 
@@ -222,7 +223,19 @@ PT2_ATTACKS = {
     "guard-code": lambda m: _model_json(m, lambda j: j.update(guards_code=["__import__('os').system('touch MARKER')"])),
     "file-writing-op": lambda m: _model_json(m, lambda j: j["graph_module"]["graph"]["nodes"][0].update(
         target="torch.ops.aten.from_file.default")),
+    "symbolic-shape-evaluated-by-sympy": lambda m: _model_json(m, lambda j: j["graph_module"]["graph"]["tensor_values"][
+        next(iter(j["graph_module"]["graph"]["tensor_values"]))]["sizes"].__setitem__(
+        0, {"as_expr": {"expr_str": "__import__('os').system('touch MARKER')", "hint": None}})),
+    "pickled-payload": lambda m: _weights_config(m, lambda c: next(iter(c["config"].values())).update(use_pickle=True)),
+    "duplicate-member": lambda m: [*m.items(), (next(n for n in m if n.endswith("model.json")), b"{}")],
 }
+
+
+def _weights_config(members: dict, change) -> dict:
+    name = next(n for n in members if n.endswith("_weights_config.json"))
+    config = json.loads(members[name])
+    change(config)
+    return {**members, name: json.dumps(config).encode()}
 
 
 @pytest.mark.parametrize("attack", PT2_ATTACKS)
@@ -420,3 +433,46 @@ def test_argument_mistakes_are_one_line(capsys):
     assert_refused(kdforge(capsys, "profile", "x.onnx", "--threads", "many"), "invalid int value")
     assert_refused(kdforge(capsys, "profile", "x.onnx", "--threads", "0"), "--threads")
     assert_refused(kdforge(capsys, "frobnicate"), "invalid choice")
+
+
+def _deploy_file(path: Path, **header) -> Path:
+    from kdforge.export.strip import FORMAT
+    from kdforge.train.models import create_model
+
+    blob = {"format": FORMAT, "model": "resnet8", "model_args": {}, "num_classes": 10, "in_channels": 1, "image_size": 8,
+            "method": "ce", "state_dict": create_model("resnet8", 10, 1).state_dict(), **header}
+    torch.save(blob, path)
+    return path
+
+
+@pytest.mark.parametrize("header,expected", [
+    ({"image_size": 100_000}, "would take"), ({"image_size": "8"}, "positive integer"), ({"image_size": -8}, "positive"),
+    ({"num_classes": 1 << 30}, "positive number of classes"), ({"in_channels": 0}, "positive number of classes"),
+])
+@pytest.mark.parametrize("command", ["profile", "export"])
+def test_a_deploy_file_that_declares_giant_or_bad_sizes(tmp_path, capsys, header, expected, command):
+    path = _deploy_file(tmp_path / "deploy.pt", **header)
+    assert_refused(kdforge(capsys, command, path, *(["-o", tmp_path / "m.onnx"] if command == "export" else [])), expected)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_factory_input_or_activations_past_the_bound(tmp_path, capsys, monkeypatch):
+    (tmp_path / "kdforge_wide_model.py").write_text(
+        "import torch\ndef build():\n    return torch.nn.Conv2d(1, 512, 1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert_refused(kdforge(capsys, "profile", "kdforge_wide_model:build", "--input", "1x3x100000x100000"), "would take")
+    # 1x512x256x256 fp32 = 128 MiB of output
+    assert_refused(kdforge(capsys, "profile", "kdforge_wide_model:build", "--input", "1x1x256x256", "--max-tensor-mib", 64),
+                   "MiB of activations at once")
+    assert kdforge(capsys, "profile", "kdforge_wide_model:build", "--input", "1x1x16x16", "--rounds", 5, "--round-ms", 0.1)[0] == 0
+
+
+@pytest.mark.parametrize("kind", ["fifo-image", "out-is-a-file"])
+def test_data_pack_refuses_a_pipe_or_a_file_for_a_folder(tmp_path, capsys, kind):
+    root = _image_folder(tmp_path / "images")
+    out = tmp_path / "shards"
+    if kind == "fifo-image":
+        os.mkfifo(root / "val" / "b" / "pipe.png")
+    else:
+        out.write_text("not a folder")
+    assert_refused(kdforge(capsys, "data", "pack", root, out), "pipe.png" if kind == "fifo-image" else "is a file")

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from kdforge import atomic
-from kdforge.errors import UserError
+from kdforge.errors import UserError, printable
+from kdforge.safe_files import check_declared_input
 from kdforge.untrusted import load_torch
 from kdforge.train.models import create_model
 from kdforge.train.models.plain import apply_transforms
@@ -63,4 +64,5 @@ def load_deployed(path: Path) -> tuple[nn.Module, dict]:
         raise UserError(f"{path} has a damaged header (model, model_args, num_classes, in_channels); re-run the strip stage.") from None
     except RuntimeError:
         raise UserError(f"{path} holds weights of another architecture than '{spec['model']}'.") from None
+    check_declared_input((2, spec["in_channels"], spec.get("image_size"), spec.get("image_size")), printable(str(path)))
     return model.eval(), spec

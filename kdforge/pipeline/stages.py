@@ -2,7 +2,6 @@
 own artifacts atomically and returns a `StageResult`; the runner records it in the manifest.
 The work itself lives in train/, export/ and profile/: a stage only wires it to files."""
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from kdforge.profile.counts import count_costs
 from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
 from kdforge.profile.report import student_row, write_report
 from kdforge.profile.targets import target
+from kdforge.safe_files import read_json
 from kdforge.train.data import DataBundle, batch_augmentation, build_data, loader_workers
 from kdforge.train import distributed
 from kdforge.train.device import resolve_device

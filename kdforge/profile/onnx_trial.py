@@ -36,7 +36,6 @@ def _child(model_path: str, result_path: str, shown: str) -> None:
     from kdforge.export.ort import model_session, run_feeds
 
     model = onnx.load(model_path, load_external_data=False)  # written by the parent from a checked graph
-    wanted = [o.name for o in model.graph.output]
     try:
         session = model_session(model, shown)
         declared = {v.name: v for v in feedable_inputs(model)}

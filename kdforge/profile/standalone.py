@@ -14,9 +14,8 @@ import re
 from pathlib import Path
 
 from kdforge.errors import UserError, printable, printable_name
-from kdforge.safe_files import MAX_TENSOR_MIB
-from kdforge.safe_files import read_json
 from kdforge.profile import latency
+from kdforge.safe_files import MAX_TENSOR_MIB, check_declared_input, read_json
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -48,7 +47,7 @@ def _cost_rows(t: dict) -> list[tuple[str, str]]:
 def profile_file(path, threads: int = 1, layers: bool = False, batch: int = 1, setup: latency.LatencySetup = latency.LatencySetup(),
                  input_shape: tuple[int, ...] | None = None, max_tensor_mib: int = MAX_TENSOR_MIB) -> dict:
     if ":" in str(path) and not Path(path).exists():
-        return _profile_factory(str(path), input_shape, threads, layers, setup)
+        return _profile_factory(str(path), input_shape, threads, layers, setup, max_tensor_mib << 20)
     path = Path(path)
     if not path.exists():
         raise UserError(f"{printable(str(path))} does not exist; give a deploy.pt, a .onnx file, or a factory package.module:function.")
@@ -58,11 +57,11 @@ def profile_file(path, threads: int = 1, layers: bool = False, batch: int = 1, s
         raise UserError(f"{printable(str(path))}: kdforge does not open torch.export archives, since loading one can run "
                         f"code it carries; export the model to ONNX, or profile it by its factory package.module:function.")
     if path.name == "checkpoint.pt":
-        return _profile_model(*_checkpoint_model(path), threads, layers, setup)
+        return _profile_model(*_checkpoint_model(path), threads, layers, setup, max_tensor_mib << 20)
     if path.suffix == ".pt":
         from kdforge.export.strip import load_deployed
 
-        return _profile_model(*load_deployed(path), threads, layers, setup)
+        return _profile_model(*load_deployed(path), threads, layers, setup, max_tensor_mib << 20)
     raise UserError(f"{path}: kdforge profiles deploy.pt files and .onnx files, not '{path.suffix}'.")
 
 
@@ -103,7 +102,7 @@ def _data_summary(path: Path) -> dict:
     return {"teacher_classes": None, **data}
 
 
-def _profile_factory(factory: str, input_shape, threads: int, layers: bool, setup: latency.LatencySetup) -> dict:
+def _profile_factory(factory: str, input_shape, threads: int, layers: bool, setup: latency.LatencySetup, max_bytes: int) -> dict:
     """A model built by the user's own code: importing and calling it is what they asked for."""
     import importlib
 
@@ -127,13 +126,14 @@ def _profile_factory(factory: str, input_shape, threads: int, layers: bool, setu
     if not isinstance(model, nn.Module):
         raise UserError(f"{shown}() returned a {type(model).__name__}, not a torch.nn.Module.")
     spec = {"model": factory, "method": "factory", "input_shape": tuple(input_shape)}
-    return _profile_model(model.eval(), spec, threads, layers, setup)
+    return _profile_model(model.eval(), spec, threads, layers, setup, max_bytes)
 
 
-def _profile_model(model, spec: dict, threads: int, layers: bool, setup: latency.LatencySetup) -> dict:
+def _profile_model(model, spec: dict, threads: int, layers: bool, setup: latency.LatencySetup, max_bytes: int) -> dict:
     from kdforge.profile.counts import count_costs
 
     shape = spec.get("input_shape") or (1, spec["in_channels"], spec["image_size"], spec["image_size"])
+    check_declared_input(shape, printable(str(spec["model"])), max_bytes)
     try:
         costs = count_costs(model, shape)
     except UserError:
@@ -141,6 +141,11 @@ def _profile_model(model, spec: dict, threads: int, layers: bool, setup: latency
     except Exception as e:  # noqa: BLE001 - a model torch.export cannot trace, or a wrong --input
         raise UserError(f"torch.export cannot trace {spec['model']} on a {'x'.join(map(str, shape))} input "
                         f"({type(e).__name__}: {' '.join(str(e).split())[:200]}).") from None
+    peak = costs["totals"]["peak_activation_bytes"]
+    if peak > max_bytes:  # counted on the traced graph; nothing ran yet
+        raise UserError(f"{printable(str(spec['model']))} on a {'x'.join(map(str, shape))} input would hold "
+                        f"{peak / (1 << 20):,.0f} MiB of activations at once, more than the {max_bytes / (1 << 20):,.0f} "
+                        f"MiB kdforge allocates; raise --max-tensor-mib if you mean it.")
     lat = _pytorch_figure(model, shape, threads, setup)
     return _model_result(costs, lat, f"{spec['model']} ({spec.get('method', '?')})", shape, threads, layers)
 

@@ -23,8 +23,8 @@ import tarfile
 from pathlib import Path
 
 from kdforge.errors import UserError, printable, printable_name
-from kdforge.safe_files import read_json
-from kdforge.train.data.folder import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, _scan
+from kdforge.safe_files import read_bytes, read_json
+from kdforge.train.data.folder import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_BYTES, ImageFolder, _scan
 from kdforge.train.data.splits import DataBundle, split_indices
 
 SPLITS = ("train", "test")
@@ -43,6 +43,8 @@ def pack(root: Path, out: Path, shard_size: int) -> dict:
     if not train_dir.is_dir() or not test_dir.is_dir():
         raise UserError(f"{root} needs class folders under train/ and val/ (or test/).")
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{printable(str(out))} is a file; give a folder for the shards.")
     out.mkdir(parents=True, exist_ok=True)
     index = {"classes": classes, "splits": {}}
     for split, folder in zip(SPLITS, (train_dir, test_dir)):
@@ -55,7 +57,8 @@ def pack(root: Path, out: Path, shard_size: int) -> dict:
             chunk = samples[start:start + shard_size]
             with wds.TarWriter(str(out / name)) as sink:
                 for i, (path, label) in enumerate(chunk, start=start):
-                    sink.write({"__key__": f"{i:09d}", path.suffix.lower().lstrip("."): path.read_bytes(), "cls": str(label).encode()})
+                    image = read_bytes(path, "image", MAX_IMAGE_BYTES)
+                    sink.write({"__key__": f"{i:09d}", path.suffix.lower().lstrip("."): image, "cls": str(label).encode()})
             shards.append({"url": name, "nsamples": len(chunk), "labels": [label for _, label in chunk]})
         index["splits"][split] = shards
     (out / "index.json").write_text(json.dumps(index))

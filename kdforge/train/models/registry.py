@@ -35,6 +35,9 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs):
     """The model `name` built with `kwargs` (a config's model_args). It is first built on the meta
     device, which allocates nothing, so that model_args asking for a giant network are refused."""
     build = model_builder(name)
+    if not all(type(n) is int and 0 < n <= 1 << 20 for n in (num_classes, in_channels)):
+        raise UserError(f"model '{name}' needs a positive number of classes and input channels, not "
+                        f"{printable(str(num_classes))} and {printable(str(in_channels))}.")
     try:
         with torch.device("meta"):
             size = sum(p.numel() for p in build(num_classes=num_classes, in_channels=in_channels, **kwargs).parameters())
