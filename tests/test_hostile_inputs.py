@@ -129,7 +129,7 @@ ONNX_CASES = [
              helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])]))],
         [("x", [1])], [("y", [1])],
         [numpy_helper.from_array(np.array(1 << 62, np.int64), "trip"), numpy_helper.from_array(np.array(True), "cond")]),
-     "more than"),
+     "more than 5 s"),
     ("external-data-initializer", lambda: _model(
         [helper.make_node("Add", ["x", "w"], ["y"])], [("x", [4])], [("y", [4])],
         [_external(_weight("w", [4]), "/etc/passwd")]), "external data"),
@@ -159,7 +159,10 @@ ONNX_CASES = [
 
 
 @pytest.mark.parametrize("case,build,expected", ONNX_CASES, ids=[c[0] for c in ONNX_CASES])
-def test_hostile_onnx_files(tmp_path, capsys, case, build, expected):
+def test_hostile_onnx_files(tmp_path, capsys, monkeypatch, case, build, expected):
+    from kdforge.profile import onnx_trial
+
+    monkeypatch.setattr(onnx_trial, "TRIAL_SECONDS", 5)  # the never-ending Loop costs this much, not 30 s
     path = _save(build(), tmp_path / "model.onnx")
     result = kdforge(capsys, "profile", path, "--rounds", 5, "--round-ms", 0.1, "--layers")
     if expected:
@@ -178,16 +181,22 @@ def test_max_tensor_mib_decides_what_is_allocated(tmp_path, capsys):
     assert_refused(kdforge(capsys, "profile", path, "--max-tensor-mib", 3), "tensor 'x' would be 1x1x1024x1024 (4 MiB)")
 
 
-@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "folder"])
-def test_an_onnx_path_that_is_no_regular_file(tmp_path, capsys, kind):
-    path = tmp_path / "model.onnx"
+def _plant(path: Path, kind: str) -> Path:
+    """Something that is no regular file where a file belongs."""
     if kind == "fifo":
-        os.mkfifo(path)
+        os.mkfifo(path)  # opening it for reading would block until a writer comes
     elif kind == "dev-zero-link":
-        path.symlink_to("/dev/zero")
+        path.symlink_to("/dev/zero")  # reading it never ends
+    elif kind == "dangling-link":
+        path.symlink_to(path.parent / "nowhere")
     else:
         path.mkdir()
-    assert_refused(kdforge(capsys, "profile", path), "regular file")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "folder"])
+def test_an_onnx_path_that_is_no_regular_file(tmp_path, capsys, kind):
+    assert_refused(kdforge(capsys, "profile", _plant(tmp_path / "model.onnx", kind)), "regular file")
 
 
 # torch.export archives: every class of attack the loader would run is refused before it opens
@@ -304,12 +313,10 @@ def test_malformed_set_values(tmp_path, capsys, assignment, expected):
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "oversized"])
 def test_a_config_path_that_is_no_small_regular_file(tmp_path, capsys, kind):
     path = tmp_path / "c.yaml"
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "dev-zero-link":
-        path.symlink_to("/dev/zero")
-    else:
+    if kind == "oversized":
         path.write_text("# padding\n" * 200_000)
+    else:
+        _plant(path, kind)
     assert_refused(kdforge(capsys, "run", path), "regular file" if kind != "oversized" else "larger than")
 
 
@@ -371,11 +378,7 @@ def _folder_config(tmp_path: Path, root: Path, name: str = "folder") -> Path:
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "dangling-link"])
 def test_an_image_folder_with_a_device_or_pipe(tmp_path, capsys, kind):
     root = _image_folder(tmp_path / "images")
-    planted = root / "train" / "a" / "planted.jpg"
-    if kind == "fifo":
-        os.mkfifo(planted)
-    else:
-        planted.symlink_to("/dev/zero" if kind == "dev-zero-link" else tmp_path / "nowhere")
+    _plant(root / "train" / "a" / "planted.jpg", kind)
     assert_refused(kdforge(capsys, "run", _folder_config(tmp_path, root), "--only", "data"), "planted.jpg")
 
 
@@ -393,14 +396,14 @@ def _index(shards: Path, change) -> None:
 
 
 INDEX_CASES = [
-    ("fifo", lambda s: ((s / "index.json").unlink(), os.mkfifo(s / "index.json")), "regular file"),
-    ("dev-zero-link", lambda s: ((s / "index.json").unlink(), (s / "index.json").symlink_to("/dev/zero")), "regular file"),
+    ("fifo", lambda s: ((s / "index.json").unlink(), _plant(s / "index.json", "fifo")), "regular file"),
+    ("dev-zero-link", lambda s: ((s / "index.json").unlink(), _plant(s / "index.json", "dev-zero-link")), "regular file"),
     ("deep-nesting", lambda s: (s / "index.json").write_text("[" * 100_000 + "]" * 100_000), "nest"),
     ("not-json", lambda s: (s / "index.json").write_text("{"), "malformed"),
     ("classes-not-names", lambda s: _index(s, lambda i: i.update(classes=[{"a": 1}])), "malformed"),
     ("shard-is-a-string", lambda s: _index(s, lambda i: i["splits"].update(train=["x.tar"])), "malformed"),
     ("shard-pipe-url", lambda s: _index(s, lambda i: i["splits"]["train"][0].update(url="pipe:touch MARKER")), "malformed"),
-    ("shard-is-dev-zero", lambda s: ((s / "z.tar").symlink_to("/dev/zero"),
+    ("shard-is-dev-zero", lambda s: (_plant(s / "z.tar", "dev-zero-link"),
                                      _index(s, lambda i: i["splits"]["train"][0].update(url="z.tar"))), "regular file"),
     ("lying-sample-count", lambda s: _index(s, lambda i: i["splits"]["train"][-1].update(
         nsamples=i["splits"]["train"][-1]["nsamples"] + 40, labels=i["splits"]["train"][-1]["labels"] + [0] * 40)),
@@ -472,7 +475,7 @@ def test_data_pack_refuses_a_pipe_or_a_file_for_a_folder(tmp_path, capsys, kind)
     root = _image_folder(tmp_path / "images")
     out = tmp_path / "shards"
     if kind == "fifo-image":
-        os.mkfifo(root / "val" / "b" / "pipe.png")
+        _plant(root / "val" / "b" / "pipe.png", "fifo")
     else:
         out.write_text("not a folder")
     assert_refused(kdforge(capsys, "data", "pack", root, out), "pipe.png" if kind == "fifo-image" else "is a file")

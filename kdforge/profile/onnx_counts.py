@@ -221,7 +221,7 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1, path="the graph", max_byt
     check_sizes(path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
     missing = [o for node in model.graph.node for o in node.output if o and o not in shapes]
     if missing or trial:
-        for name, (shape, size) in trial_run(model, missing, path, max_bytes).items():
+        for name, (shape, size) in trial_run(model, missing, path, max_bytes, must_run=trial).items():
             shapes[name], itemsize[name] = shape, size
         check_sizes(path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
     graph = _Graph(model)

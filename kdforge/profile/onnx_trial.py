@@ -51,9 +51,10 @@ def _child(model_path: str, result_path: str, shown: str) -> None:
     Path(result_path).write_text(json.dumps(result))
 
 
-def trial_run(model: onnx.ModelProto, outputs: list[str], path, max_bytes: int) -> dict:
+def trial_run(model: onnx.ModelProto, outputs: list[str], path, max_bytes: int, must_run: bool = True) -> dict:
     """{tensor name: (shape, itemsize)} of `outputs` after one run on zeros in a capped child
-    process; a UserError if the graph needs more memory or time than it is given."""
+    process; a UserError if the graph needs more memory or time than it is given, or, with
+    `must_run`, if ONNX Runtime cannot run it (else no shapes: they stay unknown)."""
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in outputs if name not in known)
@@ -68,19 +69,22 @@ def trial_run(model: onnx.ModelProto, outputs: list[str], path, max_bytes: int) 
         model_path.write_bytes(probe.SerializeToString())
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         try:
-            subprocess.run([sys.executable, "-m", "kdforge.profile.onnx_trial", str(model_path), str(result_path), shown],
+            child = subprocess.run([sys.executable, "-m", "kdforge.profile.onnx_trial", str(model_path), str(result_path), shown],
                            preexec_fn=limit_memory, timeout=TRIAL_SECONDS, capture_output=True, env=env)
         except subprocess.TimeoutExpired:
             raise UserError(f"{shown} takes more than {TRIAL_SECONDS} s to run once on zeros; kdforge does not time a "
                             f"graph that may never end.") from None
         if not result_path.is_file():
-            raise UserError(f"{shown}: one run on zeros needs more than {cap >> 20:,} MiB of memory; raise "
-                            f"--max-tensor-mib if you mean it.")
+            ending = f"signal {-child.returncode}" if child.returncode < 0 else f"exit code {child.returncode}"
+            raise UserError(f"{shown}: ONNX Runtime's run on zeros, in a child process capped at {cap >> 20:,} MiB, ended "
+                            f"without a result ({ending}); raise --max-tensor-mib if the model needs more memory.")
         result = json.loads(result_path.read_text())
     error = result.get("user_error") or result.get("error")
     if error and re.search(r"alloc|memory", error, re.IGNORECASE):
         raise UserError(f"{shown}: one run on zeros needs more than the {cap >> 20:,} MiB it was given "
                         f"({printable(error).rstrip('.')}); raise --max-tensor-mib if you mean it.")
+    if error and not must_run:
+        return {}
     if "user_error" in result:
         raise UserError(result["user_error"])
     if error:
