@@ -108,11 +108,11 @@ def _profile_factory(factory: str, input_shape, threads: int, layers: bool, setu
 
     from torch import nn
 
-    if input_shape is None:
-        raise UserError(f"profiling {factory} needs the input shape: add --input, e.g. --input 1x3x224x224.")
     shown = printable(factory)
     if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", factory):
         raise UserError(f"{shown} is neither a file nor a factory package.module:function.")
+    if input_shape is None:
+        raise UserError(f"profiling {shown} needs the input shape: add --input, e.g. --input 1x3x224x224.")
     module_name, _, function_name = factory.partition(":")
     try:
         build = getattr(importlib.import_module(module_name), function_name)
