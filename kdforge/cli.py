@@ -69,6 +69,12 @@ def _cmd_export(args) -> None:
     from kdforge.export.onnx_export import export_onnx, onnx_flavour
     from kdforge.export.strip import load_deployed
 
+    from kdforge.config import ExportConfig
+
+    try:
+        ExportConfig(opset=args.opset)
+    except ValueError as e:  # pydantic's ValidationError says why in its first error
+        raise UserError(f"--opset {args.opset}: {e.errors()[0]['msg'].removeprefix('Value error, ')}.") from None
     model, spec = load_deployed(args.model)
     out = args.output or args.model.with_name("model.onnx")
     shape = (2, spec["in_channels"], spec["image_size"], spec["image_size"])

@@ -124,7 +124,17 @@ class StudentConfig(Section):
 
 
 class ExportConfig(Section):
-    opset: int = Field(18, ge=13)
+    opset: int = Field(18, ge=18, description="ONNX opset of the exported files: torch's exporter writes 18 and converts "
+                       "upwards only")
+
+    @field_validator("opset")
+    @classmethod
+    def _opset_onnx_knows(cls, opset):
+        import onnx
+
+        if opset > onnx.defs.onnx_opset_version():
+            raise ValueError(f"this onnx package knows opsets up to {onnx.defs.onnx_opset_version()}")
+        return opset
     portable: bool = Field(False, description="standard ONNX operators only (adder layers too): any runtime, slowly")
     tensorrt: bool = Field(False, description="also build a TensorRT engine (needs TensorRT and a CUDA GPU)")
     fp16: bool = Field(False, description="build the TensorRT engine in fp16")

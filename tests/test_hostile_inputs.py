@@ -479,3 +479,34 @@ def test_data_pack_refuses_a_pipe_or_a_file_for_a_folder(tmp_path, capsys, kind)
     else:
         out.write_text("not a folder")
     assert_refused(kdforge(capsys, "data", "pack", root, out), "pipe.png" if kind == "fifo-image" else "is a file")
+
+
+def test_a_file_too_slow_to_time_within_a_minute_is_counted_not_timed(tmp_path, capsys, monkeypatch):
+    """The timing budget, shrunk so that a tiny graph exceeds it: what a Loop of 10^8 steps does."""
+    from kdforge.profile import standalone
+
+    monkeypatch.setattr(standalone, "TIMING_BUDGET_S", 1e-9)
+    code, out, err = kdforge(capsys, "profile", _save(_relu([1, 3, 4, 4]), tmp_path / "m.onnx"), "--json", tmp_path / "p.json")
+    assert code == 0, err
+    assert "ONNX Runtime latency  not timed: one run on zeros took" in out and "lower --rounds" in out
+    assert "not_timed" in json.loads((tmp_path / "p.json").read_text())["latency"]["onnxruntime"]
+
+
+def test_a_sparse_terabyte_onnx_file_is_refused_unread(tmp_path, capsys):
+    path = tmp_path / "huge.onnx"
+    with open(path, "wb") as f:
+        f.truncate(1 << 40)  # a terabyte of zeros that takes no disk
+    assert_refused(kdforge(capsys, "profile", path), "larger than 2,048 MiB")
+
+
+def test_an_opset_the_exporter_cannot_write_is_refused_and_one_it_can_is_written(tmp_path, capsys):
+    """torch's exporter writes opset 18 and converts upwards; below 18 it used to print a traceback
+    and quietly write 18."""
+    deploy = _deploy_file(tmp_path / "deploy.pt")
+    assert_refused(kdforge(capsys, "export", deploy, "--opset", 13, "-o", tmp_path / "a.onnx"), "--opset 13")
+    assert_refused(kdforge(capsys, "export", deploy, "--opset", 999, "-o", tmp_path / "a.onnx"), "knows opsets up to")
+    assert_refused(kdforge(capsys, "run", _config(tmp_path, _valid_yaml(tmp_path)), "--set", "export.opset=17"),
+                   "key 'export.opset'")
+    code, _, err = kdforge(capsys, "export", deploy, "--opset", 20, "-o", tmp_path / "b.onnx")
+    assert code == 0 and err == "", err
+    assert [o.version for o in onnx.load(tmp_path / "b.onnx").opset_import if o.domain == ""] == [20]

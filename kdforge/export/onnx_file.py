@@ -17,7 +17,9 @@ from math import prod
 import onnx
 
 from kdforge.errors import UserError, printable, printable_name
-from kdforge.safe_files import open_regular
+from kdforge.safe_files import read_bytes
+
+MAX_ONNX_BYTES = 2 << 30  # protobuf's own limit; larger models keep their weights in external data
 
 
 def _subgraphs(attribute: onnx.AttributeProto):
@@ -69,8 +71,7 @@ def all_tensors(model: onnx.ModelProto):
 def load_model(path) -> onnx.ModelProto:
     """The ONNX graph of `path`, a UserError if it is not one or if any tensor lives outside it."""
     shown = printable(str(path))
-    with open_regular(path, "ONNX file") as f:
-        data = f.read()
+    data = read_bytes(path, "ONNX file", MAX_ONNX_BYTES)
     try:
         model = onnx.ModelProto.FromString(data)
     except Exception:  # noqa: BLE001 - protobuf's decode errors have no common type

@@ -211,7 +211,8 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1, path="the graph", max_byt
     """Per-node costs and totals of one run of `model` at batch size `batch` (the structure of
     kdforge.profile.counts.count_costs). No tensor and no peak of live activations may exceed
     `max_bytes`; shapes inference leaves open come from one run in a capped child process
-    (kdforge.profile.onnx_trial), which `trial` asks for even when every shape is known."""
+    (kdforge.profile.onnx_trial), which `trial` asks for even when every shape is known; that run's
+    time is `trial_seconds` (None without one)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's copy stays as it was
     check_inputs(model, path)
     _fix_batch(model, batch)
@@ -220,9 +221,12 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1, path="the graph", max_byt
     constants = _constants(model)
     check_sizes(path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
     missing = [o for node in model.graph.node for o in node.output if o and o not in shapes]
+    run_seconds = None
     if missing or trial:
-        for name, (shape, size) in trial_run(model, missing, path, max_bytes, must_run=trial).items():
+        ran = trial_run(model, missing, path, max_bytes, must_run=trial)
+        for name, (shape, size) in ran["shapes"].items():
             shapes[name], itemsize[name] = shape, size
+        run_seconds = ran["seconds"]
         check_sizes(path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
     graph = _Graph(model)
     layers = [c for c in (_node_cost(node, shapes, weights, graph) for node in model.graph.node
@@ -231,4 +235,6 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1, path="the graph", max_byt
     param_bytes = sum(prod(init.dims) * _itemsize(init.data_type) for init in model.graph.initializer)
     inputs = feedable_inputs(model)
     input_shape = shapes.get(inputs[0].name) if inputs else None
-    return summarise(layers, params, param_bytes, _peak_activation_bytes(model, shapes, itemsize, constants), input_shape)
+    costs = summarise(layers, params, param_bytes, _peak_activation_bytes(model, shapes, itemsize, constants), input_shape)
+    costs["trial_seconds"] = run_seconds
+    return costs

@@ -14,6 +14,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,11 @@ def _child(model_path: str, result_path: str, shown: str) -> None:
         session = model_session(model, shown)
         declared = {v.name: v for v in feedable_inputs(model)}
         outputs = [o.name for o in session.get_outputs()]
-        values = run_feeds(session, {i.name: _zeros(declared[i.name]) for i in session.get_inputs()})
-        result = {"shapes": {name: [list(np.shape(v)), np.asarray(v).itemsize] for name, v in zip(outputs, values)}}
+        feeds = {i.name: _zeros(declared[i.name]) for i in session.get_inputs()}
+        start = time.perf_counter()
+        values = run_feeds(session, feeds)
+        result = {"shapes": {name: [list(np.shape(v)), np.asarray(v).itemsize] for name, v in zip(outputs, values)},
+                  "seconds": time.perf_counter() - start}
     except UserError as e:
         result = {"user_error": str(e)}
     except MemoryError:
@@ -52,9 +56,10 @@ def _child(model_path: str, result_path: str, shown: str) -> None:
 
 
 def trial_run(model: onnx.ModelProto, outputs: list[str], path, max_bytes: int, must_run: bool = True) -> dict:
-    """{tensor name: (shape, itemsize)} of `outputs` after one run on zeros in a capped child
-    process; a UserError if the graph needs more memory or time than it is given, or, with
-    `must_run`, if ONNX Runtime cannot run it (else no shapes: they stay unknown)."""
+    """{"shapes": {tensor name: (shape, itemsize)} of `outputs`, "seconds": the run's time} after
+    one run on zeros in a capped child process; a UserError if the graph needs more memory or time
+    than it is given, or, with `must_run`, if ONNX Runtime cannot run it (else {"shapes": {}}:
+    they stay unknown)."""
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in outputs if name not in known)
@@ -84,12 +89,12 @@ def trial_run(model: onnx.ModelProto, outputs: list[str], path, max_bytes: int, 
         raise UserError(f"{shown}: one run on zeros needs more than the {cap >> 20:,} MiB it was given "
                         f"({printable(error).rstrip('.')}); raise --max-tensor-mib if you mean it.")
     if error and not must_run:
-        return {}
+        return {"shapes": {}, "seconds": None}
     if "user_error" in result:
         raise UserError(result["user_error"])
     if error:
         raise UserError(f"ONNX Runtime cannot run {shown} on zeros: {printable(error).rstrip('.')}.")
-    return {name: tuple(value) for name, value in result["shapes"].items()}
+    return {"shapes": {name: tuple(value) for name, value in result["shapes"].items()}, "seconds": result["seconds"]}
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ def _cost_rows(t: dict) -> list[tuple[str, str]]:
     return rows
 
 
+TIMING_BUDGET_S = 60
+
+
 def profile_file(path, threads: int = 1, layers: bool = False, batch: int = 1, setup: latency.LatencySetup = latency.LatencySetup(),
                  input_shape: tuple[int, ...] | None = None, max_tensor_mib: int = MAX_TENSOR_MIB) -> dict:
     if ":" in str(path) and not Path(path).exists():
@@ -172,11 +175,18 @@ def _profile_onnx(path: Path, threads: int, layers: bool, setup: latency.Latency
     t = costs["totals"]
     shape = tuple(t["input_shape"] or ())
     session = model_session(model, path, threads=threads)
-    lat = {"backend": "onnxruntime", "provider": session.get_providers()[0], "threads": threads, "batch": shape[0] if shape else 1,
-           **_figure(latency.onnxruntime_timer(session, shape), setup)}
+    lat = {"backend": "onnxruntime", "provider": session.get_providers()[0], "threads": threads, "batch": shape[0] if shape else 1}
+    worst = costs["trial_seconds"] * (1 + setup.warmup + setup.max_rounds)
+    if worst > TIMING_BUDGET_S:  # a file from anywhere may take minutes a call (a Loop of 10^8 steps)
+        lat["not_timed"] = (f"one run on zeros took {costs['trial_seconds']:.1f} s, so {setup.rounds} to {setup.max_rounds} "
+                            f"rounds could take {worst:.0f} s (over {TIMING_BUDGET_S} s); lower --rounds to time it")
+        latency_row = f"not timed: {lat['not_timed']}"
+    else:
+        lat.update(_figure(latency.onnxruntime_timer(session, shape), setup))
+        latency_row = f"{_latency_text(lat)} ({threads} thread(s), {lat['provider']})"
     table = _table([
         ("file", printable(str(path))), ("input", "x".join(map(str, shape))), *_cost_rows(t),
-        ("ONNX Runtime latency", f"{_latency_text(lat)} ({threads} thread(s), {lat['provider']})"),
+        ("ONNX Runtime latency", latency_row),
     ])
     if layers:
         table += "\n\n" + _layer_table(costs["layers"])
