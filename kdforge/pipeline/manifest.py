@@ -10,7 +10,7 @@ from kdforge.errors import UserError, printable
 from kdforge.safe_files import read_json
 
 
-_ENTRY_TYPES = {"status": str, "fingerprint": str, "outputs": list}
+_ENTRY_TYPES = {"status": str, "fingerprint": str, "outputs": list, "metrics": dict}
 
 
 def _units(raw) -> dict[str, dict]:
@@ -20,7 +20,7 @@ def _units(raw) -> dict[str, dict]:
         raise ValueError("units is not a mapping of records")
     for entry in units.values():
         if any(not isinstance(entry.get(key), kind) for key, kind in _ENTRY_TYPES.items()):
-            raise ValueError("a record lacks status, fingerprint or outputs")
+            raise ValueError("a record lacks status, fingerprint, outputs or metrics")
         if not all(isinstance(out, str) for out in entry["outputs"]):
             raise ValueError("an output is not a path")
     return units
