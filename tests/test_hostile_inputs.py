@@ -510,3 +510,10 @@ def test_an_opset_the_exporter_cannot_write_is_refused_and_one_it_can_is_written
     code, _, err = kdforge(capsys, "export", deploy, "--opset", 20, "-o", tmp_path / "b.onnx")
     assert code == 0 and err == "", err
     assert [o.version for o in onnx.load(tmp_path / "b.onnx").opset_import if o.domain == ""] == [20]
+
+
+def test_a_deploy_file_header_reaches_the_terminal_escaped(tmp_path, capsys):
+    path = _deploy_file(tmp_path / "deploy.pt", method="ce\x1b]0;pwned\x07\nsecond line")
+    code, out, err = kdforge(capsys, "profile", path, "--rounds", 5, "--round-ms", 0.1)
+    assert code == 0, err
+    assert "ce\\x1b]0;pwned\\x07\\nsecond line" in out and not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", out)

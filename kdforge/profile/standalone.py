@@ -150,7 +150,7 @@ def _profile_model(model, spec: dict, threads: int, layers: bool, setup: latency
                         f"{peak / (1 << 20):,.0f} MiB of activations at once, more than the {max_bytes / (1 << 20):,.0f} "
                         f"MiB kdforge allocates; raise --max-tensor-mib if you mean it.")
     lat = _pytorch_figure(model, shape, threads, setup)
-    return _model_result(costs, lat, f"{spec['model']} ({spec.get('method', '?')})", shape, threads, layers)
+    return _model_result(costs, lat, printable(f"{spec['model']} ({spec.get('method', '?')})"), shape, threads, layers)
 
 
 def _model_result(costs: dict, lat: dict, label: str, shape, threads: int, layers: bool) -> dict:
