@@ -19,7 +19,7 @@ class Section(BaseModel):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=0, description="0: a teacher given its weights is evaluated, not trained")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -71,47 +71,87 @@ class DataConfig(Section):
 
 def _check_model(name: str) -> str:
     from kdforge.train.models import list_models
+    from kdforge.train.models.factory import check_factory, is_factory
 
+    if is_factory(name):
+        try:
+            return check_factory(name)
+        except UserError as e:
+            raise ValueError(str(e).rstrip(".")) from None
     if name not in list_models():
-        raise ValueError(f"unknown model '{name}'; `kdforge models` lists the known ones")
+        raise ValueError(f"unknown model '{name}'; `kdforge models` lists the known ones, or name a factory "
+                         f"package.module:function")
     return name
 
 
+def _existing_file(path):
+    if path is not None and not path.is_file():
+        raise ValueError(f"file {path} does not exist")
+    return path
+
+
 ModelName = Annotated[str, AfterValidator(_check_model)]
+ExistingFile = Annotated[Optional[Path], AfterValidator(_existing_file)]
 
 
-class TeacherConfig(Section):
-    model: ModelName
-    model_args: dict[str, Any] = Field(default_factory=dict)
+class ModelSection(Section):
+    """What a teacher and a student have alike: the network and where its weights and features are."""
+    model: ModelName = Field(description="a registered model (`kdforge models`) or a factory package.module:function "
+                             "(timm:NAME for timm.create_model)")
+    model_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model's builder")
+    weights: ExistingFile = Field(None, description="start from this state dict (.pt/.pth as torch.save wrote it, or "
+                                  ".safetensors); a classifier of another class count is replaced")
+    stages: Optional[list[str]] = Field(None, min_length=1, description="a factory model's stage outputs, as module paths "
+                                        "(default: found from one forward pass)")
+    classifier: Optional[str] = Field(None, description="a factory model's final nn.Linear, as a module path (default: "
+                                      "the last nn.Linear giving the output)")
+    family: Optional[Literal["adder", "binary"]] = Field(None, description=(
+        "turn every convolution but the first into an adder (AdderNet) or 1-bit (XNOR) layer; an adder conversion keeps "
+        "grouped, dilated, biased and non-square convolutions, which the adder node does not take"))
+
+    @model_validator(mode="after")
+    def _structure_of_factories_only(self):
+        from kdforge.train.models.factory import is_factory
+
+        if (self.stages or self.classifier) and not is_factory(self.model):
+            raise ValueError(f"stages and classifier name the modules of a factory model; '{self.model}' is a registered "
+                             f"model, whose stages kdforge knows")
+        return self
+
+
+class TeacherConfig(ModelSection):
     train: TrainConfig = Field(default_factory=TrainConfig)
-    checkpoint: Optional[Path] = Field(None, description="use this trained teacher instead of training one")
+    checkpoint: ExistingFile = Field(None, description="use this trained teacher instead of training one")
 
-    @field_validator("checkpoint")
-    @classmethod
-    def _checkpoint_exists(cls, path):
-        if path is not None and not path.is_file():
-            raise ValueError(f"file {path} does not exist")
-        return path
+    @model_validator(mode="after")
+    def _trained_somehow(self):
+        if self.train.epochs == 0 and self.weights is None and self.checkpoint is None:
+            raise ValueError("a teacher trained for 0 epochs needs its weights (key 'weights' or 'checkpoint')")
+        return self
 
 
-class StudentConfig(Section):
+class StudentConfig(ModelSection):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     method: str
-    model: ModelName
-    model_args: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    @field_validator("train")
+    @classmethod
+    def _trains(cls, train):
+        if train.epochs == 0:
+            raise ValueError("a student trains for 1 epoch or more")
+        return train
+
     precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description=(
         "also ship model.<precision>.onnx: int8 (CNN and binary students by ONNX Runtime's quantizer, AdderNets on kdforge's "
         "integer adder node) or fp16 (CNN and binary students: fp16 weights and arithmetic, fp32 input and logits)"))
 
-    @field_validator("precision")
-    @classmethod
-    def _fp16_has_kernels(cls, precision, info):
-        if precision == "fp16" and str(info.data.get("model", "")).endswith("_adder"):
+    @model_validator(mode="after")
+    def _fp16_has_kernels(self):
+        if self.precision == "fp16" and (self.model.endswith("_adder") or self.family == "adder"):
             raise ValueError("fp16 covers CNN and binary students; kdforge's adder kernels are fp32 or integer, so ship an "
                              "AdderNet as int8 or fp32")
-        return precision
+        return self
 
     @field_validator("method")
     @classmethod

@@ -59,9 +59,9 @@ def open_regular(path: Path, what: str):
 def read_bytes(path: Path, what: str, limit: int) -> bytes:
     """The bytes of a regular file of at most `limit` bytes."""
     with open_regular(path, what) as f:
-        too_large = os.fstat(f.fileno()).st_size > limit  # before reading: a sparse file can claim a terabyte of zeros
-        data = b"" if too_large else f.read(limit + 1)
-    if too_large or len(data) > limit:
+        size = os.fstat(f.fileno()).st_size  # before reading: a sparse file can claim a terabyte of zeros
+        data = b"" if size > limit else f.read(size + 1)  # read(n) allocates n bytes first; +1 sees a file that grew
+    if size > limit or len(data) > limit:
         raise UserError(f"{what} {printable(str(path))} is larger than {limit // MiB:,} MiB, more than such a file ever "
                         f"holds; it is not read.")
     return data

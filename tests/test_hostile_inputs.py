@@ -422,7 +422,7 @@ def test_hostile_shard_indexes(tmp_path, capsys, monkeypatch, case, damage, expe
 
 
 @pytest.mark.parametrize("factory,expected", [
-    (".x:y", "neither a file nor a factory"), ("a:b:c", "neither a file nor a factory"), (":y", "neither"),
+    (".x:y", "neither a registered model nor a factory"), ("a:b:c", "neither a registered model nor a factory"), (":y", "neither"),
     ("os:getpid", "returned a int"), ("kdforge_raises_at_import:build", "cannot import it (RuntimeError"),
 ])
 def test_factory_strings(tmp_path, capsys, monkeypatch, factory, expected):
@@ -450,7 +450,7 @@ def _deploy_file(path: Path, **header) -> Path:
 
 @pytest.mark.parametrize("header,expected", [
     ({"image_size": 100_000}, "would take"), ({"image_size": "8"}, "positive integer"), ({"image_size": -8}, "positive"),
-    ({"num_classes": 1 << 30}, "positive number of classes"), ({"in_channels": 0}, "positive number of classes"),
+    ({"num_classes": 1 << 30}, "positive number of classes"), ({"in_channels": 0}, "positive"),
 ])
 @pytest.mark.parametrize("command", ["profile", "export"])
 def test_a_deploy_file_that_declares_giant_or_bad_sizes(tmp_path, capsys, header, expected, command):

@@ -13,10 +13,9 @@ import torch
 from torch import nn
 
 from kdforge import atomic
-from kdforge.errors import UserError, printable
+from kdforge.errors import UserError, printable, printable_name
 from kdforge.safe_files import check_declared_input
 from kdforge.untrusted import load_torch
-from kdforge.train.models import create_model
 from kdforge.train.models.plain import apply_transforms
 
 FORMAT = "kdforge-deploy-1"
@@ -47,22 +46,38 @@ def save_deployed(path: Path, model: nn.Module, spec: dict) -> None:
     atomic.save_torch(path, {"format": FORMAT, **spec, "state_dict": model.state_dict()})
 
 
-def load_deployed(path: Path) -> tuple[nn.Module, dict]:
-    """The deployed model (eval mode) and its spec (model, model_args, num_classes, in_channels, image_size)."""
+def load_deployed(path: Path, section=None) -> tuple[nn.Module, dict]:
+    """The deployed model (eval mode) and its spec (model, model_args, family, stages, classifier,
+    num_classes, in_channels, image_size). A model built by a factory is rebuilt only from
+    `section`, the config's teacher or student section naming that factory: the name in the file
+    is never imported, since importing runs code."""
+    from kdforge.config import ModelSection
+    from kdforge.train.models.build import build_network
+    from kdforge.train.models.factory import is_factory
+
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"deployed model {path} does not exist; run the strip stage first.")
+        raise UserError(f"deployed model {printable(str(path))} does not exist; run the strip stage first.")
     blob = load_torch(path, "deployed model")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise UserError(f"{path} is not a kdforge deployed model (deploy.pt written by the strip stage).")
+        raise UserError(f"{printable(str(path))} is not a kdforge deployed model (deploy.pt written by the strip stage).")
     spec = {k: v for k, v in blob.items() if k not in ("format", "state_dict")}
+    model_name = spec.get("model")
+    if isinstance(model_name, str) and is_factory(model_name) and (section is None or section.model != model_name):
+        raise UserError(f"{printable(str(path))} holds a model built by the factory {printable(model_name)}, which kdforge "
+                        f"imports only where your config names it: run `kdforge run CONFIG --only export` (or profile).")
+    check_declared_input((2, spec.get("in_channels"), spec.get("image_size"), spec.get("image_size")), printable(str(path)))
     try:
-        model = create_model(spec["model"], spec["num_classes"], spec["in_channels"], **spec["model_args"])
+        if section is None:
+            section = ModelSection(model=spec["model"], model_args=spec["model_args"], family=spec.get("family"))
+        model, _ = build_network(section, spec["num_classes"], spec["in_channels"], spec["image_size"], with_weights=False)
         apply_transforms(model, spec.get("transforms", ()))
         model.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise UserError(f"{path} has a damaged header (model, model_args, num_classes, in_channels); re-run the strip stage.") from None
+        raise UserError(f"{printable(str(path))} has a damaged header (model, model_args, num_classes, in_channels); "
+                        f"re-run the strip stage.") from None
     except RuntimeError:
-        raise UserError(f"{path} holds weights of another architecture than '{spec['model']}'.") from None
-    check_declared_input((2, spec["in_channels"], spec.get("image_size"), spec.get("image_size")), printable(str(path)))
+        raise UserError(f"{printable(str(path))} holds weights of another architecture than "
+                        f"{printable_name(spec['model'])}.") from None
     return model.eval(), spec
+

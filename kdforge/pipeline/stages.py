@@ -25,7 +25,7 @@ from kdforge.train import distributed
 from kdforge.train.device import resolve_device
 from kdforge.train.evaluation import generalized_accuracy
 from kdforge.train.methods import method_class, teacher_method, uses_teacher
-from kdforge.train.models import create_model
+from kdforge.train.models.build import build_network
 from kdforge.train.trainer import accuracy, fit, predict, seed_everything
 from kdforge.train.weights import load_into, network_weights
 from kdforge.untrusted import load_torch
@@ -87,9 +87,13 @@ def _example(data: DataBundle) -> torch.Tensor:
     return torch.zeros(_input_shape(data, 2))
 
 
-def _teacher_model(ctx: StageContext) -> torch.nn.Module:
-    t, data = ctx.cfg.teacher, ctx.data("teacher")
-    return create_model(t.model, data.num_classes, data.in_channels, **t.model_args)
+def _network(ctx: StageContext, section, task: str, with_weights: bool) -> tuple[torch.nn.Module, list[str]]:
+    data = ctx.data(task)
+    return build_network(section, data.num_classes, data.in_channels, data.image_size, with_weights)
+
+
+def _noted(summary: str, notes: list[str]) -> str:
+    return summary + "".join(f"; {note}" for note in notes)
 
 
 def run_teacher(ctx: StageContext) -> StageResult:
@@ -97,14 +101,16 @@ def run_teacher(ctx: StageContext) -> StageResult:
     folder = ctx.run_dir / "teacher"
     method = method_class(teacher_method(ctx.cfg))
     seed_everything(ctx.cfg.seed)  # the initial weights are the seed's, in every process
-    distiller = method(_teacher_model(ctx), None, method.Options(), _example(data))
-    if t.checkpoint is not None:
-        weights = network_weights(load_torch(t.checkpoint, "teacher.checkpoint"))
-        load_into(distiller.student.load_state_dict, weights, t.checkpoint)
+    network, notes = _network(ctx, t, "teacher", with_weights=t.checkpoint is None)
+    distiller = method(network, None, method.Options(), _example(data))
+    if t.checkpoint is not None or t.train.epochs == 0:  # a trained teacher: evaluated as it is
+        if t.checkpoint is not None:
+            weights = network_weights(load_torch(t.checkpoint, "teacher.checkpoint"))
+            load_into(distiller.student.load_state_dict, weights, t.checkpoint)
         logits, labels = predict(distiller.student, data.test, torch.device("cpu"))
         if distributed.is_main():
             atomic.save_torch(folder / "checkpoint.pt", {"fingerprint": ctx.unit.fingerprint, "complete": True, "model": distiller.state_dict()})
-        metrics = {"test_accuracy": accuracy(logits, labels), "source": str(t.checkpoint)}
+        metrics = {"test_accuracy": accuracy(logits, labels), "source": str(t.checkpoint or t.weights)}
     else:
         result = fit(distiller, data, t.train, folder / "checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
                      ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"teacher {t.model}",
@@ -112,8 +118,8 @@ def run_teacher(ctx: StageContext) -> StageResult:
         metrics = _train_metrics(result)
     if distributed.is_main():
         atomic.write_json(folder / "metrics.json", metrics)
-    return StageResult([folder / "checkpoint.pt", folder / "metrics.json"], metrics,
-                       f"{t.model} ({method.method_name}): test accuracy {metrics['test_accuracy'] * 100:.2f}%{_resumed(metrics)}")
+    return StageResult([folder / "checkpoint.pt", folder / "metrics.json"], metrics, _noted(
+        f"{t.model} ({method.method_name}): test accuracy {metrics['test_accuracy'] * 100:.2f}%{_resumed(metrics)}", notes))
 
 
 def _train_metrics(result) -> dict:
@@ -135,22 +141,26 @@ def _distiller_state(path: Path, what: str):
     return blob.get("model") if isinstance(blob, dict) else None
 
 
-def build_distiller(ctx: StageContext, with_teacher_weights: bool):
+def build_distiller(ctx: StageContext, for_training: bool):
+    """The student's distiller; `for_training` starts the student from its weights and the teacher
+    from the teacher stage's checkpoint, else (strip) both come from the student's checkpoint."""
     s, data = ctx.student, ctx.data()
     cls = method_class(s.method)
     seed_everything(ctx.cfg.seed)  # the initial weights are the seed's, in every process
-    student = create_model(s.model, data.num_classes, data.in_channels, **s.model_args)
+    student, notes = _network(ctx, s, "student", with_weights=for_training)
     with_teacher = uses_teacher(s)
-    distiller = cls(student, _teacher_model(ctx) if with_teacher else None, cls.Options(**s.options), _example(data))
-    if with_teacher and with_teacher_weights:
+    teacher = _network(ctx, ctx.cfg.teacher, "teacher", with_weights=False)[0] if with_teacher else None
+    distiller = cls(student, teacher, cls.Options(**s.options), _example(data))
+    if with_teacher and for_training:
         path = ctx.run_dir / "teacher" / "checkpoint.pt"
         load_into(distiller.load_teacher_state, _distiller_state(path, "teacher checkpoint"), path)
+    distiller.notes = notes
     return distiller
 
 
 def run_distill(ctx: StageContext) -> StageResult:
     s = ctx.student
-    distiller = build_distiller(ctx, with_teacher_weights=True)
+    distiller = build_distiller(ctx, for_training=True)
     result = fit(distiller, ctx.data(), s.train, ctx.student_dir / "checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
                  ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"{s.name} ({s.method})",
                  workers=loader_workers(ctx.cfg.data))
@@ -163,17 +173,19 @@ def run_distill(ctx: StageContext) -> StageResult:
         summary += f", old/new classes {metrics['accuracy_old'] * 100:.1f}/{metrics['accuracy_new'] * 100:.1f}%"
     if distributed.is_main():
         atomic.write_json(ctx.student_dir / "metrics.json", metrics)
-    return StageResult([ctx.student_dir / "checkpoint.pt", ctx.student_dir / "metrics.json"], metrics, summary)
+    return StageResult([ctx.student_dir / "checkpoint.pt", ctx.student_dir / "metrics.json"], metrics,
+                       _noted(summary, distiller.notes))
 
 
 def run_strip(ctx: StageContext) -> StageResult:
     s, data = ctx.student, ctx.data()
-    distiller = build_distiller(ctx, with_teacher_weights=False)
+    distiller = build_distiller(ctx, for_training=False)
     checkpoint = ctx.student_dir / "checkpoint.pt"
     load_into(distiller.load_state_dict, _distiller_state(checkpoint, "student checkpoint"), checkpoint)
     probe = torch.stack([data.val[i][0] for i in range(min(16, len(data.val)))])
     deployed = strip(distiller, probe)
-    spec = {"model": s.model, "model_args": s.model_args, "num_classes": data.num_classes, "in_channels": data.in_channels,
+    spec = {"model": s.model, "model_args": s.model_args, "family": s.family, "stages": s.stages, "classifier": s.classifier,
+            "num_classes": data.num_classes, "in_channels": data.in_channels,
             "image_size": data.image_size, "method": s.method, "student": s.name, "transforms": list(distiller.deploy_transforms)}
     path = ctx.student_dir / "deploy.pt"
     save_deployed(path, deployed, spec)
@@ -183,7 +195,7 @@ def run_strip(ctx: StageContext) -> StageResult:
 
 
 def run_export(ctx: StageContext) -> StageResult:
-    model, spec = load_deployed(ctx.student_dir / "deploy.pt")
+    model, spec = load_deployed(ctx.student_dir / "deploy.pt", ctx.student)
     e = ctx.cfg.export
     shape = (2, spec["in_channels"], spec["image_size"], spec["image_size"])
     path = export_onnx(model, torch.zeros(shape), ctx.student_dir / "model.onnx", e.opset, e.portable)
@@ -242,7 +254,7 @@ def run_verify(ctx: StageContext) -> StageResult:
     from kdforge.export import ort as ort_backend
     from kdforge.export.adder_int8 import has_adder_layers
 
-    model, _ = load_deployed(ctx.student_dir / "deploy.pt")
+    model, _ = load_deployed(ctx.student_dir / "deploy.pt", ctx.student)
     v, folder = ctx.cfg.verify, ctx.student_dir
     sess = ort_backend.session(folder / "model.onnx", threads=2)
     runners = {"onnxruntime": lambda x: ort_backend.run(sess, x)}
@@ -280,7 +292,7 @@ def _deployed_students(ctx: StageContext) -> list:
     deployed = []
     for s in ctx.cfg.students:
         folder = ctx.run_dir / "students" / s.name
-        model, spec = load_deployed(folder / "deploy.pt")
+        model, spec = load_deployed(folder / "deploy.pt", s)
         files = {"onnxruntime": folder / "model.onnx"}
         if s.precision != "fp32":
             files[f"onnxruntime_{s.precision}"] = folder / f"model.{s.precision}.onnx"

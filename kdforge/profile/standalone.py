@@ -10,7 +10,6 @@ torch.export archives (.pt2) are refused: torch.export.load runs code that an ar
 sympy's parser, which evaluates them, and any aten op its graph names, file-writing ops included),
 so no check short of re-implementing the loader makes one safe to open."""
 
-import re
 from pathlib import Path
 
 from kdforge.errors import UserError, printable, printable_name
@@ -107,29 +106,13 @@ def _data_summary(path: Path) -> dict:
 
 def _profile_factory(factory: str, input_shape, threads: int, layers: bool, setup: latency.LatencySetup, max_bytes: int) -> dict:
     """A model built by the user's own code: importing and calling it is what they asked for."""
-    import importlib
+    from kdforge.train.models.factory import build_factory, check_factory
 
-    from torch import nn
-
-    shown = printable(factory)
-    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", factory):
-        raise UserError(f"{shown} is neither a file nor a factory package.module:function.")
+    check_factory(factory)
     if input_shape is None:
-        raise UserError(f"profiling {shown} needs the input shape: add --input, e.g. --input 1x3x224x224.")
-    module_name, _, function_name = factory.partition(":")
-    try:
-        build = getattr(importlib.import_module(module_name), function_name)
-    except Exception as e:  # noqa: BLE001 - the user's module, which may fail to import in any way
-        raise UserError(f"{shown}: cannot import it ({type(e).__name__}: {printable(' '.join(str(e).split()))[:200]}); "
-                        f"give package.module:function.") from None
-    try:
-        model = build()
-    except Exception as e:  # noqa: BLE001 - the user's code
-        raise UserError(f"{shown}() failed: {type(e).__name__}: {printable(' '.join(str(e).split()))[:200]}.") from None
-    if not isinstance(model, nn.Module):
-        raise UserError(f"{shown}() returned a {type(model).__name__}, not a torch.nn.Module.")
+        raise UserError(f"profiling {printable(factory)} needs the input shape: add --input, e.g. --input 1x3x224x224.")
     spec = {"model": factory, "method": "factory", "input_shape": tuple(input_shape)}
-    return _profile_model(model.eval(), spec, threads, layers, setup, max_bytes)
+    return _profile_model(build_factory(factory).eval(), spec, threads, layers, setup, max_bytes)
 
 
 def _profile_model(model, spec: dict, threads: int, layers: bool, setup: latency.LatencySetup, max_bytes: int) -> dict:

@@ -85,10 +85,10 @@ def laplacian_kernel(y: torch.Tensor, sigma: Optional[torch.Tensor] = None) -> t
 
 def last_conv_per_stage(model: nn.Module, kind) -> list[str]:
     names = []
-    for i, stage in enumerate(model.stages):
+    for path, stage in zip(model.stage_paths, model.stages):
         convs = [name for name, m in stage.named_modules() if isinstance(m, kind) and "shortcut" not in name]
         if convs:
-            names.append(f"stages.{i}.{convs[-1]}")
+            names.append(f"{path}.{convs[-1]}" if convs[-1] else path)
     return names
 
 

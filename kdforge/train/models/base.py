@@ -18,6 +18,11 @@ class StagedNet(nn.Module):
         self.fc = nn.Linear(feature_dim, num_classes)
         self.feature_dim = feature_dim
 
+    @property
+    def stage_paths(self) -> list[str]:
+        """Each stage's module path in this network."""
+        return [f"stages.{i}" for i in range(len(self.stages))]
+
     def forward_stages(self, x: torch.Tensor, start: int = 0) -> list[torch.Tensor]:
         """Outputs of every stage from `start` on; with start > 0, x is the input of that stage."""
         if start == 0:

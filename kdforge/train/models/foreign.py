@@ -1,0 +1,125 @@
+"""`ForeignNet`: a model kdforge did not define, seen in StagedNet's shape (stages whose outputs
+methods read, the classifier's input as the embedding, the classifier) through forward hooks, as
+torchdistill reads intermediate features. The user's module is held as `net` and never rebuilt:
+its parameters keep their names under that prefix, and `ForeignNet.net.state_dict()` is the state
+dict the user's own code loads.
+
+Where the stages end comes from the config (`stages`: module paths, `classifier`: the final
+nn.Linear) or, where it is silent, from one forward pass on an example (`discover`): at the
+shallowest level of the module tree with two or more blocks (modules with children) whose
+outputs are feature maps, a stage ends at the last block before each spatial downsampling and at
+the last block; the classifier is the last nn.Linear whose output is the model's.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdforge.errors import UserError, printable
+
+EMBEDDING = "__embedding__"
+
+
+def _module(net: nn.Module, path: str, what: str) -> nn.Module:
+    try:
+        return net.get_submodule(path)
+    except AttributeError:
+        raise UserError(f"{what} '{printable(path)}' is not a module of the model (print(model) lists their "
+                        f"names).") from None
+
+
+class ForeignNet(nn.Module):
+    """`net` with `stages` (module paths, in execution order) and its `classifier` (an nn.Linear)."""
+
+    def __init__(self, net: nn.Module, stages: list[str], classifier: str, source: str = ""):
+        super().__init__()
+        if not stages:
+            raise UserError(f"{source or 'the model'}: name at least one stage.")
+        self.net, self.net_stages, self.classifier_path, self.source = net, list(stages), classifier, source
+        head = _module(net, classifier, "classifier")
+        if not isinstance(head, nn.Linear):
+            raise UserError(f"classifier '{printable(classifier)}' of {source} is a {type(head).__name__}; it must be the "
+                            f"final nn.Linear, whose input is the embedding.")
+        for path in self.net_stages:
+            _module(net, path, "stage")
+        self.feature_dim = head.in_features
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def fc(self) -> nn.Linear:
+        return self.net.get_submodule(self.classifier_path)
+
+    @property
+    def stages(self) -> tuple[nn.Module, ...]:
+        return tuple(self.net.get_submodule(p) for p in self.net_stages)
+
+    @property
+    def stage_paths(self) -> list[str]:
+        """Each stage's module path in this wrapper (`net.` and the path in the user's model)."""
+        return [f"net.{p}" for p in self.net_stages]
+
+    def forward_stages(self, x: torch.Tensor, start: int = 0) -> list[torch.Tensor]:
+        """Every stage's output in one pass of the user's forward; it cannot start mid-way."""
+        if start:
+            raise UserError(f"{self.source} is not a kdforge architecture, so it cannot be run from a middle stage "
+                            f"(JointRD's hybrid paths need that); use a registered ResNet there.")
+        captured: dict[str, torch.Tensor] = {}
+        hooks = [self.net.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: captured.__setitem__(p, o))
+                 for p in self.net_stages]
+        hooks.append(self.fc.register_forward_hook(lambda m, i, o: captured.__setitem__(EMBEDDING, i[0])))
+        try:
+            self.net(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        feats = [captured[p] for p in self.net_stages]
+        self._last = (feats[-1], captured[EMBEDDING])
+        return feats
+
+    def embed(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The classifier's input of the last forward_stages pass where `feature_map` is its last
+        stage's output; else the map pooled and flattened, as a StagedNet embeds."""
+        if self._last is not None and feature_map is self._last[0]:
+            return self._last[1]
+        return torch.flatten(F.adaptive_avg_pool2d(feature_map, 1), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def discover(net: nn.Module, example: torch.Tensor, source: str) -> tuple[list[str], str]:
+    """(stage paths, classifier path) of `net` from one forward pass on `example`."""
+    shapes: dict[str, tuple] = {}  # filled in execution order: a hook fires when its module returns
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, tuple(o.shape)) if torch.is_tensor(o) else None)
+             for n, m in net.named_modules() if n]
+    try:
+        with torch.no_grad():
+            out = net.eval()(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    linears = [n for n in shapes if isinstance(net.get_submodule(n), nn.Linear) and torch.is_tensor(out) and shapes[n] == tuple(out.shape)]
+    if not linears:
+        raise UserError(f"{source}: no nn.Linear gives the model's output, so kdforge cannot tell its classifier; name it "
+                        f"with the config key 'classifier'.")
+    stages = _stage_ends(net, shapes)
+    if not stages:
+        raise UserError(f"{source}: kdforge found no feature maps to read; name the stages with the config key 'stages'.")
+    return stages, linears[-1]
+
+
+def _stage_ends(net: nn.Module, shapes: dict) -> list[str]:
+    """Stage ends at the shallowest level with two or more blocks giving feature maps (or, in a
+    model without blocks, two or more layers giving maps larger than 1x1: not a global pool)."""
+    prefix, parent = "", net
+    while True:
+        children = {f"{prefix}{name}" for name, _ in parent.named_children()}
+        maps = [c for c in shapes if c in children and len(shapes[c]) == 4]  # execution order
+        blocks = [c for c in maps if any(True for _ in net.get_submodule(c).children())]
+        layers = [c for c in maps if shapes[c][2:] != (1, 1)]
+        chosen = blocks if len(blocks) >= 2 else layers if not blocks and len(layers) >= 2 else None
+        if chosen:
+            return [c for c, after in zip(chosen, chosen[1:] + [None]) if after is None or shapes[after][2:] != shapes[c][2:]]
+        if len(blocks) != 1:
+            return []
+        prefix, parent = f"{blocks[0]}.", net.get_submodule(blocks[0])
