@@ -70,7 +70,8 @@ def profile_file(path, threads: int = 1, layers: bool = False, batch: int = 1, s
 def _checkpoint_model(path: Path):
     """The network a run's training checkpoint holds (the student or teacher as it trained)."""
     from kdforge.config import load_config
-    from kdforge.train.models import create_model
+    from kdforge.train.models.build import build_network
+    from kdforge.train.models.factory import is_factory
     from kdforge.train.weights import load_into, network_weights
     from kdforge.untrusted import load_torch
 
@@ -80,16 +81,19 @@ def _checkpoint_model(path: Path):
         raise UserError(f"{path} is not inside a kdforge run directory (no config.yaml and data/summary.json above it).")
     cfg, data = load_config(run_dir / "config.yaml"), _data_summary(run_dir / "data" / "summary.json")
     if folder.name == "teacher" and cfg.teacher is not None:
-        name, model_args, classes = cfg.teacher.model, cfg.teacher.model_args, len(data["teacher_classes"] or []) or data["num_classes"]
+        section, classes = cfg.teacher, len(data["teacher_classes"] or []) or data["num_classes"]
     else:
-        student = next((s for s in cfg.students if s.name == folder.name), None)
-        if student is None:
+        section, classes = next((s for s in cfg.students if s.name == folder.name), None), data["num_classes"]
+        if section is None:
             raise UserError(f"{path}: the run's config has no {'teacher' if folder.name == 'teacher' else 'student'} "
                             f"{printable_name(folder.name)}.")
-        name, model_args, classes = student.model, student.model_args, data["num_classes"]
-    model = create_model(name, classes, data["in_channels"], **model_args)
+    if is_factory(section.model):  # the run directory's config.yaml is a file like any other: what it names is not imported
+        raise UserError(f"{printable(str(path))} holds a model built by the factory {printable(section.model)}, which kdforge "
+                        f"imports only where your config names it: run `kdforge run CONFIG --only profile`.")
+    model, _ = build_network(section, classes, data["in_channels"], data["image_size"], with_weights=False)
     load_into(model.load_state_dict, network_weights(load_torch(path, "training checkpoint")), path)
-    spec = {"model": name, "method": "training checkpoint", "in_channels": data["in_channels"], "image_size": data["image_size"]}
+    spec = {"model": section.model, "method": "training checkpoint", "in_channels": data["in_channels"],
+            "image_size": data["image_size"]}
     return model.eval(), spec
 
 

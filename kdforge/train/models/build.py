@@ -71,6 +71,7 @@ def _factory_network(section, num_classes: int, example: torch.Tensor, with_weig
         found_stages, found_classifier = discover(net, example, source)
         stages, classifier = stages or found_stages, classifier or found_classifier
         lines.append(f"stages {', '.join(stages)}; classifier {classifier}")
+    model = ForeignNet(net, stages, classifier, source)  # checks them; what follows changes `net` in place
     if with_weights and section.weights is not None:
         state = read_state_dict(section.weights, "weights file")
         saved = state.get(f"{classifier}.weight")
@@ -81,8 +82,7 @@ def _factory_network(section, num_classes: int, example: torch.Tensor, with_weig
     before = net.get_submodule(classifier).out_features
     if _fit_classifier(net, classifier, num_classes):
         lines.append(f"classifier {classifier} replaced: {before} -> {num_classes} classes (fine-tuning)")
-    lines += convert_family(net, section.family)
-    return ForeignNet(net, stages, classifier, source), lines
+    return model, lines + convert_family(net, section.family)
 
 
 def build_network(section, num_classes: int, in_channels: int, image_size: int,
