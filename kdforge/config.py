@@ -146,12 +146,14 @@ class StudentConfig(ModelSection):
         "also ship model.<precision>.onnx: int8 (CNN and binary students by ONNX Runtime's quantizer, AdderNets on kdforge's "
         "integer adder node) or fp16 (CNN and binary students: fp16 weights and arithmetic, fp32 input and logits)"))
 
-    @model_validator(mode="after")
-    def _fp16_has_kernels(self):
-        if self.precision == "fp16" and (self.model.endswith("_adder") or self.family == "adder"):
+    @field_validator("precision")
+    @classmethod
+    def _fp16_has_kernels(cls, precision, info):
+        adder = str(info.data.get("model", "")).endswith("_adder") or info.data.get("family") == "adder"
+        if precision == "fp16" and adder:
             raise ValueError("fp16 covers CNN and binary students; kdforge's adder kernels are fp32 or integer, so ship an "
                              "AdderNet as int8 or fp32")
-        return self
+        return precision
 
     @field_validator("method")
     @classmethod
