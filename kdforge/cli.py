@@ -97,6 +97,13 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _named_size(text: str) -> tuple[str, int]:
+    name, _, size = text.partition("=")
+    if not name or not size.isdigit() or int(size) < 1:
+        raise UserError(f"--dim {printable(text)}: write a dynamic dimension's size as NAME=SIZE, e.g. --dim height=224.")
+    return name, int(size)
+
+
 def _cmd_profile(args) -> None:
     from kdforge.profile.latency import LatencySetup
     from kdforge.profile.standalone import profile_file
@@ -110,7 +117,7 @@ def _cmd_profile(args) -> None:
     setup = LatencySetup(rounds=args.rounds, round_ms=args.round_ms, max_rounds=2 * args.rounds)
     result = profile_file(args.model, threads=args.threads, layers=args.layers, batch=args.batch,
                           input_shape=_shape(args.input) if args.input else None, setup=setup,
-                          max_tensor_mib=args.max_tensor_mib)
+                          max_tensor_mib=args.max_tensor_mib, dims=dict(_named_size(d) for d in args.dim or ()))
     print(result["table"])
     if args.target:
         from kdforge.profile.standalone import estimate_on
@@ -184,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--layers", action="store_true", help="add the per-layer table")
     prof.add_argument("--threads", type=int, default=1)
     prof.add_argument("--batch", type=int, default=1, help="the batch size a dynamic batch dimension of an .onnx file takes")
+    prof.add_argument("--dim", action="append", metavar="NAME=SIZE", help="the size of a named dynamic dimension of an "
+                      ".onnx file's inputs (repeatable)")
     prof.add_argument("--rounds", type=int, default=20, help="timed rounds; the latency is the median of their medians")
     prof.add_argument("--round-ms", type=float, default=1.0, help="the least duration of one round (ms)")
     prof.add_argument("--max-tensor-mib", type=int, default=MAX_TENSOR_MIB, help=(

@@ -115,7 +115,7 @@ def test_profile_of_an_onnx_file_prints_per_layer_mul_and_add(tmp_path):
     export_onnx(create_model("resnet8_adder", 10, 1).eval(), torch.zeros(2, 1, 8, 8), tmp_path / "ann.onnx")
     out = kdforge_cli("profile", tmp_path / "ann.onnx", "--layers", "--batch", "2", "--json", tmp_path / "p.json")
     assert out.returncode == 0, out.stderr
-    assert "input                 2x1x8x8" in out.stdout and "multiplications       19,712" in out.stdout
+    assert "input                 input 2x1x8x8 float" in out.stdout and "multiplications       19,712" in out.stdout
     assert "adder" in out.stdout and "additions" in out.stdout
     totals = json.loads((tmp_path / "p.json").read_text())["costs"]["totals"]
     assert totals["macs"] == 2 * 763_520 and totals["add"] == 2 * (9_856 + 2 * 753_664)

@@ -6,10 +6,11 @@ declares is allocated before it is checked.
   every node attribute (Constant's `value`, `tensors`, sparse tensors), every subgraph (If, Loop,
   Scan bodies) and every local function. ONNX would read external data relative to the file or
   the working directory, i.e. wherever the file says.
-- `check_inputs`: each graph input must be a tensor of a known element type whose shape is
-  declared, with non-negative sizes, before anything is fed to it.
-- `check_sizes`: no tensor and no peak of live activations may exceed `max_bytes`
-  (`kdforge profile --max-tensor-mib`), before ONNX Runtime allocates them.
+- `feed_problem`: a graph is fed only where each input is a tensor of a known element type whose
+  shape is declared, with non-negative sizes.
+- `size_problem`: a graph is run only where no tensor and no peak of live activations exceeds
+  `max_bytes` (`kdforge profile --max-tensor-mib`), before ONNX Runtime allocates them.
+Either way it is still counted: counting reads shapes, it allocates nothing they declare.
 """
 
 from math import prod
@@ -89,33 +90,35 @@ def feedable_inputs(model: onnx.ModelProto) -> list:
     return [value for value in model.graph.input if value.name not in weights]
 
 
-def check_inputs(model: onnx.ModelProto, path) -> None:
-    """Every input is a tensor with a declared element type and shape, no size negative."""
+def feed_problem(model: onnx.ModelProto, path) -> str | None:
+    """Why the graph's inputs cannot be fed (None if they can): each must be a tensor of a declared
+    element type and shape, no size negative."""
     shown = printable(str(path))
     inputs = feedable_inputs(model)
     if not inputs:
-        raise UserError(f"{shown} has no graph input to feed; it is not a model kdforge can time.")
+        return f"{shown} has no graph input to feed"
     for value in inputs:
         name = printable_name(value.name)
         if not value.type.HasField("tensor_type") or value.type.tensor_type.elem_type == onnx.TensorProto.UNDEFINED:
-            raise UserError(f"{shown}: input {name} is not a tensor of a known element type; kdforge feeds tensors only.")
+            return f"input {name} is not a tensor of a known element type; kdforge feeds tensors only"
         if not value.type.tensor_type.HasField("shape"):
-            raise UserError(f"{shown}: input {name} declares no shape; kdforge needs it to count and time the model.")
+            return f"input {name} declares no shape"
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
             if dim.HasField("dim_value") and dim.dim_value < 0:
-                raise UserError(f"{shown}: input {name} declares size {dim.dim_value} on axis {axis}; sizes are never "
-                                f"negative.")
+                return f"input {name} declares size {dim.dim_value} on axis {axis}; sizes are never negative"
+    return None
 
 
-def check_sizes(path, shapes: dict, itemsize: dict, peak_bytes: int, max_bytes: int) -> None:
-    """Refuses a graph whose largest tensor or peak of live activations exceeds `max_bytes`."""
+def size_problem(path, shapes: dict, itemsize: dict, peak_bytes: int, max_bytes: int) -> str | None:
+    """Why the graph is not run (None if it may be): its largest tensor or its peak of live
+    activations exceeds `max_bytes`."""
     limit = f"{max_bytes / (1 << 20):,.0f} MiB"
     for name, shape in shapes.items():
         nbytes = prod(shape) * itemsize.get(name, 4)
         if nbytes > max_bytes:
-            raise UserError(f"{printable(str(path))}: tensor {printable_name(name)} would be "
-                            f"{'x'.join(map(str, shape))} ({nbytes / (1 << 20):,.0f} MiB), more than the {limit} "
-                            f"kdforge allocates for one file; raise --max-tensor-mib if you mean it.")
+            return (f"tensor {printable_name(name)} would be {'x'.join(map(str, shape))} ({nbytes / (1 << 20):,.0f} MiB), "
+                    f"more than the {limit} kdforge allocates for one file; raise --max-tensor-mib to run it")
     if peak_bytes > max_bytes:
-        raise UserError(f"{printable(str(path))}: its live activations would reach {peak_bytes / (1 << 20):,.0f} MiB, "
-                        f"more than the {limit} kdforge allocates for one file; raise --max-tensor-mib if you mean it.")
+        return (f"its live activations would reach {peak_bytes / (1 << 20):,.0f} MiB, more than the {limit} kdforge "
+                f"allocates for one file; raise --max-tensor-mib to run it")
+    return None

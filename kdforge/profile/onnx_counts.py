@@ -14,8 +14,8 @@ kdforge.export.adder_onnx); a symbolic batch dimension is set to `batch` first. 
 leaves shapes unknown (data-dependent ops such as Range, which exporters emit for dynamic
 batches), one run of ONNX Runtime on zeros in a capped child process tells them (onnx_trial).
 A node whose output shape is still unknown, or whose inputs do not fit its op, is listed as kind
-"unknown", never dropped. Declared sizes are checked before anything is allocated
-(kdforge.export.onnx_file.check_sizes).
+"unknown", never dropped. Nothing a file declares is allocated before its size is checked
+(kdforge.export.onnx_file.size_problem); a graph too large to run is counted all the same.
 
 Peak activation memory follows tensor lifetimes in the graph's (topological) node order: a
 tensor lives from its node to its last consumer, graph outputs to the end; reshape-like ops
@@ -28,8 +28,8 @@ from math import prod
 import numpy as np
 import onnx
 
-from kdforge.errors import UserError, printable_name
-from kdforge.export.onnx_file import check_inputs, check_sizes, feedable_inputs
+from kdforge.errors import UserError, printable, printable_name
+from kdforge.export.onnx_file import feed_problem, feedable_inputs, size_problem
 from kdforge.profile.counts import LayerCost, summarise
 from kdforge.profile.onnx_trial import trial_run
 from kdforge.safe_files import MAX_TENSOR_MIB
@@ -44,25 +44,35 @@ _NO_WORK = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "
 _ALIASES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 
 
-def _fix_batch(model: onnx.ModelProto, batch: int) -> None:
+def fixed_inputs(model: onnx.ModelProto, batch: int = 1, dims: dict | None = None) -> onnx.ModelProto:
+    """A copy of `model` whose inputs' dynamic sizes are fixed: a dimension named in `dims` takes
+    its size there, any other dynamic first axis is the batch; any other dynamic size is a
+    UserError that names it."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's copy stays as it was
     for value in feedable_inputs(model):
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
-            if not dim.HasField("dim_value"):
-                if axis != 0:
-                    raise UserError(f"input {printable_name(value.name)} has a dynamic dimension {axis} "
-                                    f"({printable_name(dim.dim_param)}); only the batch may be dynamic when counting.")
-                dim.Clear()
-                dim.dim_value = batch
+            if dim.HasField("dim_value"):
+                continue
+            if dim.dim_param in (dims or {}):
+                size = dims[dim.dim_param]
+            elif axis == 0:
+                size = batch
+            else:
+                raise UserError(f"input {printable_name(value.name)} has a dynamic dimension {axis} "
+                                f"({printable_name(dim.dim_param)}); give its size with --dim NAME=SIZE.")
+            dim.Clear()
+            dim.dim_value = size
+    return model
 
 
-def _shapes(model: onnx.ModelProto) -> tuple[dict, dict]:
+def _shapes(model: onnx.ModelProto, path) -> tuple[dict, dict]:
     """Shapes and element sizes of every tensor onnx's shape inference can tell."""
     import kdforge.export.adder_onnx  # noqa: F401  (the adder node's schema and shape inference)
 
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as e:  # an inconsistent graph
-        raise UserError(f"ONNX shape inference fails on this file: {' '.join(str(e).split())[:300]}.") from None
+        raise UserError(f"ONNX shape inference fails on {printable(str(path))}: {' '.join(str(e).split())[:300]}.") from None
     shapes, itemsize = {}, {}
     values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
     for value in values:
@@ -207,27 +217,31 @@ def _peak_activation_bytes(model: onnx.ModelProto, shapes: dict, itemsize: dict,
 
 
 def count_onnx(model: onnx.ModelProto, batch: int = 1, path="the graph", max_bytes: int = MAX_TENSOR_MIB << 20,
-               trial: bool = False) -> dict:
-    """Per-node costs and totals of one run of `model` at batch size `batch` (the structure of
-    kdforge.profile.counts.count_costs). No tensor and no peak of live activations may exceed
-    `max_bytes`; shapes inference leaves open come from one run in a capped child process
-    (kdforge.profile.onnx_trial), which `trial` asks for even when every shape is known; that run's
-    time is `trial_seconds` (None without one)."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's copy stays as it was
-    check_inputs(model, path)
-    _fix_batch(model, batch)
-    shapes, itemsize = _shapes(model)
+               run: bool = False, dims: dict | None = None) -> dict:
+    """Per-node costs and totals of one run of `model` with inputs fixed by `fixed_inputs` (the
+    structure of kdforge.profile.counts.count_costs). Shapes that inference leaves open come from
+    one run on zeros in a capped child process (kdforge.profile.onnx_trial), which `run` asks for
+    even when every shape is known. The graph is not run where it cannot be fed or would exceed
+    `max_bytes` (onnx_file.feed_problem, size_problem): it is counted all the same, and
+    `not_run` says why (None where it ran, or needed not); `trial_seconds` is the run's time."""
+    model = fixed_inputs(model, batch, dims)
+    shapes, itemsize = _shapes(model, path)
     weights = {init.name: list(init.dims) for init in model.graph.initializer}
     constants = _constants(model)
-    check_sizes(path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
+    problem = feed_problem(model, path) or size_problem(
+        path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
     missing = [o for node in model.graph.node for o in node.output if o and o not in shapes]
     run_seconds = None
-    if missing or trial:
-        ran = trial_run(model, missing, path, max_bytes, must_run=trial)
-        for name, (shape, size) in ran["shapes"].items():
-            shapes[name], itemsize[name] = shape, size
-        run_seconds = ran["seconds"]
-        check_sizes(path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
+    if (missing or run) and problem is None:
+        try:
+            ran = trial_run(model, missing, path, max_bytes)
+        except UserError as e:
+            problem = str(e).rstrip(".")
+        else:
+            for name, (shape, size) in ran["shapes"].items():
+                shapes[name], itemsize[name] = shape, size
+            run_seconds = ran["seconds"]
+            problem = size_problem(path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
     graph = _Graph(model)
     layers = [c for c in (_node_cost(node, shapes, weights, graph) for node in model.graph.node
                           if not all(o in constants for o in node.output if o)) if c is not None]
@@ -236,5 +250,5 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1, path="the graph", max_byt
     inputs = feedable_inputs(model)
     input_shape = shapes.get(inputs[0].name) if inputs else None
     costs = summarise(layers, params, param_bytes, _peak_activation_bytes(model, shapes, itemsize, constants), input_shape)
-    costs["trial_seconds"] = run_seconds
+    costs["trial_seconds"], costs["not_run"] = run_seconds, problem
     return costs

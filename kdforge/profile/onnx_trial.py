@@ -26,22 +26,26 @@ TRIAL_SECONDS = 30
 _BASELINE_BYTES = 768 << 20  # the child's interpreter, NumPy, onnx and ONNX Runtime, before the graph
 
 
-def _zeros(value: onnx.ValueInfoProto) -> np.ndarray:
-    tensor = value.type.tensor_type
-    return np.zeros([d.dim_value for d in tensor.shape.dim], onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+def zero_feeds(model: onnx.ModelProto) -> dict:
+    """Zeros for every input of `model` at its declared element type and (fixed) shape."""
+    from kdforge.export.onnx_file import feedable_inputs
+
+    feeds = {}
+    for value in feedable_inputs(model):
+        tensor = value.type.tensor_type
+        feeds[value.name] = np.zeros([d.dim_value for d in tensor.shape.dim], onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+    return feeds
 
 
 def _child(model_path: str, result_path: str, shown: str) -> None:
     from kdforge.errors import UserError
-    from kdforge.export.onnx_file import feedable_inputs
     from kdforge.export.ort import model_session, run_feeds
 
     model = onnx.load(model_path, load_external_data=False)  # written by the parent from a checked graph
     try:
         session = model_session(model, shown)
-        declared = {v.name: v for v in feedable_inputs(model)}
         outputs = [o.name for o in session.get_outputs()]
-        feeds = {i.name: _zeros(declared[i.name]) for i in session.get_inputs()}
+        feeds = zero_feeds(model)
         start = time.perf_counter()
         values = run_feeds(session, feeds)
         result = {"shapes": {name: [list(np.shape(v)), np.asarray(v).itemsize] for name, v in zip(outputs, values)},
@@ -55,11 +59,10 @@ def _child(model_path: str, result_path: str, shown: str) -> None:
     Path(result_path).write_text(json.dumps(result))
 
 
-def trial_run(model: onnx.ModelProto, outputs: list[str], path, max_bytes: int, must_run: bool = True) -> dict:
+def trial_run(model: onnx.ModelProto, outputs: list[str], path, max_bytes: int) -> dict:
     """{"shapes": {tensor name: (shape, itemsize)} of `outputs`, "seconds": the run's time} after
-    one run on zeros in a capped child process; a UserError if the graph needs more memory or time
-    than it is given, or, with `must_run`, if ONNX Runtime cannot run it (else {"shapes": {}}:
-    they stay unknown)."""
+    one run on zeros in a capped child process; a UserError that says why if the graph needs more
+    memory or time than it is given, or if ONNX Runtime cannot run it."""
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in outputs if name not in known)
@@ -88,8 +91,6 @@ def trial_run(model: onnx.ModelProto, outputs: list[str], path, max_bytes: int, 
     if error and re.search(r"alloc|memory", error, re.IGNORECASE):
         raise UserError(f"{shown}: one run on zeros needs more than the {cap >> 20:,} MiB it was given "
                         f"({printable(error).rstrip('.')}); raise --max-tensor-mib if you mean it.")
-    if error and not must_run:
-        return {"shapes": {}, "seconds": None}
     if "user_error" in result:
         raise UserError(result["user_error"])
     if error:

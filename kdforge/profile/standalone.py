@@ -47,14 +47,15 @@ TIMING_BUDGET_S = 60
 
 
 def profile_file(path, threads: int = 1, layers: bool = False, batch: int = 1, setup: latency.LatencySetup = latency.LatencySetup(),
-                 input_shape: tuple[int, ...] | None = None, max_tensor_mib: int = MAX_TENSOR_MIB) -> dict:
+                 input_shape: tuple[int, ...] | None = None, max_tensor_mib: int = MAX_TENSOR_MIB,
+                 dims: dict | None = None) -> dict:
     if ":" in str(path) and not Path(path).exists():
         return _profile_factory(str(path), input_shape, threads, layers, setup, max_tensor_mib << 20)
     path = Path(path)
     if not path.exists():
         raise UserError(f"{printable(str(path))} does not exist; give a deploy.pt, a .onnx file, or a factory package.module:function.")
     if path.suffix == ".onnx":
-        return _profile_onnx(path, threads, layers, setup, batch, max_tensor_mib << 20)
+        return _profile_onnx(path, threads, layers, setup, batch, max_tensor_mib << 20, dims or {})
     if path.suffix == ".pt2":
         raise UserError(f"{printable(str(path))}: kdforge does not open torch.export archives, since loading one can run "
                         f"code it carries; export the model to ONNX, or profile it by its factory package.module:function.")
@@ -151,33 +152,45 @@ def _model_result(costs: dict, lat: dict, label: str, shape, threads: int, layer
     return {"table": table, "costs": costs, "latency": {"pytorch": lat}, "environment": latency.environment()}
 
 
-def _profile_onnx(path: Path, threads: int, layers: bool, setup: latency.LatencySetup, batch: int, max_bytes: int) -> dict:
-    from kdforge.export.onnx_file import load_model
-    from kdforge.export.ort import model_session
-    from kdforge.profile.onnx_counts import count_onnx
+def _profile_onnx(path: Path, threads: int, layers: bool, setup: latency.LatencySetup, batch: int, max_bytes: int,
+                  dims: dict) -> dict:
+    """Counts always; the latency where the graph can be fed, fits `max_bytes` and ran once, in a
+    capped child process, fast enough to be timed within TIMING_BUDGET_S."""
+    from kdforge.export.onnx_file import feedable_inputs, load_model
+    from kdforge.export.ort import model_session, run_feeds
+    from kdforge.profile.onnx_counts import count_onnx, fixed_inputs
+    from kdforge.profile.onnx_trial import zero_feeds
 
-    model = load_model(path)
-    # a file from anywhere runs once in a capped child process before kdforge's own process runs it
-    costs = count_onnx(model, batch, path, max_bytes, trial=True)
+    model = fixed_inputs(load_model(path), batch, dims)
+    costs = count_onnx(model, batch, path, max_bytes, run=True)
     t = costs["totals"]
-    shape = tuple(t["input_shape"] or ())
-    session = model_session(model, path, threads=threads)
-    lat = {"backend": "onnxruntime", "provider": session.get_providers()[0], "threads": threads, "batch": shape[0] if shape else 1}
-    worst = costs["trial_seconds"] * (1 + setup.warmup + setup.max_rounds)
-    if worst > TIMING_BUDGET_S:  # a file from anywhere may take minutes a call (a Loop of 10^8 steps)
-        lat["not_timed"] = (f"one run on zeros took {costs['trial_seconds']:.1f} s, so {setup.rounds} to {setup.max_rounds} "
-                            f"rounds could take {worst:.0f} s (over {TIMING_BUDGET_S} s); lower --rounds to time it")
-        latency_row = f"not timed: {lat['not_timed']}"
-    else:
-        lat.update(_figure(latency.onnxruntime_timer(session, shape), setup))
+    lat = {"backend": "onnxruntime", "threads": threads, "batch": batch, "not_timed": costs["not_run"]}
+    if lat["not_timed"] is None and costs["trial_seconds"] * (1 + setup.warmup + setup.max_rounds) > TIMING_BUDGET_S:
+        lat["not_timed"] = (f"one run on zeros took {costs['trial_seconds']:.1f} s, so up to {setup.max_rounds} rounds could "
+                            f"take over {TIMING_BUDGET_S} s; lower --rounds to time it")
+    if lat["not_timed"] is None:
+        session, feeds = model_session(model, path, threads=threads), zero_feeds(model)
+        lat.update(provider=session.get_providers()[0], **_figure(latency.call_timer(lambda: run_feeds(session, feeds)), setup))
         latency_row = f"{_latency_text(lat)} ({threads} thread(s), {lat['provider']})"
-    table = _table([
-        ("file", printable(str(path))), ("input", "x".join(map(str, shape))), *_cost_rows(t),
-        ("ONNX Runtime latency", latency_row),
-    ])
+    else:
+        latency_row = f"not timed: {lat['not_timed']}"
+    inputs = "; ".join(f"{printable(v.name)} {_value_text(v)}" for v in feedable_inputs(model))
+    table = _table([("file", printable(str(path))), ("input", inputs), *_cost_rows(t), ("ONNX Runtime latency", latency_row)])
     if layers:
         table += "\n\n" + _layer_table(costs["layers"])
     return {"table": table, "costs": costs, "latency": {"onnxruntime": lat}, "environment": latency.environment()}
+
+
+def _value_text(value) -> str:
+    """'1x3x224x224 float' for a tensor input, its kind for anything else."""
+    import onnx
+
+    if not value.type.HasField("tensor_type"):
+        return value.type.WhichOneof("value") or "untyped"
+    tensor = value.type.tensor_type
+    dims = "x".join(str(d.dim_value) if d.HasField("dim_value") else "?" for d in tensor.shape.dim)
+    elem = onnx.TensorProto.DataType.Name(tensor.elem_type).lower() if tensor.elem_type in onnx.TensorProto.DataType.values() else "?"
+    return f"{dims or 'scalar'} {elem}" if tensor.HasField("shape") else f"(no shape) {elem}"
 
 
 def _figure(timer, setup: latency.LatencySetup) -> dict:
