@@ -28,6 +28,7 @@ from kdforge.profile.counts import count_costs
 from kdforge.profile.onnx_counts import count_onnx
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "vit_b_16"]
+_LARGEST = ("convnext_tiny", "vit_b_16")  # their exports take 36 s of `make test` together: `make test-all` checks them
 _WHEELS = Path(sys.prefix) / "wheels"
 
 
@@ -95,7 +96,7 @@ def comparison_row(models, name: str, folder: Path) -> dict:
             "unknown": onnx_costs["totals"]["unknown_layers"]}
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in _LARGEST else m for m in MODELS])
 def test_onnx_counts_of_torchvision_architectures_match_fvcore(torchvision_models, tmp_path, name):
     row = comparison_row(torchvision_models, name, tmp_path)
     print(row)

@@ -48,7 +48,7 @@ def _child(model_path: str, result_path: str, shown: str) -> None:
         feeds = zero_feeds(model)
         start = time.perf_counter()
         values = run_feeds(session, feeds)
-        result = {"shapes": {name: [list(np.shape(v)), np.asarray(v).itemsize] for name, v in zip(outputs, values)},
+        result = {"shapes": {name: [list(v.shape), v.itemsize] for name, v in zip(outputs, values) if isinstance(v, np.ndarray)},
                   "seconds": time.perf_counter() - start}
     except UserError as e:
         result = {"user_error": str(e)}
