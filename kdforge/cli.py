@@ -66,14 +66,15 @@ def _cmd_models(args) -> None:
 def _cmd_export(args) -> None:
     import torch
 
+    from pydantic import ValidationError
+
+    from kdforge.config import ExportConfig
     from kdforge.export.onnx_export import export_onnx, onnx_flavour
     from kdforge.export.strip import load_deployed
 
-    from kdforge.config import ExportConfig
-
     try:
-        ExportConfig(opset=args.opset)
-    except ValueError as e:  # pydantic's ValidationError says why in its first error
+        ExportConfig(opset=args.opset)  # the config's own range for the key
+    except ValidationError as e:
         raise UserError(f"--opset {args.opset}: {e.errors()[0]['msg'].removeprefix('Value error, ')}.") from None
     model, spec = load_deployed(args.model)
     out = args.output or args.model.with_name("model.onnx")
@@ -196,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--rounds", type=int, default=20, help="timed rounds; the latency is the median of their medians")
     prof.add_argument("--round-ms", type=float, default=1.0, help="the least duration of one round (ms)")
     prof.add_argument("--max-tensor-mib", type=int, default=MAX_TENSOR_MIB, help=(
-        "the most memory (MiB) a file's declared shapes may imply, per tensor and for the live activations together; "
-        "a file that needs more is refused before anything is allocated"))
+        "the most memory (MiB) an .onnx file's shapes may imply, per tensor and for the live activations together, for "
+        "kdforge to run it; a file that needs more is counted, not run"))
     prof.add_argument("--target", choices=TARGET_NAMES, default=None, help="estimate the latency per layer on this device (roofline)")
     prof.add_argument("--precision", choices=PRECISIONS, default="fp16", help="the precision of that estimate")
     prof.set_defaults(func=_cmd_profile)

@@ -4,7 +4,9 @@ inference leaves open (data-dependent ops: Range, NonZero, a Resize or Expand fe
 values) and shows that timing the graph in kdforge's own process will neither exhaust memory nor
 hang (a Loop whose trip count is 2^62, a ConstantOfShape of computed size).
 
-Run as `python -m kdforge.profile.onnx_trial MODEL.onnx RESULT.json` by `trial_run`.
+Run as `python -m kdforge.profile.onnx_trial MODEL.onnx RESULT.json NAME CAP_BYTES` by `trial_run`;
+the child caps its own address space first (a preexec_fn in the parent could deadlock, since the
+parent runs thread pools).
 """
 
 import json
@@ -68,17 +70,12 @@ def trial_run(model: onnx.ModelProto, outputs: list[str], path, max_bytes: int) 
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in outputs if name not in known)
     cap = _BASELINE_BYTES + 3 * max_bytes
     shown = printable(str(path))
-
-    def limit_memory():
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-
     with tempfile.TemporaryDirectory(prefix="kdforge-trial-") as folder:
         model_path, result_path = Path(folder) / "probe.onnx", Path(folder) / "result.json"
         model_path.write_bytes(probe.SerializeToString())
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, "-m", "kdforge.profile.onnx_trial", str(model_path), str(result_path), shown, str(cap)]
         try:
-            child = subprocess.run([sys.executable, "-m", "kdforge.profile.onnx_trial", str(model_path), str(result_path), shown],
-                           preexec_fn=limit_memory, timeout=TRIAL_SECONDS, capture_output=True, env=env)
+            child = subprocess.run(command, timeout=TRIAL_SECONDS, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         except subprocess.TimeoutExpired:
             raise UserError(f"{shown} takes more than {TRIAL_SECONDS} s to run once on zeros; kdforge does not time a "
                             f"graph that may never end.") from None
@@ -99,4 +96,6 @@ def trial_run(model: onnx.ModelProto, outputs: list[str], path, max_bytes: int) 
 
 
 if __name__ == "__main__":
+    cap = int(sys.argv[4])
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     _child(*sys.argv[1:4])
