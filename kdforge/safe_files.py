@@ -1,10 +1,13 @@
-"""Reading small text files from outside (configs, JSON indexes, run-directory records) so that
-no file can hang kdforge or make it allocate what the file declares.
+"""Reading files from outside (configs, JSON indexes, run-directory records, weights, images) so
+that no file can hang kdforge or make it allocate what the file declares.
 
 - Only regular files are read: a FIFO would block forever, a character device such as /dev/zero
   (or a symbolic link to one) would never end. The file is opened without blocking and checked
   on the open descriptor, so it cannot be swapped for something else between check and read.
-- At most `limit` bytes are read; a larger file is refused by name.
+- At most `limit` bytes are read, judged by the file's size before reading (a sparse file can
+  claim a terabyte); a larger file is refused by name.
+- `check_declared_input`: an input shape a file or a flag declares is bounded before a tensor of
+  that shape exists.
 - YAML is composed into nodes first, and its expansion (aliases count once per use, so a
   "billion laughs" document is measured, not built) and nesting are bounded before any Python
   object is constructed.

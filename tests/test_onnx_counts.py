@@ -119,3 +119,35 @@ def test_profile_of_an_onnx_file_prints_per_layer_mul_and_add(tmp_path):
     assert "adder" in out.stdout and "additions" in out.stdout
     totals = json.loads((tmp_path / "p.json").read_text())["costs"]["totals"]
     assert totals["macs"] == 2 * 763_520 and totals["add"] == 2 * (9_856 + 2 * 753_664)
+
+
+@pytest.mark.parametrize("equation,a,b,macs", [
+    ("ij,jk->ik", (2, 3), (3, 4), 2 * 3 * 4), ("bij,bjk->bik", (5, 2, 3), (5, 3, 4), 5 * 2 * 3 * 4),
+    ("...ij,...jk->...ik", (7, 2, 3), (7, 3, 4), 7 * 2 * 3 * 4), ("i,i->", (6,), (6,), 6),
+])
+def test_einsum_counts_one_mac_per_combination_of_its_indices(equation, a, b, macs):
+    nodes = [helper.make_node("Einsum", ["a", "b"], ["y"], name="e", equation=equation)]
+    layer = _layers(_model(nodes, [("a", list(a)), ("b", list(b))], ["y"]))["e"]
+    assert (layer["kind"], layer["macs"], layer["mul"], layer["add"]) == ("linear", macs, macs, macs)
+
+
+@pytest.mark.parametrize("op,gates", [("RNN", 1), ("GRU", 3), ("LSTM", 4)])
+def test_recurrent_layers_count_their_input_and_hidden_products(op, gates):
+    steps, batch, features, hidden = 5, 2, 3, 4
+    weights = [("w", (2, gates * hidden, features)), ("r", (2, gates * hidden, hidden))]
+    nodes = [helper.make_node(op, ["x", "w", "r"], ["y"], name="rec", hidden_size=hidden, direction="bidirectional")]
+    layer = _layers(_model(nodes, [("x", [steps, batch, features])], ["y"], weights))["rec"]
+    assert layer["macs"] == steps * batch * 2 * gates * hidden * (features + hidden)
+
+
+def test_the_attention_op_counts_what_its_expanded_form_counts():
+    """Every Attention node test of the onnx package against the same test expanded into MatMuls."""
+    from onnx.backend.test.case.node import collect_testcases
+
+    cases = {c.name: c.model for c in collect_testcases("Attention")}
+    pairs = [(name, name + "_expanded") for name in sorted(cases) if name + "_expanded" in cases]
+    assert len(pairs) >= 10
+    # the expanded forms' shapes come from a child process's run each: a spread of 8 pairs, 3-D, 4-D, with past keys
+    for name, expanded in pairs[::max(1, len(pairs) // 8)]:
+        ours, reference = (count_onnx(cases[n])["totals"]["macs"] for n in (name, expanded))
+        assert ours == reference > 0, (name, ours, reference)

@@ -164,9 +164,52 @@ def _node_cost_of(node, shapes: dict, weights: dict, graph: "_Graph") -> LayerCo
         a = shapes.get(node.input[0])
         macs = prod(out) * a[-1]
         return LayerCost(name, op, "linear", macs, macs, macs, params=params)
+    if op in _PRODUCTS:
+        macs = _PRODUCTS[op](node, [shapes.get(i) if i else None for i in node.input])
+        return LayerCost(name, op, "linear", macs, macs, macs, params=params)
     if op in _NORM:
         return LayerCost(name, op, "norm", elements=prod(out), params=params)
     return LayerCost(name, op, "elementwise", elements=prod(out), params=params)
+
+
+def _einsum_macs(node, shapes: list) -> int:
+    """A contraction's MACs: one per combination of every index of the equation (for n operands,
+    n - 1 products each), the sizes read off the operands; '...' stands for their leading axes."""
+    inputs = _attr(node, "equation", b"").decode().replace(" ", "").split("->")[0].split(",")
+    sizes: dict[str, int] = {}
+    for k, (term, shape) in enumerate(zip(inputs, shapes)):
+        if "..." in term:
+            spread = len(shape) - len(term) + 3
+            term = term.replace("...", "".join(chr(0x100 + j) for j in range(spread)))  # broadcast axes, right-aligned
+        for letter, size in zip(term, shape):
+            sizes[letter] = max(sizes.get(letter, 1), size)
+    return (len(inputs) - 1) * prod(sizes.values()) if len(inputs) > 1 else 0
+
+
+def _attention_macs(node, shapes: list) -> int:
+    """ONNX Attention (opset 23): softmax(Q K^T) V, i.e. S x L x (D + Dv) MACs per batch and query
+    head, with 4-D (B, H, S, D) or 3-D (B, S, H*D) operands (then `q_num_heads` / `kv_num_heads`);
+    L counts the past keys too."""
+    q, k, v = shapes[:3]
+    past = shapes[4][2] if len(shapes) > 4 and shapes[4] else 0  # past_key (B, H, P, D): the keys grow by P
+    if len(q) == 4:
+        return q[0] * q[1] * q[2] * (k[2] + past) * (q[3] + v[3])
+    heads_q, heads_kv = _attr(node, "q_num_heads", 1), _attr(node, "kv_num_heads", 1)
+    return q[0] * q[1] * (k[1] + past) * (q[2] + heads_q * v[2] // heads_kv)
+
+
+def _recurrent_macs(node, shapes: list) -> int:
+    """RNN, GRU, LSTM: per step, batch row and direction, W X_t and R H_{t-1}, i.e. (gates x hidden)
+    x (input + hidden) MACs, W being (directions, gates x hidden, input) and R (..., hidden); X is
+    (sequence, batch, input), or (batch, sequence, input) with layout 1."""
+    x, w, r = shapes[:3]
+    steps, batch = (x[1], x[0]) if _attr(node, "layout", 0) else (x[0], x[1])
+    return steps * batch * w[0] * w[1] * (w[2] + r[2])
+
+
+# op_type -> MACs from the node and its operands' shapes, for products that are not conv or Gemm/MatMul
+_PRODUCTS = {"Einsum": _einsum_macs, "Attention": _attention_macs, "RNN": _recurrent_macs, "GRU": _recurrent_macs,
+             "LSTM": _recurrent_macs}
 
 
 def _constants(model: onnx.ModelProto) -> set[str]:
