@@ -151,3 +151,32 @@ def test_the_attention_op_counts_what_its_expanded_form_counts():
     for name, expanded in pairs[::max(1, len(pairs) // 8)]:
         ours, reference = (count_onnx(cases[n])["totals"]["macs"] for n in (name, expanded))
         assert ours == reference > 0, (name, ours, reference)
+
+
+def test_matmuls_inside_loop_scan_and_if_count_as_often_as_they_run():
+    vec = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)  # noqa: E731
+    loop_body = helper.make_graph(
+        [helper.make_node("Identity", ["cond"], ["cond_out"]), helper.make_node("MatMul", ["v", "w"], ["v_out"], name="mm")],
+        "loop", [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                 vec("v", [1, 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), vec("v_out", [1, 4])])
+    scan_body = helper.make_graph([helper.make_node("MatMul", ["s", "x_t"], ["s_out"], name="mm"),
+                                   helper.make_node("Identity", ["s_out"], ["y_t"])],
+                                  "scan", [vec("s", [1, 4]), vec("x_t", [4, 4])], [vec("s_out", [1, 4]), vec("y_t", [1, 4])])
+    big = helper.make_graph([helper.make_node("MatMul", ["v", "w"], ["b"], name="mm"), helper.make_node("MatMul", ["b", "w"], ["o"], name="mm2")],
+                            "big", [], [vec("o", [1, 4])])
+    small = helper.make_graph([helper.make_node("MatMul", ["v", "w"], ["o2"], name="mm")], "small", [], [vec("o2", [1, 4])])
+    nodes = [
+        helper.make_node("Loop", ["trips", "cond", "v"], ["after_loop"], name="loop", body=loop_body),
+        helper.make_node("Scan", ["v", "xs"], ["after_scan", "ys"], name="scan", body=scan_body, num_scan_inputs=1),
+        helper.make_node("If", ["flag"], ["after_if"], name="if", then_branch=big, else_branch=small),
+    ]
+    graph = helper.make_graph(nodes, "g", [vec("v", [1, 4]), vec("xs", [5, 4, 4]),
+                                            helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                              [vec("after_loop", [1, 4]), vec("after_scan", [1, 4]), vec("ys", [5, 1, 4]), vec("after_if", [1, 4])],
+                              [numpy_helper.from_array(np.ones((4, 4), np.float32), "w"),
+                               numpy_helper.from_array(np.array(3, np.int64), "trips"),
+                               numpy_helper.from_array(np.array(True), "cond")])
+    layers = {c["layer"]: c["macs"] for c in count_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))["layers"]}
+    assert layers["loop/mm"] == 3 * 16 and layers["scan/mm"] == 5 * 16  # 3 trips; 5 steps of the scanned axis
+    assert layers["if/mm"] == layers["if/mm2"] == 16 and "if/o2" not in layers  # the costlier branch

@@ -9,7 +9,10 @@ addition; integer and QLinear convolutions and matrix products
 element-wise work (activations, pooling, residual additions, quantize/dequantize) are counted apart,
 in output elements. Ops that only reshape or relabel data count nothing.
 
-Shapes come from onnx's shape inference (the adder node's schema infers its own output, see
+Control flow counts what it runs: a Loop's body times its constant trip count (once where the
+count is computed), a Scan's body times the scanned length, an If's costlier branch.
+
+Shapes come from onnx's shape inference (subgraphs' too) (the adder node's schema infers its own output, see
 kdforge.export.adder_onnx); a symbolic batch dimension is set to `batch` first. Where inference
 leaves shapes unknown (data-dependent ops such as Range, which exporters emit for dynamic
 batches), one run of ONNX Runtime on zeros in a capped child process tells them (onnx_trial).
@@ -74,17 +77,26 @@ def _shapes(model: onnx.ModelProto, path) -> tuple[dict, dict]:
     except Exception as e:  # an inconsistent graph
         raise UserError(f"ONNX shape inference fails on {printable(str(path))}: {' '.join(str(e).split())[:300]}.") from None
     shapes, itemsize = {}, {}
-    values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    values = [v for g in _graphs(inferred.graph) for v in (*g.input, *g.value_info, *g.output)]
     for value in values:
         tensor = value.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
         if tensor.HasField("shape") and None not in dims:
             shapes[value.name] = dims
             itemsize[value.name] = _itemsize(tensor.elem_type)
-    for init in model.graph.initializer:
+    for init in (i for g in _graphs(model.graph) for i in g.initializer):
         shapes[init.name] = list(init.dims)
         itemsize[init.name] = _itemsize(init.data_type)
     return shapes, itemsize
+
+
+def _graphs(graph: onnx.GraphProto):
+    """`graph` and every graph nested in its nodes (If branches, Loop and Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _graphs(sub)
 
 
 def _itemsize(elem_type: int) -> int:
@@ -105,9 +117,17 @@ class _Graph:
     """What the cost of a node may depend on beyond shapes: who produced a tensor, and the values
     of the initializers (read only for the few convolutions that may be binary)."""
 
-    def __init__(self, model: onnx.ModelProto):
-        self.producer = {o: n for n in model.graph.node for o in n.output}
-        self._initializers = {i.name: i for i in model.graph.initializer}
+    def __init__(self, graph: onnx.GraphProto):
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self._initializers = {i.name: i for i in graph.initializer}
+
+    def constant(self, tensor: str):
+        """The value of an initializer or Constant node's output, else None."""
+        if tensor in self._initializers:
+            return onnx.numpy_helper.to_array(self._initializers[tensor])
+        node = self.producer.get(tensor)
+        return onnx.numpy_helper.to_array(_attr(node, "value", None)) if node is not None and node.op_type == "Constant" \
+            and _attr(node, "value", None) is not None else None
 
     def from_sign(self, tensor: str) -> bool:
         node = self.producer.get(tensor)
@@ -212,6 +232,46 @@ _PRODUCTS = {"Einsum": _einsum_macs, "Attention": _attention_macs, "RNN": _recur
              "LSTM": _recurrent_macs}
 
 
+def _graph_layers(graph: onnx.GraphProto, shapes: dict, weights: dict, constants: set) -> list[LayerCost]:
+    """The costs of `graph`'s nodes; a Loop, Scan or If contributes its body's layers, repeated as
+    often as it runs (a Loop's constant trip count, a Scan's sequence length; once where the trip
+    count is not a constant) and, for If, the costlier branch's."""
+    helper, layers = _Graph(graph), []
+    for node in graph.node:
+        if all(o in constants for o in node.output if o):
+            continue
+        bodies = _bodies(node)
+        if not bodies:
+            cost = _node_cost(node, shapes, weights, helper)
+            layers += [cost] if cost is not None else []
+            continue
+        runs = _runs(node, shapes, helper)
+        branches = [_graph_layers(body, shapes, weights, constants) for body in bodies]
+        chosen = max(branches, key=lambda costs: sum(c.macs for c in costs))
+        layers += [_repeated(c, f"{node.name or node.op_type}/{c.layer}", runs) for c in chosen]
+    return layers
+
+
+def _bodies(node) -> list:
+    return [a.g for a in node.attribute if a.HasField("g")] + [g for a in node.attribute for g in a.graphs]
+
+
+def _runs(node, shapes: dict, helper: "_Graph") -> int:
+    if node.op_type == "Loop" and node.input and node.input[0]:
+        trips = helper.constant(node.input[0])
+        return max(int(trips), 0) if trips is not None and trips.size == 1 else 1
+    if node.op_type == "Scan":
+        first = node.input[len(node.input) - _attr(node, "num_scan_inputs", 1)]
+        axes = _attr(node, "scan_input_axes", [0])
+        return shapes[first][axes[0]] if first in shapes and axes else 1
+    return 1
+
+
+def _repeated(cost: LayerCost, name: str, runs: int) -> LayerCost:
+    return LayerCost(name, cost.op, cost.kind, cost.macs * runs, cost.mul * runs, cost.add * runs, cost.xnor * runs,
+                     cost.elements * runs, cost.params, cost.traffic * runs)
+
+
 def _constants(model: onnx.ModelProto) -> set[str]:
     """Initializers and every tensor computed from them alone (Constant nodes, a binary layer's
     Sign of its weight, ...): constants of the deployed graph, neither work nor activations."""
@@ -285,9 +345,7 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1, path="the graph", max_byt
                 shapes[name], itemsize[name] = shape, size
             run_seconds = ran["seconds"]
             problem = size_problem(path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
-    graph = _Graph(model)
-    layers = [c for c in (_node_cost(node, shapes, weights, graph) for node in model.graph.node
-                          if not all(o in constants for o in node.output if o)) if c is not None]
+    layers = _graph_layers(model.graph, shapes, weights, constants)
     params = sum(prod(d) for d in weights.values())
     param_bytes = sum(prod(init.dims) * _itemsize(init.data_type) for init in model.graph.initializer)
     inputs = feedable_inputs(model)
