@@ -12,8 +12,8 @@ in output elements. Ops that only reshape or relabel data count nothing.
 Control flow counts what it runs: a Loop's body times its constant trip count (once where the
 count is computed), a Scan's body times the scanned length, an If's costlier branch.
 
-Shapes come from onnx's shape inference (subgraphs' too) (the adder node's schema infers its own output, see
-kdforge.export.adder_onnx); a symbolic batch dimension is set to `batch` first. Where inference
+Shapes come from onnx's shape inference, subgraphs' too (the adder node's schema infers its own
+output, see kdforge.export.adder_onnx); a symbolic batch dimension is set to `batch` first. Where inference
 leaves shapes unknown (data-dependent ops such as Range, which exporters emit for dynamic
 batches), one run of ONNX Runtime on zeros in a capped child process tells them (onnx_trial).
 A node whose output shape is still unknown, or whose inputs do not fit its op, is listed as kind
