@@ -61,7 +61,8 @@ def printable_name(name: object) -> str:
     return f"'{printable(str(name))}'"
 
 
-def _reason(error: BaseException) -> str:
+def reason(error: BaseException) -> str:
+    """'ValueError: what it says', on one line and at most 200 characters of message."""
     text = " ".join(str(error).split())[:200]
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
@@ -79,4 +80,4 @@ def reading(what: str):
     except RecursionError:
         raise UserError(f"{what} is nested too deeply to read.") from None
     except Exception as e:  # noqa: BLE001 - a malformed input, by this block's contract
-        raise UserError(f"{what} is malformed ({_reason(e)}).") from None
+        raise UserError(f"{what} is malformed ({reason(e)}).") from None

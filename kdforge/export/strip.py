@@ -53,7 +53,7 @@ def load_deployed(path: Path, section=None) -> tuple[nn.Module, dict]:
     is never imported, since importing runs code."""
     from kdforge.config import ModelSection
     from kdforge.train.models.build import build_network
-    from kdforge.train.models.factory import is_factory
+    from kdforge.train.models.factory import file_names_factory, is_factory
 
     path = Path(path)
     if not path.is_file():
@@ -64,8 +64,7 @@ def load_deployed(path: Path, section=None) -> tuple[nn.Module, dict]:
     spec = {k: v for k, v in blob.items() if k not in ("format", "state_dict")}
     model_name = spec.get("model")
     if isinstance(model_name, str) and is_factory(model_name) and (section is None or section.model != model_name):
-        raise UserError(f"{printable(str(path))} holds a model built by the factory {printable(model_name)}, which kdforge "
-                        f"imports only where your config names it: run `kdforge run CONFIG --only export` (or profile).")
+        raise file_names_factory(path, model_name, "export")
     check_declared_input((2, spec.get("in_channels"), spec.get("image_size"), spec.get("image_size")), printable(str(path)))
     try:
         if section is None:

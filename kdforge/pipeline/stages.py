@@ -142,8 +142,9 @@ def _distiller_state(path: Path, what: str):
 
 
 def build_distiller(ctx: StageContext, for_training: bool):
-    """The student's distiller; `for_training` starts the student from its weights and the teacher
-    from the teacher stage's checkpoint, else (strip) both come from the student's checkpoint."""
+    """The student's distiller and the log lines of how its network was built; `for_training`
+    starts the student from its weights and the teacher from the teacher stage's checkpoint, else
+    (strip) both come from the student's checkpoint."""
     s, data = ctx.student, ctx.data()
     cls = method_class(s.method)
     seed_everything(ctx.cfg.seed)  # the initial weights are the seed's, in every process
@@ -154,13 +155,12 @@ def build_distiller(ctx: StageContext, for_training: bool):
     if with_teacher and for_training:
         path = ctx.run_dir / "teacher" / "checkpoint.pt"
         load_into(distiller.load_teacher_state, _distiller_state(path, "teacher checkpoint"), path)
-    distiller.notes = notes
-    return distiller
+    return distiller, notes
 
 
 def run_distill(ctx: StageContext) -> StageResult:
     s = ctx.student
-    distiller = build_distiller(ctx, for_training=True)
+    distiller, notes = build_distiller(ctx, for_training=True)
     result = fit(distiller, ctx.data(), s.train, ctx.student_dir / "checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
                  ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"{s.name} ({s.method})",
                  workers=loader_workers(ctx.cfg.data))
@@ -174,12 +174,12 @@ def run_distill(ctx: StageContext) -> StageResult:
     if distributed.is_main():
         atomic.write_json(ctx.student_dir / "metrics.json", metrics)
     return StageResult([ctx.student_dir / "checkpoint.pt", ctx.student_dir / "metrics.json"], metrics,
-                       _noted(summary, distiller.notes))
+                       _noted(summary, notes))
 
 
 def run_strip(ctx: StageContext) -> StageResult:
     s, data = ctx.student, ctx.data()
-    distiller = build_distiller(ctx, for_training=False)
+    distiller, _ = build_distiller(ctx, for_training=False)
     checkpoint = ctx.student_dir / "checkpoint.pt"
     load_into(distiller.load_state_dict, _distiller_state(checkpoint, "student checkpoint"), checkpoint)
     probe = torch.stack([data.val[i][0] for i in range(min(16, len(data.val)))])

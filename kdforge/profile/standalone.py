@@ -12,7 +12,7 @@ so no check short of re-implementing the loader makes one safe to open."""
 
 from pathlib import Path
 
-from kdforge.errors import UserError, printable, printable_name
+from kdforge.errors import UserError, printable, printable_name, reason
 from kdforge.profile import latency
 from kdforge.safe_files import MAX_TENSOR_MIB, check_declared_input, read_json
 
@@ -72,7 +72,7 @@ def _checkpoint_model(path: Path):
     """The network a run's training checkpoint holds (the student or teacher as it trained)."""
     from kdforge.config import load_config
     from kdforge.train.models.build import build_network
-    from kdforge.train.models.factory import is_factory
+    from kdforge.train.models.factory import file_names_factory, is_factory
     from kdforge.train.weights import load_into, network_weights
     from kdforge.untrusted import load_torch
 
@@ -88,9 +88,8 @@ def _checkpoint_model(path: Path):
         if section is None:
             raise UserError(f"{path}: the run's config has no {'teacher' if folder.name == 'teacher' else 'student'} "
                             f"{printable_name(folder.name)}.")
-    if is_factory(section.model):  # the run directory's config.yaml is a file like any other: what it names is not imported
-        raise UserError(f"{printable(str(path))} holds a model built by the factory {printable(section.model)}, which kdforge "
-                        f"imports only where your config names it: run `kdforge run CONFIG --only profile`.")
+    if is_factory(section.model):  # the run directory's config.yaml is a file like any other
+        raise file_names_factory(path, section.model, "profile")
     model, _ = build_network(section, classes, data["in_channels"], data["image_size"], with_weights=False)
     load_into(model.load_state_dict, network_weights(load_torch(path, "training checkpoint")), path)
     spec = {"model": section.model, "method": "training checkpoint", "in_channels": data["in_channels"],
@@ -131,7 +130,7 @@ def _profile_model(model, spec: dict, threads: int, layers: bool, setup: latency
         raise
     except Exception as e:  # noqa: BLE001 - a model torch.export cannot trace, or a wrong --input
         raise UserError(f"torch.export cannot trace {spec['model']} on a {'x'.join(map(str, shape))} input "
-                        f"({type(e).__name__}: {' '.join(str(e).split())[:200]}).") from None
+                        f"({reason(e)}).") from None
     peak = costs["totals"]["peak_activation_bytes"]
     if peak > max_bytes:  # counted on the traced graph; nothing ran yet
         raise UserError(f"{printable(str(spec['model']))} on a {'x'.join(map(str, shape))} input would hold "

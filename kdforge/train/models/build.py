@@ -31,7 +31,7 @@ def _adder_compatible(conv: nn.Conv2d) -> bool:
     return conv.groups == 1 and conv.dilation == (1, 1) and conv.bias is None and conv.kernel_size[0] == conv.kernel_size[1]
 
 
-def convert_family(net: nn.Module, family: str | None, eta: float = 0.2) -> list[str]:
+def convert_family(net: nn.Module, family: str | None) -> list[str]:
     """Turns `net` into its `family` twin in place; the log lines that say how."""
     if family is None:
         return []
@@ -39,7 +39,7 @@ def convert_family(net: nn.Module, family: str | None, eta: float = 0.2) -> list
     convs = [name for name, m in net.named_modules() if type(m) is nn.Conv2d and name != first]
     kept = [name for name in convs if family == "adder" and not _adder_compatible(net.get_submodule(name))]
     if family == "adder":
-        to_addernet(net, keep=(first, *kept), eta=eta)
+        to_addernet(net, keep=(first, *kept))
     else:
         to_binary(net, keep=(first,))
     lines = [f"family {family}: {len(convs) - len(kept)} convolutions converted, the first ({first}) kept"]

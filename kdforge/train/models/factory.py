@@ -14,7 +14,7 @@ import re
 
 from torch import nn
 
-from kdforge.errors import UserError, printable
+from kdforge.errors import UserError, printable, reason
 
 _FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_][\w.-]*")
 
@@ -38,8 +38,7 @@ def _function(name: str):
             return lambda **kwargs: module.create_model(function_name, **kwargs)
         return getattr(module, function_name)
     except Exception as e:  # noqa: BLE001 - the user's module, which may fail to import in any way
-        raise UserError(f"{printable(name)}: cannot import it ({type(e).__name__}: {printable(' '.join(str(e).split()))[:200]}); "
-                        f"give package.module:function.") from None
+        raise UserError(f"{printable(name)}: cannot import it ({reason(e)}); give package.module:function.") from None
 
 
 def build_factory(name: str, **kwargs) -> nn.Module:
@@ -48,8 +47,14 @@ def build_factory(name: str, **kwargs) -> nn.Module:
     try:
         model = build(**kwargs)
     except Exception as e:  # noqa: BLE001 - the user's code
-        raise UserError(f"{printable(name)}({printable(str(kwargs))[1:-1]}) failed: {type(e).__name__}: "
-                        f"{printable(' '.join(str(e).split()))[:200]}.") from None
+        raise UserError(f"{printable(name)}({printable(str(kwargs))[1:-1]}) failed: {reason(e)}.") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"{printable(name)}() returned a {type(model).__name__}, not a torch.nn.Module.")
     return model
+
+
+def file_names_factory(path, name: str, command: str) -> UserError:
+    """The refusal of a file (a deploy.pt, a run directory's config) that names the factory `name`:
+    importing what a file names would run code from whoever wrote it."""
+    return UserError(f"{printable(str(path))} holds a model built by the factory {printable(name)}, which kdforge imports "
+                     f"only where your config names it: run `kdforge run CONFIG --only {command}`.")

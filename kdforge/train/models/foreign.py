@@ -73,7 +73,7 @@ class ForeignNet(nn.Module):
             for hook in hooks:
                 hook.remove()
         feats = [captured[p] for p in self.net_stages]
-        self._last = (feats[-1], captured[EMBEDDING])
+        self._last = (feats[-1], captured[EMBEDDING])  # for embed(feats[-1]) right after: the pass is not repeated
         return feats
 
     def embed(self, feature_map: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from kdforge.errors import UserError, printable
+from kdforge.errors import UserError, printable, reason
 
 _MODELS: dict[str, Callable] = {}
 
@@ -42,8 +42,7 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs):
         with torch.device("meta"):
             size = sum(p.numel() for p in build(num_classes=num_classes, in_channels=in_channels, **kwargs).parameters())
     except (TypeError, ValueError, RuntimeError, OverflowError) as e:
-        raise UserError(f"model '{name}' cannot be built with model_args {printable(str(kwargs))} "
-                        f"({type(e).__name__}: {printable(' '.join(str(e).split()))[:200]}).") from None
+        raise UserError(f"model '{name}' cannot be built with model_args {printable(str(kwargs))} ({reason(e)}).") from None
     if size > MAX_PARAMETERS:
         raise UserError(f"model '{name}' with model_args {printable(str(kwargs))} would have {size:,} parameters, more "
                         f"than kdforge builds ({MAX_PARAMETERS:,}); check the sizes in model_args.")
