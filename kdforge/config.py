@@ -135,13 +135,6 @@ class StudentConfig(ModelSection):
     method: str
     options: dict[str, Any] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    @field_validator("train")
-    @classmethod
-    def _trains(cls, train):
-        if train.epochs == 0:
-            raise ValueError("a student trains for 1 epoch or more")
-        return train
-
     precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description=(
         "also ship model.<precision>.onnx: int8 (CNN and binary students by ONNX Runtime's quantizer, AdderNets on kdforge's "
         "integer adder node) or fp16 (CNN and binary students: fp16 weights and arithmetic, fp32 input and logits)"))
@@ -154,6 +147,13 @@ class StudentConfig(ModelSection):
             raise ValueError("fp16 covers CNN and binary students; kdforge's adder kernels are fp32 or integer, so ship an "
                              "AdderNet as int8 or fp32")
         return precision
+
+    @field_validator("train")
+    @classmethod
+    def _trains(cls, train):
+        if train.epochs == 0:
+            raise ValueError("a student trains for 1 epoch or more")
+        return train
 
     @field_validator("method")
     @classmethod
@@ -168,6 +168,10 @@ class StudentConfig(ModelSection):
 class ExportConfig(Section):
     opset: int = Field(18, ge=18, description="ONNX opset of the exported files: torch's exporter writes 18 and converts "
                        "upwards only")
+    portable: bool = Field(False, description="standard ONNX operators only (adder layers too): any runtime, slowly")
+    tensorrt: bool = Field(False, description="also build a TensorRT engine (needs TensorRT and a CUDA GPU)")
+    fp16: bool = Field(False, description="build the TensorRT engine in fp16")
+    calibration_images: int = Field(256, ge=1, description="training images that calibrate an INT8 student's activation ranges")
 
     @field_validator("opset")
     @classmethod
@@ -177,10 +181,6 @@ class ExportConfig(Section):
         if opset > onnx.defs.onnx_opset_version():
             raise ValueError(f"this onnx package knows opsets up to {onnx.defs.onnx_opset_version()}")
         return opset
-    portable: bool = Field(False, description="standard ONNX operators only (adder layers too): any runtime, slowly")
-    tensorrt: bool = Field(False, description="also build a TensorRT engine (needs TensorRT and a CUDA GPU)")
-    fp16: bool = Field(False, description="build the TensorRT engine in fp16")
-    calibration_images: int = Field(256, ge=1, description="training images that calibrate an INT8 student's activation ranges")
 
 
 class VerifyConfig(Section):
