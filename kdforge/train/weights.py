@@ -5,7 +5,7 @@ bare or under "model" / "state_dict", or .safetensors)."""
 from pathlib import Path
 from typing import Callable
 
-from kdforge.errors import UserError
+from kdforge.errors import UserError, printable, reason
 
 
 def submodule_state(state: dict, prefix: str) -> dict:
@@ -34,8 +34,6 @@ def load_into(load: Callable[[dict], object], state, path: Path) -> None:
 def read_state_dict(path: Path, what: str) -> dict:
     """The tensors of a weights file: .safetensors (which holds nothing but tensors) or a torch.save
     file through the safe loader."""
-    from kdforge.errors import printable
-
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load
@@ -59,8 +57,6 @@ def read_state_dict(path: Path, what: str) -> dict:
 def load_named(module, state: dict, path: Path, what: str) -> None:
     """Loads `state` into `module`, a UserError naming the keys that are missing, unexpected or of
     another shape."""
-    from kdforge.errors import printable
-
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -71,4 +67,7 @@ def load_named(module, state: dict, path: Path, what: str) -> None:
     if problems:
         raise UserError(f"{what} {printable(str(path))} does not fit the model: {printable('; '.join(problems))}; check the "
                         f"model and model_args.")
-    module.load_state_dict(state)
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError, AttributeError) as e:  # an entry that is no tensor
+        raise UserError(f"{what} {printable(str(path))} does not fit the model ({reason(e)}).") from None
