@@ -95,11 +95,14 @@ def test_tensorrt_requested_where_it_is_absent(finished):
 
 
 def test_foreign_onnx_with_unsupported_ops(finished):
-    _assert_one_sentence(_kdforge("profile", _foreign_onnx(finished[0])), "ONNX Runtime cannot open")
+    """Counted all the same; the latency row says why it is not timed."""
+    out = _kdforge("profile", _foreign_onnx(finished[0]))
+    assert out.returncode == 0 and "MACs" in out.stdout, out.stderr
+    assert "ONNX Runtime latency  not timed: ONNX Runtime cannot open" in out.stdout
 
 
 def test_adder_model_without_the_kdforge_operator(finished, tmp_path):
-    """No C compiler and no onnxruntime-extensions: the adder node cannot run, said in one sentence."""
+    """No C compiler and no onnxruntime-extensions: the adder node cannot run, said in the latency row."""
     from kdforge.export.onnx_export import export_onnx
     from kdforge.train.models import create_model
 
@@ -109,7 +112,8 @@ def test_adder_model_without_the_kdforge_operator(finished, tmp_path):
     (blocker / "__init__.py").write_text("raise ImportError('blocked for the test')\n")
     out = _kdforge_env({"CC": str(tmp_path / "no-compiler"), "KDFORGE_CACHE": str(tmp_path / "cache"),
                         "PYTHONPATH": str(blocker.parent)}, "profile", tmp_path / "ann.onnx")
-    _assert_one_sentence(out, "install onnxruntime-extensions")
+    assert out.returncode == 0 and "adder" in out.stdout, out.stderr  # counted all the same
+    assert "not timed: " in out.stdout and "install onnxruntime-extensions" in out.stdout
 
 
 def test_corrupt_manifest(finished, tmp_path):

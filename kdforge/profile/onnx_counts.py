@@ -34,7 +34,7 @@ import onnx
 from kdforge.errors import UserError, printable, printable_name
 from kdforge.export.onnx_file import feed_problem, feedable_inputs, size_problem
 from kdforge.profile.counts import LayerCost, summarise
-from kdforge.profile.onnx_trial import trial_run
+from kdforge.profile.onnx_trial import MalformedGraph, trial_run
 from kdforge.safe_files import MAX_TENSOR_MIB
 
 # op_type -> index of the weight input, for ops whose MACs are outputs x (weight volume per output)
@@ -338,6 +338,8 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1, path="the graph", max_byt
     if (missing or run) and problem is None:
         try:
             ran = trial_run(model, missing, path, max_bytes)
+        except MalformedGraph:
+            raise
         except UserError as e:
             problem = str(e).rstrip(".")
         else:

@@ -156,11 +156,12 @@ def _profile_onnx(path: Path, threads: int, layers: bool, setup: latency.Latency
     """Counts always; the latency where the graph can be fed, fits `max_bytes` and ran once, in a
     capped child process, fast enough to be timed within TIMING_BUDGET_S."""
     from kdforge.export.onnx_file import feedable_inputs, load_model
-    from kdforge.export.ort import model_session, run_feeds
+    from kdforge.export.ort import check_adder_nodes, model_session, run_feeds
     from kdforge.profile.onnx_counts import count_onnx, fixed_inputs
     from kdforge.profile.onnx_trial import zero_feeds
 
     model = fixed_inputs(load_model(path), batch, dims)
+    check_adder_nodes(model, path)  # kdforge's own nodes follow their contract, or the file is refused
     costs = count_onnx(model, batch, path, max_bytes, run=True)
     t = costs["totals"]
     lat = {"backend": "onnxruntime", "threads": threads, "batch": batch, "not_timed": costs["not_run"]}
