@@ -34,7 +34,7 @@ from kdforge.train.trainer import fit
 # (row label, method, student, options); each row is compared with the "ce" row of its student
 METHODS = [
     ("ce", "ce", "resnet8", {}), ("kd", "kd", "resnet8", {}), ("fitnet", "fitnet", "resnet8", {}),
-    ("at", "at", "resnet8", {}), ("at (beta 100)", "at", "resnet8", {"beta": 100.0}), ("sp", "sp", "resnet8", {}),
+    ("at", "at", "resnet8", {}), ("at (positions 1024)", "at", "resnet8", {"positions": 1024}), ("sp", "sp", "resnet8", {}),
     ("rkd", "rkd", "resnet8", {}), ("dml", "dml", "resnet8", {}), ("tofd", "tofd", "resnet8", {}),
     ("ce", "ce", "resnet32", {}), ("plain Dirac, no hybrid paths", "jointrd", "resnet32", {"dc": 0.0, "decay_fraction": 0.0}),
     ("jointrd", "jointrd", "resnet32", {}),

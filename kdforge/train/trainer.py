@@ -121,6 +121,7 @@ def fit(
     student; `augment(images, uniforms)` is the batch augmentation of tensor data sets, `workers`
     the training loader's worker processes."""
     seed_everything(seed)
+    distiller.epochs = cfg.epochs
     distiller.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     optimizer = make_optimizer(distiller, cfg)
     scheduler = make_scheduler(optimizer, cfg)

@@ -2,7 +2,9 @@
 
 A distiller wraps a student and (optionally) a teacher. `forward(images, labels, progress)`
 returns the student's logits and a dict of named loss terms; the trainer sums them. `progress`
-runs from 0 to 1 over training, for methods whose weights or temperatures follow a schedule.
+runs from 0 to 1 over training, for methods whose weights or temperatures follow a schedule;
+`epochs`, the length of that training (set by the trainer), turns it into an epoch index for
+schedules that step once per epoch.
 `training_only` names the submodules that exist only for training: the strip stage drops
 them. `deployable()` returns the student as it ships, `deploy_transforms` the architecture
 changes (see models/plain.py) that rebuild it from its registered name.
@@ -34,6 +36,7 @@ class Distiller(nn.Module):
     training_only: ClassVar[tuple[str, ...]] = ("teacher",)
     teacher_modules: ClassVar[tuple[str, ...]] = ("teacher",)
     deploy_transforms: ClassVar[tuple[str, ...]] = ()
+    epochs: int = 1
 
     def __init__(self, student: nn.Module, teacher: Optional[nn.Module], options: BaseModel, example: Optional[torch.Tensor] = None):
         super().__init__()
@@ -57,6 +60,10 @@ class Distiller(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, progress: float) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
+
+    def epoch(self, progress: float) -> int:
+        """The epoch (from 0) that `progress` falls in."""
+        return min(int(round(progress * self.epochs, 9)), self.epochs - 1)  # round: (e / E) * E may fall just short of e
 
     def no_teacher_grad(self):
         """No graph through a frozen teacher; a teacher that trains along keeps its gradients."""

@@ -1,11 +1,13 @@
 """FitNet (Romero et al., ICLR 2015): the student's guided layer regresses the teacher's hint layer.
 
-A 1x1 convolution + batch norm (the regressor) maps the student's stage output to the
-teacher's channels; the loss is the mean squared error to the teacher's stage output, added to
-cross-entropy. Departure: the paper trains in two phases (hints first, then KD); this is the
-one-phase form of the common benchmarks (CRD, mdistiller), weight 100 on the hint term. The
-hint is the middle stage by default; a spatial mismatch is resolved by average pooling the
-larger map.
+A 1x1 convolution, batch norm and ReLU (the regressor, the references' `ConvReg` with its
+default `use_relu=True`) maps the student's stage output to the teacher's channels; the loss is
+the mean squared error to the teacher's stage output, weight 100, added to cross-entropy: the
+one-phase form of RepDistiller and mdistiller. The hint is the second stage's output by default,
+the references' `hint_layer=2` (their feature lists start with the stem). Departures: the paper
+trains in two phases (hints first, then KD); where the two maps' sizes differ, kdforge average
+pools the larger one, where `ConvReg` uses a strided or transposed convolution (for 2x) or a
+larger kernel; the regressor's convolution has no bias, which batch norm after it cancels.
 """
 
 from typing import Optional
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from kdforge.errors import UserError
 from kdforge.train.methods.base import Distiller, NoOptions, features_and_logits
 from kdforge.train.methods.registry import register_method
 
@@ -30,7 +33,7 @@ def match_spatial(student_map, teacher_map):
 
 class FitNetOptions(NoOptions):
     hint_weight: float = Field(100.0, ge=0)
-    stage: Optional[int] = Field(None, description="stage whose output is the hint; default the middle one")
+    stage: Optional[int] = Field(None, ge=0, description="stage whose output is the hint (from 0); default the second")
 
 
 @register_method("fitnet")
@@ -40,11 +43,14 @@ class FitNet(Distiller):
 
     def __init__(self, student, teacher, options, example=None):
         super().__init__(student, teacher, options, example)
-        stages = len(student.stages)
-        self.stage = options.stage if options.stage is not None else stages // 2
+        stages = min(len(student.stages), len(teacher.stages))
+        self.stage = options.stage if options.stage is not None else min(1, stages - 1)
+        if self.stage >= stages:
+            raise UserError(f"fitnet: hint stage {self.stage} does not exist; student and teacher have {stages} stages in common (counted from 0).")
         s_channels = student.forward_stages(example)[self.stage].shape[1]
         t_channels = teacher.forward_stages(example)[self.stage].shape[1]
-        self.regressor = nn.Sequential(nn.Conv2d(s_channels, t_channels, 1, bias=False), nn.BatchNorm2d(t_channels))
+        self.regressor = nn.Sequential(nn.Conv2d(s_channels, t_channels, 1, bias=False), nn.BatchNorm2d(t_channels),
+                                       nn.ReLU(inplace=True))
 
     def forward(self, images, labels, progress):
         feats, _, logits = features_and_logits(self.student, images)

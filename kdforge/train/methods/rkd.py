@@ -2,7 +2,10 @@
 
 Distance term: pairwise distances in the batch, each divided by their mean, compared with the
 Huber (smooth L1) loss; angle term: cosines of the angles every triplet forms, compared the
-same way. Weights 25 and 50 as in the paper, added to cross-entropy.
+same way. Weights 25 and 50 as in the paper, added to cross-entropy. As in the reference code
+(RepDistiller's `RKDLoss`), a point's distance to itself is exactly 0 and left out of the mean:
+distances are computed directly, not by torch.cdist's matrix-product route (which it takes
+above 25 points and which leaves small positive values on the diagonal).
 """
 
 import torch
@@ -14,7 +17,7 @@ from kdforge.train.methods.registry import register_method
 
 
 def normalised_distances(embedding: torch.Tensor) -> torch.Tensor:
-    d = torch.cdist(embedding, embedding)
+    d = torch.cdist(embedding, embedding, compute_mode="donot_use_mm_for_euclid_dist")
     return d / d[d > 0].mean().clamp_min(1e-12)
 
 
