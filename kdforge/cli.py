@@ -115,7 +115,7 @@ def _cmd_profile(args) -> None:
         raise UserError("--rounds takes 5 or more and --round-ms a positive duration: the median's interval needs rounds.")
     if args.threads < 1 or args.max_tensor_mib < 1:
         raise UserError("--threads and --max-tensor-mib take 1 or more.")
-    setup = LatencySetup(rounds=args.rounds, round_ms=args.round_ms, max_rounds=2 * args.rounds)
+    setup = None if args.count_only else LatencySetup(rounds=args.rounds, round_ms=args.round_ms, max_rounds=2 * args.rounds)
     result = profile_file(args.model, threads=args.threads, layers=args.layers, batch=args.batch,
                           input_shape=_shape(args.input) if args.input else None, setup=setup,
                           max_tensor_mib=args.max_tensor_mib, dims=dict(_named_size(d) for d in args.dim or ()))
@@ -199,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--max-tensor-mib", type=int, default=MAX_TENSOR_MIB, help=(
         "the most memory (MiB) an .onnx file's shapes may imply, per tensor and for the live activations together, for "
         "kdforge to run it; a file that needs more is counted, not run"))
-    prof.add_argument("--target", choices=TARGET_NAMES, default=None, help="estimate the latency per layer on this device (roofline)")
+    prof.add_argument("--count-only", action="store_true", help=(
+        "counts and target estimates without timing the model: seconds, whatever its size (an .onnx file whose shapes "
+        "inference cannot fix still runs once, capped, to count them)"))
+    prof.add_argument("--target", choices=TARGET_NAMES, default=None, help=(
+        "estimate the latency per kernel on this device (GPUs: kdforge/profile/gpu_cost.py; cpu: a per-layer roofline)"))
     prof.add_argument("--precision", choices=PRECISIONS, default="fp16", help="the precision of that estimate")
     prof.set_defaults(func=_cmd_profile)
     return parser

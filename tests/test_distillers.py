@@ -14,7 +14,7 @@ from kdforge.nn.dirac import DiracConv2d
 from kdforge.train.data import build_data
 from kdforge.train.methods import list_methods, method_class
 from kdforge.train.methods.at import attention_loss, attention_map
-from kdforge.train.methods.jointrd import fold_dirac, hybrid_weight
+from kdforge.train.methods.jointrd import hybrid_weight
 from kdforge.train.methods.rkd import normalised_distances, triplet_angles
 from kdforge.train.methods.sp import similarity_loss
 from kdforge.train.methods.tofd import orthogonality, soft_cross_entropy

@@ -1,12 +1,13 @@
 """`kdforge profile` on models kdforge did not write: a factory `package.module:function`, with
 grouped, depthwise and transposed convolutions and attention counted by hand (a torch.export
-archive is refused)."""
+archive is refused), and --count-only."""
 
 import json
 import os
 
 import pytest
 import torch
+from torch import nn
 
 from conftest import assert_one_sentence, kdforge_cli
 
@@ -87,3 +88,22 @@ def test_a_factory_without_its_input_shape_is_one_sentence(factory):
     assert_one_sentence(_profile("user_models:attention_net", path=factory), "add --input")
     assert_one_sentence(_profile("user_models:attention_net", "--input", "1xthree", path=factory), "NxCxHxW")
     assert_one_sentence(_profile("user_models:nothing_here", "--input", "1x8x8x8", path=factory), "cannot import it")
+
+
+def test_count_only_gives_counts_and_estimates_without_timing(factory, tmp_path):
+    """--count-only: the cost table and a GPU estimate, nothing timed, for a factory and an ONNX file."""
+    out = _profile("user_models:attention_net", "--input", "1x8x8x8", "--count-only", "--target", "orin", "--precision",
+                   "fp16", "--json", factory / "p.json", path=factory)
+    assert out.returncode == 0, out.stderr
+    assert "not timed: --count-only" in out.stdout and "GPU kernel model" in out.stdout
+    result = json.loads((factory / "p.json").read_text())
+    assert result["costs"]["totals"]["macs"] == sum(EXPECTED.values()) and result["estimate"]["total_ms"] > 0
+    assert "p50_ms" not in result["latency"]["pytorch"]
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4))
+    net(torch.zeros(1, 3, 8, 8))
+    torch.onnx.export(net.eval(), (torch.zeros(1, 3, 8, 8),), str(tmp_path / "n.onnx"), dynamo=False, opset_version=18)
+    out = kdforge_cli("profile", tmp_path / "n.onnx", "--count-only", "--json", tmp_path / "n.json")
+    assert out.returncode == 0, out.stderr
+    latency = json.loads((tmp_path / "n.json").read_text())["latency"]["onnxruntime"]
+    assert latency["not_timed"].startswith("--count-only") and "p50_ms" not in latency

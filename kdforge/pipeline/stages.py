@@ -14,7 +14,7 @@ from kdforge.export.strip import load_deployed, save_deployed, strip, training_p
 from kdforge.export.verify import compare_counts, require_passed, verify_backend, verify_int8
 from kdforge.pipeline.graph import Unit
 from kdforge.pipeline.manifest import Manifest
-from kdforge.profile import latency, roofline
+from kdforge.profile import estimates, latency
 from kdforge.profile.counts import count_costs
 from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
 from kdforge.profile.report import student_row, write_report
@@ -316,7 +316,7 @@ def run_profile(ctx: StageContext) -> StageResult:
             costs_of[digest] = count_costs(s.model, (1, *s.input_shape))
         costs = costs_of[digest]
         profile = {"costs": costs, **timed[s.name], "environment": environment,
-                   "estimates": {name: roofline.estimate(costs, target(name, p.threads), p.precision) for name in p.targets}}
+                   "estimates": {name: estimates.estimate(costs, target(name, p.threads), p.precision) for name in p.targets}}
         paths.append(ctx.run_dir / "students" / s.name / "profile.json")
         atomic.write_json(paths[-1], profile)
     figures = [f for t in timed.values() for f in t["latency"].values()]

@@ -18,6 +18,7 @@ inference either.
 
 from dataclasses import asdict, dataclass
 from math import prod
+from typing import Optional
 
 import torch
 from torch import nn
@@ -48,6 +49,8 @@ class LayerCost:
     elements: int = 0  # normalisation or element-wise outputs
     params: int = 0
     traffic: int = 0  # elements read (activations and weights) and written, for the roofline
+    outputs: int = 0  # elements written
+    gemm: Optional[list[int]] = None  # [groups, M, N, K] of a matrix product or convolution as implicit GEMM
 
 
 def _val(node):
@@ -68,7 +71,7 @@ def _traffic(node, out: torch.Tensor) -> int:
 def _cost(node, target: str) -> LayerCost | None:
     cost = _cost_of(node, target)
     if cost is not None:
-        cost.traffic = _traffic(node, _val(node))
+        cost.traffic, cost.outputs = _traffic(node, _val(node)), _val(node).numel()
     return cost
 
 
@@ -81,31 +84,50 @@ def _cost_of(node, target: str) -> LayerCost | None:
     if target in _CONV_TRANSPOSE or transposed:
         x, weight = _val(node.args[0]), _val(node.args[1])
         macs = x.numel() * prod(weight.shape[1:])  # every input element meets (out_channels/groups) * kh * kw weights
-        return LayerCost(name, target, "conv", macs, macs, macs, params=weight.numel() + _bias_numel(node))
+        return LayerCost(name, target, "conv", macs, macs, macs, params=weight.numel() + _bias_numel(node),
+                         gemm=conv_transpose_gemm(list(x.shape), list(weight.shape)))
     if target in _ATTENTION:  # softmax(Q K^T) V: two matrix products of activations
         q, k, v = (_val(a) for a in node.args[:3])
         macs = prod(q.shape[:-1]) * k.shape[-2] * (q.shape[-1] + v.shape[-1])
-        return LayerCost(name, target, "linear", macs, macs, macs)
+        return LayerCost(name, target, "linear", macs, macs, macs, gemm=[1, prod(q.shape[:-1]), k.shape[-2], q.shape[-1] + v.shape[-1]])
     if target in _CONV or target in _ADDER:
         weight = _val(node.args[1])
         per_output = prod(weight.shape[1:])  # in_channels/groups * kh * kw
         macs = out.numel() * per_output
+        gemm = conv_gemm(list(out.shape), list(weight.shape), _val(node.args[0]).shape[1])
         if target in _ADDER:
-            return LayerCost(name, target, "adder", macs, 0, 2 * macs, params=weight.numel())
+            return LayerCost(name, target, "adder", macs, 0, 2 * macs, params=weight.numel(), gemm=gemm)
         if all(_is_sign(a) for a in node.args[:2]):
-            return LayerCost(name, target, "binary", macs, 0, macs, macs, params=weight.numel())
-        return LayerCost(name, target, "conv", macs, macs, macs, params=weight.numel() + _bias_numel(node))
+            return LayerCost(name, target, "binary", macs, 0, macs, macs, params=weight.numel(), gemm=gemm)
+        return LayerCost(name, target, "conv", macs, macs, macs, params=weight.numel() + _bias_numel(node), gemm=gemm)
     if target in _LINEAR:
         a = _val(node.args[1] if target in ("aten.addmm.default", "aten.baddbmm.default") else node.args[0])
         macs = out.numel() * a.shape[-1]
         weight = _val(node.args[1]) if target == "aten.linear.default" else None
         params = (weight.numel() + _bias_numel(node)) if weight is not None else 0
-        return LayerCost(name, target, "linear", macs, macs, macs, params=params)
+        gemm = [1, out.numel() // max(out.shape[-1], 1), out.shape[-1], a.shape[-1]] if out.dim() else None
+        return LayerCost(name, target, "linear", macs, macs, macs, params=params, gemm=gemm)
     if target in _NORM:
         return LayerCost(name, target, "norm", elements=out.numel())
     if target in _VIEWS:
         return None
     return LayerCost(name, target, "elementwise", elements=out.numel())
+
+
+def conv_gemm(out_shape: list[int], weight_shape: list[int], in_channels: int) -> list[int]:
+    """[groups, M, N, K] of a convolution as the implicit GEMM its kernels run: M the output
+    positions (batch x spatial), N the output channels and K the inputs of one group's output."""
+    out_channels = weight_shape[0]
+    groups = max(in_channels // max(weight_shape[1], 1), 1)
+    return [groups, prod(out_shape) // max(out_channels, 1), out_channels // groups, prod(weight_shape[1:])]
+
+
+def conv_transpose_gemm(in_shape: list[int], weight_shape: list[int]) -> list[int]:
+    """[1, M, N, K] of a transposed convolution run as a GEMM over its input positions (M), each
+    meeting (out_channels / groups) * kh * kw weights (N) per input channel (K); groups are left
+    in K, which keeps the MAC count."""
+    in_channels = weight_shape[0]
+    return [1, prod(in_shape) // max(in_channels, 1), prod(weight_shape[1:]), in_channels]
 
 
 def _is_sign(arg) -> bool:

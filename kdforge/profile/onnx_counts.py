@@ -33,7 +33,7 @@ import onnx
 
 from kdforge.errors import UserError, printable, printable_name
 from kdforge.export.onnx_file import feed_problem, feedable_inputs, size_problem
-from kdforge.profile.counts import LayerCost, summarise
+from kdforge.profile.counts import LayerCost, conv_gemm, conv_transpose_gemm, summarise
 from kdforge.profile.onnx_trial import MalformedGraph, trial_run
 from kdforge.safe_files import MAX_TENSOR_MIB
 
@@ -147,6 +147,7 @@ def _node_cost(node, shapes: dict, weights: dict, graph: "_Graph") -> LayerCost 
         return LayerCost(node.name or node.op_type, node.op_type, "unknown")
     if cost is not None and cost.kind != "unknown":
         cost.traffic = sum(prod(shapes[t]) for t in [*node.input, *node.output] if t in shapes)
+        cost.outputs = prod(shapes[node.output[0]]) if node.output and node.output[0] in shapes else 0
     return cost
 
 
@@ -158,7 +159,8 @@ def _node_cost_of(node, shapes: dict, weights: dict, graph: "_Graph") -> LayerCo
         if out is None or w is None:
             return LayerCost(name, op, "unknown")
         macs = prod(out) * prod(w[1:])
-        return LayerCost(name, op, "adder", macs, 0, 2 * macs, params=prod(w) if node.input[1] in weights else 0)
+        gemm = conv_gemm(list(out), list(w), shapes[node.input[0]][1]) if node.input[0] in shapes else None
+        return LayerCost(name, op, "adder", macs, 0, 2 * macs, params=prod(w) if node.input[1] in weights else 0, gemm=gemm)
     if op in _NO_WORK:
         return None
     operands = [shapes.get(i) for i in node.input[:4] if i]
@@ -168,22 +170,24 @@ def _node_cost_of(node, shapes: dict, weights: dict, graph: "_Graph") -> LayerCo
     if op in _CONV_WEIGHT:
         w = shapes.get(node.input[_CONV_WEIGHT[op]])
         macs = prod(out) * prod(w[1:])  # (in_channels / groups) * kh * kw per output
+        gemm = conv_gemm(list(out), list(w), shapes[node.input[0]][1])
         if op == "Conv" and graph.from_sign(node.input[0]) and graph.is_binary_weight(node.input[1]):
-            return LayerCost(name, op, "binary", macs, 0, macs, macs, params=params)
-        return LayerCost(name, op, "conv", macs, macs, macs, params=params)
+            return LayerCost(name, op, "binary", macs, 0, macs, macs, params=params, gemm=gemm)
+        return LayerCost(name, op, "conv", macs, macs, macs, params=params, gemm=gemm)
     if op == "ConvTranspose":
         x, w = shapes.get(node.input[0]), shapes.get(node.input[1])
         macs = prod(x) * prod(w[1:])  # every input element meets (out_channels / groups) * kh * kw weights
-        return LayerCost(name, op, "conv", macs, macs, macs, params=params)
+        return LayerCost(name, op, "conv", macs, macs, macs, params=params, gemm=conv_transpose_gemm(list(x), list(w)))
     if op == "Gemm":
         a = shapes.get(node.input[0])
         k = a[0] if _attr(node, "transA", 0) else a[1]
         macs = prod(out) * k
-        return LayerCost(name, op, "linear", macs, macs, macs, params=params)
+        return LayerCost(name, op, "linear", macs, macs, macs, params=params, gemm=[1, out[0], out[-1], k] if out else None)
     if op in _MATMUL_B:
         a = shapes.get(node.input[0])
         macs = prod(out) * a[-1]
-        return LayerCost(name, op, "linear", macs, macs, macs, params=params)
+        gemm = [1, prod(out[:-1]), out[-1], a[-1]] if out else None
+        return LayerCost(name, op, "linear", macs, macs, macs, params=params, gemm=gemm)
     if op in _PRODUCTS:
         macs = _PRODUCTS[op](node, [shapes.get(i) if i else None for i in node.input])
         return LayerCost(name, op, "linear", macs, macs, macs, params=params)
@@ -347,7 +351,10 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1, path="the graph", max_byt
                 shapes[name], itemsize[name] = shape, size
             run_seconds = ran["seconds"]
             problem = size_problem(path, shapes, itemsize, _peak_activation_bytes(model, shapes, itemsize, constants), max_bytes)
-    layers = _graph_layers(model.graph, shapes, weights, constants)
+    # a layer's weights are its constant inputs: initializers, or tensors computed from them (an
+    # INT8 file's DequantizeLinear of its quantized weights, a binary layer's Sign)
+    layer_weights = {**{c: shapes[c] for c in constants if c in shapes}, **weights}
+    layers = _graph_layers(model.graph, shapes, layer_weights, constants)
     params = sum(prod(d) for d in weights.values())
     param_bytes = sum(prod(init.dims) * _itemsize(init.data_type) for init in model.graph.initializer)
     inputs = feedable_inputs(model)

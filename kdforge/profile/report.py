@@ -26,11 +26,11 @@ COLUMNS = [
 
 
 def columns(context: dict) -> list[tuple[str, str, str]]:
-    """The fixed columns, then per configured target its roofline estimate and, where TensorRT
+    """The fixed columns, then per configured target its latency estimate and, where TensorRT
     was measured on that kind of GPU, the ratio of measurement to estimate."""
     extra = []
     for name in context.get("targets", []):
-        extra.append((f"est_{name}_us", f"{name} {context['precision']} est. (us, roofline)", "{:,.2f}"))
+        extra.append((f"est_{name}_us", f"{name} {context['precision']} est. (us)", "{:,.2f}"))
         extra.append((f"trt_over_est_{name}", f"TensorRT / {name} est.", "{:.2f}"))
     return COLUMNS + extra
 
@@ -129,11 +129,12 @@ def _notes(context: dict) -> list[str]:
         + "".join(f"; {letter} = {', '.join(names)}" for letter, names in context.get("shared_graphs", {}).items()) + ".",
         f"Pareto front: latencies within {lat['tolerance']:.0%} of each other or within their intervals count as tied; "
         "a student is dominated by one at least as accurate and not slower beyond that noise, better in one of the two.",
-        *([f"est.: a roofline estimate of one inference at batch 1 on each target at {context['precision']} "
-           "(kdforge/profile/roofline.py: per layer the larger of compute time at the datasheet's dense peak and "
-           "memory time at its bandwidth; adder layers on CUDA cores at 2 instructions per MAC). It leaves out launch "
-           "overhead, fusion and caches: a lower bound, not a measurement. 'TensorRT / est.' appears where an engine "
-           "was timed on that kind of GPU."] if context.get("targets") else []),
+        *([f"est.: an estimate of the GPU's time for one inference at batch 1 on each target at {context['precision']} "
+           "(kdforge/profile/gpu_cost.py: the layers fused into kernels as TensorRT fuses them, each kernel its launch "
+           "plus the larger of its tensor-core time after tile and wave quantisation and its DRAM time beyond the L2 "
+           "cache; adder layers on CUDA cores). Not a measurement: on ResNet-50 it is within 1.5x of MLPerf's offline "
+           "throughput but optimistic at batch 1 (README, 'Latency on the target device'). 'TensorRT / est.' appears "
+           "where an engine was timed on that kind of GPU."] if context.get("targets") else []),
         "max abs diff: largest |ONNX Runtime - PyTorch| over all test-split logits. ONNX: 'standard' files use "
         "standard operators only; 'custom' files hold kdforge::AdderConv2d nodes, run by kdforge.export.ort.session "
         "(or the TensorRT plugin).",

@@ -44,11 +44,14 @@ def _cost_rows(t: dict) -> list[tuple[str, str]]:
 
 
 TIMING_BUDGET_S = 60
+NOT_ASKED = "--count-only asks for counts and estimates alone"
 
 
-def profile_file(path, threads: int = 1, layers: bool = False, batch: int = 1, setup: latency.LatencySetup = latency.LatencySetup(),
-                 input_shape: tuple[int, ...] | None = None, max_tensor_mib: int = MAX_TENSOR_MIB,
-                 dims: dict | None = None) -> dict:
+def profile_file(path, threads: int = 1, layers: bool = False, batch: int = 1,
+                 setup: latency.LatencySetup | None = latency.LatencySetup(), input_shape: tuple[int, ...] | None = None,
+                 max_tensor_mib: int = MAX_TENSOR_MIB, dims: dict | None = None) -> dict:
+    """The cost table of a model file or factory, and its CPU latency unless `setup` is None (counts
+    and estimates only: nothing is timed)."""
     if ":" in str(path) and not Path(path).exists():
         return _profile_factory(str(path), input_shape, threads, layers, setup, max_tensor_mib << 20)
     path = Path(path)
@@ -136,7 +139,7 @@ def _profile_model(model, spec: dict, threads: int, layers: bool, setup: latency
         raise UserError(f"{printable(str(spec['model']))} on a {'x'.join(map(str, shape))} input would hold "
                         f"{peak / (1 << 20):,.0f} MiB of activations at once, more than the {max_bytes / (1 << 20):,.0f} "
                         f"MiB kdforge allocates; raise --max-tensor-mib if you mean it.")
-    lat = _pytorch_figure(model, shape, threads, setup)
+    lat = _pytorch_figure(model, shape, threads, setup) if setup else {"not_timed": NOT_ASKED}
     return _model_result(costs, lat, printable(f"{spec['model']} ({spec.get('method', '?')})"), shape, threads, layers)
 
 
@@ -144,7 +147,8 @@ def _model_result(costs: dict, lat: dict, label: str, shape, threads: int, layer
     t = costs["totals"]
     table = _table([
         ("model", label), ("input", "x".join(map(str, shape))), *_cost_rows(t),
-        ("PyTorch CPU latency", f"{_latency_text(lat)} ({threads} thread(s))"),
+        ("PyTorch CPU latency",
+         f"not timed: {lat['not_timed']}" if "not_timed" in lat else f"{_latency_text(lat)} ({threads} thread(s))"),
     ])
     if layers:
         table += "\n\n" + _layer_table(costs["layers"])
@@ -162,9 +166,9 @@ def _profile_onnx(path: Path, threads: int, layers: bool, setup: latency.Latency
 
     model = fixed_inputs(load_model(path), batch, dims)
     check_adder_nodes(model, path)  # kdforge's own nodes follow their contract, or the file is refused
-    costs = count_onnx(model, batch, path, max_bytes, run=True)
+    costs = count_onnx(model, batch, path, max_bytes, run=setup is not None)
     t = costs["totals"]
-    lat = {"backend": "onnxruntime", "threads": threads, "batch": batch, "not_timed": costs["not_run"]}
+    lat = {"backend": "onnxruntime", "threads": threads, "batch": batch, "not_timed": costs["not_run"] if setup else NOT_ASKED}
     if lat["not_timed"] is None and costs["trial_seconds"] * (1 + setup.warmup + setup.max_rounds) > TIMING_BUDGET_S:
         lat["not_timed"] = (f"one run on zeros took {costs['trial_seconds']:.1f} s, so up to {setup.max_rounds} rounds could "
                             f"take over {TIMING_BUDGET_S} s; lower --rounds to time it")
@@ -208,8 +212,8 @@ def _latency_text(figure: dict) -> str:
 
 
 def estimate_on(costs: dict, target_name: str, precision: str, threads: int = 1) -> tuple[dict, str]:
-    """The roofline estimate of a cost table on a named target, and its printed table."""
-    from kdforge.profile.roofline import estimate
+    """The latency estimate of a cost table on a named target, and its printed table."""
+    from kdforge.profile.estimates import estimate
     from kdforge.profile.targets import target
 
     result = estimate(costs, target(target_name, threads), precision)

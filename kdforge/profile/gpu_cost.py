@@ -1,0 +1,118 @@
+"""Latency of one inference on a catalogued GPU as TensorRT runs it: the cost table's layers
+fused into kernels, each kernel its launch plus the larger of its compute time and its DRAM time.
+
+1. Fusion (TensorRT Developer Guide, "Types of Fusions": convolution with ReLU, with the
+   element-wise sum of a residual, scale/batch norm folded into the weights; pointwise fusion of
+   element-wise chains): a layer that is element-wise or a normalisation and writes a tensor of
+   the element count of the current kernel's output joins that kernel; its other inputs (the
+   residual) are read by it. Pooling, or any layer that changes the tensor's size, starts a
+   kernel of its own, as does every convolution and matrix product.
+2. Compute on tensor cores: a convolution as the implicit GEMM [groups, M, N, K] of NVIDIA's
+   "Convolutional Layers User's Guide" (M = batch x output positions, N = output channels per
+   group, K = input channels per group x kernel area). K rounds up to the k of the mma
+   instruction (PTX ISA, mma.sync shapes: m16n8k16 for fp16/bf16, m16n8k32 for int8). The output
+   is cut into thread-block tiles of one of CUTLASS's tensor-core tile shapes, the tiles run in
+   waves over the SMs, and the kernel takes waves x the time one SM needs for one tile at its share
+   of the dense peak: the tile and wave quantisation of NVIDIA's "Matrix Multiplication
+   Background User's Guide". The tile is the one that makes this shortest, as TensorRT times its
+   tactics and keeps the fastest.
+3. Compute on CUDA cores: fp32 (TF32 is not assumed), groups narrower than the mma's n = 8
+   (depthwise convolutions) and adder layers (no tensor core computes |x - w|; roofline.py's two
+   add instructions per adder MAC). An FMA is one instruction per lane; packed half2 does two MACs
+   and dp4a four 8-bit MACs per instruction (CUDA C++ Programming Guide, arithmetic instruction
+   throughput).
+4. Memory: weights come from DRAM on every inference; a kernel's activations (what it reads and
+   writes) travel to DRAM only when together they exceed the L2 cache, else they stay on chip.
+5. Launch: each kernel costs LAUNCH_S more, the per-kernel time of back-to-back small kernels
+   replayed from a CUDA graph: 80 kernels in 70 us (CUDA.jl documentation, "Graphs").
+
+Left out, so read the figure as the GPU's time for the engine, not a serving latency: host-side
+work per inference (input and output copies, synchronisation), clocks below boost under power
+limits, the efficiency of a single thread block per SM on small layers, and split-K.
+"""
+
+import math
+
+from kdforge.profile.roofline import ADDER_INSTRUCTIONS_PER_MAC, BYTES
+from kdforge.profile.targets import Target
+
+LAUNCH_S = 70e-6 / 80
+MMA_K = {"fp16": 16, "bf16": 16, "int8": 32}
+MMA_N = 8
+TILES = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64))  # CUTLASS's tensor-core thread-block shapes
+CUDA_CORE_MACS_PER_INSTRUCTION = {"fp32": 1, "fp16": 2, "bf16": 2, "int8": 4}  # FMA, half2 FMA, dp4a
+_MAIN = ("conv", "linear", "binary", "adder")
+_JOINS = ("norm", "elementwise")
+
+
+def fuse(layers: list[dict]) -> list[dict]:
+    """The kernels TensorRT would run: for each, its layers, its main layer (a convolution or
+    matrix product, or None), and the elements it reads (activations), writes and loads as weights."""
+    kernels: list[dict] = []
+    for layer in layers:
+        outputs = layer.get("outputs", 0)
+        reads = max(layer.get("traffic", 0) - outputs - layer.get("params", 0), 0)
+        current = kernels[-1] if kernels else None
+        if layer["kind"] in _JOINS and current is not None and outputs == current["outputs"]:
+            current["layers"].append(layer)
+            if layer["kind"] == "elementwise":  # a norm folds into the weights; a residual is read, the fused input is on chip
+                current["reads"] += max(reads - outputs, 0)
+            continue
+        main = layer if layer["kind"] in _MAIN else None
+        kernels.append({"layers": [layer], "main": main, "reads": reads, "outputs": outputs, "weights": layer.get("params", 0)})
+    return kernels
+
+
+def tensor_core_seconds(gemm: list[int], target: Target, precision: str) -> float:
+    """Waves x one tile's time on one SM, for the fastest tile shape."""
+    groups, m, n, k = gemm
+    k_padded = math.ceil(k / MMA_K[precision]) * MMA_K[precision]
+    per_sm = target.matmul_ops_per_s(precision) / target.sms
+    best = math.inf
+    for tile_m, tile_n in TILES:
+        tiles = groups * math.ceil(m / tile_m) * math.ceil(n / tile_n)
+        waves = math.ceil(tiles / target.sms)
+        best = min(best, waves * 2 * tile_m * tile_n * k_padded / per_sm)
+    return best
+
+
+def cuda_core_seconds(macs: int, target: Target, precision: str, adder: bool) -> float:
+    lanes = target.fp32_tflops * 1e12 / 2  # FMA instructions per second (the FP32 peak counts an FMA as 2 FLOPs)
+    if adder:
+        return ADDER_INSTRUCTIONS_PER_MAC * macs / target.scalar_instructions_per_s(precision)
+    return macs / (lanes * CUDA_CORE_MACS_PER_INSTRUCTION[precision])
+
+
+def compute_seconds(main: dict, target: Target, precision: str) -> float:
+    gemm = main.get("gemm")
+    on_tensor_cores = (main["kind"] != "adder" and precision in MMA_K and gemm is not None and gemm[2] >= MMA_N)
+    if on_tensor_cores:
+        return tensor_core_seconds(gemm, target, precision)
+    return cuda_core_seconds(main["macs"], target, precision, adder=main["kind"] == "adder")
+
+
+def memory_seconds(kernel: dict, target: Target, precision: str) -> float:
+    activations = (kernel["reads"] + kernel["outputs"]) * BYTES[precision]
+    dram = kernel["weights"] * BYTES[precision] + (activations if activations > target.l2_mb * 2**20 else 0)
+    return dram / (target.bandwidth_gbs * 1e9)
+
+
+def estimate(costs: dict, target: Target, precision: str) -> dict:
+    """The model's latency on `target`, per kernel, and how much of it is compute, memory and launch."""
+    kernels = []
+    for kernel in fuse(costs["layers"]):
+        compute = compute_seconds(kernel["main"], target, precision) if kernel["main"] else 0.0
+        memory = memory_seconds(kernel, target, precision)
+        bound = "compute" if compute >= memory and compute > 0 else "memory" if memory > 0 else "launch"
+        kernels.append({"layer": "+".join(l["layer"] for l in kernel["layers"]), "kind": kernel["layers"][0]["kind"],
+                        "ms": (LAUNCH_S + max(compute, memory)) * 1e3, "bound": bound})
+    launch_ms = LAUNCH_S * 1e3 * len(kernels)
+    return {
+        "target": target.name, "description": target.description, "precision": precision,
+        "total_ms": sum(k["ms"] for k in kernels), "gpu_name_contains": target.gpu_name_contains,
+        "compute_bound_ms": sum(k["ms"] - LAUNCH_S * 1e3 for k in kernels if k["bound"] == "compute"),
+        "memory_bound_ms": sum(k["ms"] - LAUNCH_S * 1e3 for k in kernels if k["bound"] == "memory"),
+        "launch_ms": launch_ms, "kernels": len(kernels), "layers": kernels, "source": target.source,
+        "method": (f"GPU kernel model: {len(kernels)} kernels after TensorRT's fusions, each {LAUNCH_S * 1e6:.3f} us launch + "
+                   "max(tensor-core time after tile and wave quantisation, DRAM time beyond L2)"),
+    }
