@@ -2,9 +2,15 @@
 written beside it as model.int8.onnx.
 
 QDQ format (QuantizeLinear/DequantizeLinear pairs that runtimes fuse into integer kernels),
-symmetric per-channel int8 weights, int8 activations whose ranges are calibrated (MinMax) on
-`export.calibration_images` images of the training split, after ONNX Runtime's pre-processing
-(shape inference and graph optimisation). CNN and binary students only: ONNX Runtime's tooling
+symmetric per-channel int8 weights and uint8 activations (U8S8), whose ranges are calibrated
+(MinMax) on `export.calibration_images` images of the training split, after ONNX Runtime's
+pre-processing (shape inference and graph optimisation). U8S8 is what ONNX Runtime's x86 kernels
+take (u8 x s8 products, VPMADDUBSW / VNNI's VPDPBUSD; ONNX Runtime's "Quantize ONNX models",
+data type selection): with int8 activations (S8S8) its optimiser left 12 of ResNet-20's 21
+convolutions in float between DequantizeLinear and Transpose nodes, with uint8 all 21 become
+QLinearConv and the residual additions QLinearAdd (benchmarks/low_precision_end_to_end.py).
+This file is for ONNX Runtime: TensorRT's explicit quantisation takes signed, symmetric int8
+Q/DQ only, so TensorRT engines are calibrated by kdforge.export.tensorrt instead. CNN and binary students only: ONNX Runtime's tooling
 has no integer form of kdforge::AdderConv2d; AdderNet students are quantized in PyTorch instead
 (kdforge.export.adder_int8).
 """
@@ -44,7 +50,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray) -> Path:
         try:
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
             quantize_static(str(prepared), str(tmp), _Images(images, input_name), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax)
         finally:
             prepared.unlink(missing_ok=True)
