@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	# torchvision's model definitions only, for the count cross-check (its wheel does not import
 	# against the pinned torch); the tests skip it where the package index cannot be reached
 	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "$(TORCHVISION)"
+	# TensorRT's pure-Python plugin package (the compiled core needs CUDA libraries), 10.13 and 11,
+	# which tests/test_tensorrt_plugin.py runs kdforge's plugin through
+	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "tensorrt-cu12-bindings==10.13.3.9.post1"
+	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "tensorrt-cu12-bindings==11.4.0.106"
 	touch $(STAMP)
 
 setup: $(STAMP)

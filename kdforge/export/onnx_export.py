@@ -22,7 +22,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int 
     with atomic_path(Path(path)) as tmp, _quiet_exporter():
         program = torch.onnx.export(
             model, (example,), dynamo=True, opset_version=opset, input_names=["input"], output_names=["logits"],
-            dynamic_shapes={"x": {0: batch}}, external_data=False, verbose=False,
+            dynamic_shapes=({0: batch},), external_data=False, verbose=False,  # by position: any forward argument name
             custom_translation_table=translation_table(portable),
         )
         program.save(str(tmp))

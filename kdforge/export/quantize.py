@@ -10,7 +10,7 @@ data type selection): with int8 activations (S8S8) its optimiser left 12 of ResN
 convolutions in float between DequantizeLinear and Transpose nodes, with uint8 all 21 become
 QLinearConv and the residual additions QLinearAdd (benchmarks/low_precision_end_to_end.py).
 This file is for ONNX Runtime: TensorRT's explicit quantisation takes signed, symmetric int8
-Q/DQ only, so TensorRT engines are calibrated by kdforge.export.tensorrt instead. CNN and binary students only: ONNX Runtime's tooling
+Q/DQ only, which `for_tensorrt` writes (calibrated on the same images) for the INT8 engine. CNN and binary students only: ONNX Runtime's tooling
 has no integer form of kdforge::AdderConv2d; AdderNet students are quantized in PyTorch instead
 (kdforge.export.adder_int8).
 """
@@ -34,8 +34,10 @@ class _Images:
         return next(self._batches, None)
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray) -> Path:
-    """Writes the INT8 QDQ twin of `fp32_path` to `int8_path`, calibrated on `images` (N, C, H, W)."""
+def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, for_tensorrt: bool = False) -> Path:
+    """Writes the INT8 QDQ twin of `fp32_path` to `int8_path`, calibrated on `images` (N, C, H, W):
+    U8S8 for ONNX Runtime, or with `for_tensorrt` signed, symmetric int8 activations (zero point 0),
+    the only Q/DQ TensorRT's explicit quantisation takes."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -49,9 +51,11 @@ def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray) -> Path:
         prepared = tmp.with_name(tmp.name + ".pre")
         try:
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+            activations = QuantType.QInt8 if for_tensorrt else QuantType.QUInt8
             quantize_static(str(prepared), str(tmp), _Images(images, input_name), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            per_channel=True, activation_type=activations, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True})
         finally:
             prepared.unlink(missing_ok=True)
     return Path(int8_path)

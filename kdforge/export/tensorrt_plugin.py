@@ -56,37 +56,103 @@ def launch_grid(pixels_total: int, out_channels: int, block_p: int, block_o: int
     return ceil(pixels_total / block_p), ceil(out_channels / block_o)
 
 
-def register() -> None:
-    """Registers the plugin's shape descriptor and AOT implementation with TensorRT."""
+MIN_TENSORRT = (10, 9)  # the first TensorRT whose tensorrt.plugin has ahead-of-time implementations
+MIN_TRITON = (3, 3)  # the first Triton with the compile signature compile_forward uses
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """(10, 13, 3) of "10.13.3.9.post1"."""
+    parts = []
+    for piece in str(text).split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def check_versions(tensorrt_version: str, triton_version: str) -> None:
+    """One sentence where TensorRT or Triton is too old for the plugin."""
+    from kdforge.errors import UserError
+
+    if version_tuple(tensorrt_version) < MIN_TENSORRT:
+        raise UserError(f"TensorRT {tensorrt_version} is older than 10.9, the first whose Python plugins take an "
+                        f"ahead-of-time kernel; install TensorRT 10.9 or newer.")
+    if version_tuple(triton_version) < MIN_TRITON:
+        raise UserError(f"Triton {triton_version} is older than 3.3, which kdforge's adder kernel compiles with; "
+                        f"install Triton 3.3 or newer.")
+
+
+def launchable_ptx(ptx: str, kernel: str, params: int) -> str:
+    """`ptx` with the entry `kernel` taking its first `params` parameters only. TensorRT's AOT
+    launcher passes exactly the inputs, the extra scalars and the outputs; Triton 3.3+ appends
+    pointers to scratch buffers after them, which are dropped here. A kernel that reads them (a
+    non-zero scratch size) cannot be launched by TensorRT: ValueError."""
+    start = ptx.index(f".entry {kernel}(")
+    end = ptx.index(")", start)
+    declared = [line.strip().rstrip(",") for line in ptx[start:end].splitlines()[1:] if line.strip()]
+    if len(declared) < params:
+        raise ValueError(f"{kernel} takes {len(declared)} parameters, fewer than the {params} TensorRT passes")
+    dropped = [line.split()[-1] for line in declared[params:]]
+    body = ptx[end:]
+    if any(name in body for name in dropped):
+        raise ValueError(f"{kernel} reads its scratch parameters {dropped}, which TensorRT does not pass")
+    signature = ",\n".join(f"\t{line}" for line in declared[:params])
+    return f"{ptx[:start]}.entry {kernel}(\n{signature}\n{body}"
+
+
+def _registered(trtp) -> bool:
+    """Whether this process has already registered the plugin with TensorRT (registering twice raises)."""
+    try:
+        getattr(getattr(trtp.op, PLUGIN_ID.split("::")[0]), PLUGIN_ID.split("::")[1])
+    except AttributeError:
+        return False
+    return True
+
+
+def register(capability: int | None = None) -> None:
+    """Registers the plugin's shape descriptor and AOT implementation with TensorRT, once per
+    process. `capability` (e.g. 90) compiles the kernel for that GPU without one; None, for the
+    GPU TensorRT builds on."""
+    import typing
+
     import numpy as np
+    import numpy.typing as npt
+    import tensorrt as trt
     import tensorrt.plugin as trtp
+    import triton
 
     from kdforge.nn import adder_triton
 
+    check_versions(trt.__version__, triton.__version__)
+    if _registered(trtp):
+        return
+    Ints = npt.NDArray[np.int32]  # what TensorRT's validator asks of array attributes, and what the ONNX parser passes
+    Kernel = typing.Tuple[typing.Union[str, bytes], typing.Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]
+
     @trtp.register(PLUGIN_ID)
-    def adder_desc(x: trtp.TensorDesc, w: trtp.TensorDesc, strides: np.ndarray, pads: np.ndarray,
-                   plugin_namespace: str) -> tuple[trtp.TensorDesc]:
+    def adder_desc(x: trtp.TensorDesc, w: trtp.TensorDesc, strides: Ints, pads: Ints,
+                   plugin_namespace: str) -> typing.Tuple[trtp.TensorDesc]:
         sh, sw, ph, pw = geometry(strides, pads)
         check_static_shapes([_known(x.shape_expr[i]) for i in range(len(x.shape_expr))],
                             [_known(w.shape_expr[i]) for i in range(len(w.shape_expr))], sh, sw, ph, pw)
         n, o = x.shape_expr[0], w.shape_expr[0]
         ho = output_size(x.shape_expr[2], w.shape_expr[2], sh, ph)
         wo = output_size(x.shape_expr[3], w.shape_expr[3], sw, pw)
-        return trtp.from_shape_expr((n, o, ho, wo), dtype=x.dtype)
+        return (trtp.from_shape_expr((n, o, ho, wo), dtype=x.dtype),)
 
     @trtp.autotune(PLUGIN_ID)
-    def adder_autotune(x: trtp.TensorDesc, w: trtp.TensorDesc, strides: np.ndarray, pads: np.ndarray,
-                       plugin_namespace: str, outputs: tuple[trtp.TensorDesc]) -> list[trtp.AutoTuneCombination]:
-        """The precisions the plugin supports: fp32 only (the Triton kernel's); in fp16 and INT8
-        engines TensorRT converts the tensors around it."""
+    def adder_autotune(x: trtp.TensorDesc, w: trtp.TensorDesc, strides: Ints, pads: Ints,
+                       plugin_namespace: str, outputs: typing.Tuple[trtp.TensorDesc]) -> typing.List[trtp.AutoTuneCombination]:
+        """The precisions the plugin supports: fp32 only (the Triton kernel's)."""
         return [trtp.AutoTuneCombination("FP32, FP32, FP32", "LINEAR")]
 
     @trtp.aot_impl(PLUGIN_ID)
-    def adder_aot(x: trtp.TensorDesc, w: trtp.TensorDesc, strides: np.ndarray, pads: np.ndarray,
-                  plugin_namespace: str, outputs: tuple[trtp.TensorDesc], tactic: int):
+    def adder_aot(x: trtp.TensorDesc, w: trtp.TensorDesc, strides: Ints, pads: Ints, plugin_namespace: str,
+                  outputs: typing.Tuple[trtp.TensorDesc], tactic: int) -> Kernel:
         sh, sw, ph, pw = geometry(strides, pads)
         kh, kw = int(w.shape_expr[2].constant_value()), int(w.shape_expr[3].constant_value())
-        compiled = adder_triton.compile_forward(kh, kw)
+        compiled = adder_triton.compile_forward(kh, kw, capability)
         n, c, h, wd = (x.shape_expr[i] for i in range(4))
         o = w.shape_expr[0]
         ho, wo = outputs[0].shape_expr[2], outputs[0].shape_expr[3]
@@ -100,4 +166,5 @@ def register() -> None:
         extra = trtp.SymIntExprs(len(scalars))
         for i, value in enumerate(scalars):
             extra[i] = trtp.SymInt32(value)
-        return compiled.metadata.name, compiled.asm["ptx"], params, extra
+        ptx = launchable_ptx(compiled.asm["ptx"], compiled.metadata.name, 2 + len(scalars) + 1)
+        return compiled.metadata.name, ptx, params, extra

@@ -9,6 +9,13 @@ import torch
 from kdforge.errors import UserError
 
 
+def adder_plugin(trtp, x, weight, stride, padding):
+    """TensorRT's plugin call for one adder op, its attributes typed as the plugin declares them
+    (int32 arrays, the ONNX node's [top, left, bottom, right] pads)."""
+    return trtp.op.kdforge.AdderConv2d(x, weight, strides=np.asarray(stride, np.int32),
+                                       pads=np.asarray([*padding, *padding], np.int32), plugin_namespace="kdforge")
+
+
 def _register_converter() -> None:
     import tensorrt.plugin as trtp
     from torch_tensorrt.dynamo.conversion import dynamo_tensorrt_converter
@@ -22,11 +29,7 @@ def _register_converter() -> None:
     def convert_adder(ctx, target, args, kwargs, name):
         x, weight, stride, padding, _eta = args
         x, weight = get_trt_tensor(ctx, x, f"{name}_x"), get_trt_tensor(ctx, weight, f"{name}_w")
-        plugin = trtp.op.kdforge.AdderConv2d(
-            x, weight, strides=np.asarray(stride, np.int32), pads=np.asarray([*padding, *padding], np.int32),
-            plugin_namespace="kdforge",
-        )
-        return ctx.net.add_plugin(plugin, aot=True).get_output(0)
+        return ctx.net.add_plugin(adder_plugin(trtp, x, weight, stride, padding), aot=True).get_output(0)
 
 
 def compile_student(model: torch.nn.Module, example: torch.Tensor, fp16: bool = False) -> torch.nn.Module:

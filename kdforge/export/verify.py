@@ -14,13 +14,15 @@ from torch.utils.data import DataLoader
 
 from kdforge.errors import UserError
 
+VERIFY_BATCH = 128  # images per call of a backend; TensorRT engines are built to take it
+
 
 def verify_backend(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray], dataset, atol: float,
                    min_agreement: float, backend: str, atol_key: str = "verify.atol") -> dict:
     """`atol_key` names the config key of `atol` in the error a failure gets."""
     torch_logits, backend_logits, labels = [], [], []
     with torch.no_grad():
-        for x, y in DataLoader(dataset, batch_size=128):
+        for x, y in DataLoader(dataset, batch_size=VERIFY_BATCH):
             torch_logits.append(model(x).numpy())
             backend_logits.append(run(x.numpy()))
             labels.append(np.asarray(y))

@@ -103,7 +103,7 @@ def adder_input_grad_kernel(x_ptr, w_ptr, g_ptr, dx_ptr, N, C, H, W, O, Ho, Wo, 
     tl.atomic_add(dx_ptr + ((n[:, None] * C + c[None, :]) * H + hi) * W + wj, gcols, mask=inside)
 
 
-_FORWARD_BLOCKS = {"BLOCK_P": 64, "BLOCK_O": 32}
+FORWARD_BLOCKS = {"BLOCK_P": 64, "BLOCK_O": 32}
 _WEIGHT_BLOCKS = {"BLOCK_P": 32, "BLOCK_O": 32, "BLOCK_K": 32}
 _INPUT_BLOCKS = {"BLOCK_P": 32, "BLOCK_K": 32}
 
@@ -121,8 +121,8 @@ def forward(x: torch.Tensor, weight: torch.Tensor, stride: list[int], padding: l
     dims, kernel = _geometry(x, weight, stride, padding)
     n, _, _, _, o, ho, wo = dims[:7]
     y = torch.empty((n, o, ho, wo), device=x.device, dtype=torch.float32)
-    grid = (triton.cdiv(n * ho * wo, _FORWARD_BLOCKS["BLOCK_P"]), triton.cdiv(o, _FORWARD_BLOCKS["BLOCK_O"]))
-    adder_forward_kernel[grid](x, weight, *dims, y, **kernel, **_FORWARD_BLOCKS)
+    grid = (triton.cdiv(n * ho * wo, FORWARD_BLOCKS["BLOCK_P"]), triton.cdiv(o, FORWARD_BLOCKS["BLOCK_O"]))
+    adder_forward_kernel[grid](x, weight, *dims, y, **kernel, **FORWARD_BLOCKS)
     return y
 
 
@@ -143,7 +143,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: 
 
 
 FORWARD_SCALARS = ("N", "C", "H", "W", "O", "Ho", "Wo", "SH", "SW", "PH", "PW")
-FORWARD_BLOCKS = _FORWARD_BLOCKS
+FORWARD_BLOCKS = FORWARD_BLOCKS
 
 
 def compile_forward(kernel_h: int, kernel_w: int, capability=None):
@@ -153,7 +153,7 @@ def compile_forward(kernel_h: int, kernel_w: int, capability=None):
 
     signature = {"x_ptr": "*fp32", "w_ptr": "*fp32", **{s: "i32" for s in FORWARD_SCALARS}, "y_ptr": "*fp32",
                  "KH": "constexpr", "KW": "constexpr", "BLOCK_P": "constexpr", "BLOCK_O": "constexpr"}
-    constexprs = {"KH": kernel_h, "KW": kernel_w, **_FORWARD_BLOCKS}
+    constexprs = {"KH": kernel_h, "KW": kernel_w, **FORWARD_BLOCKS}
     source = ASTSource(adder_forward_kernel, signature, constexprs=constexprs)
     if capability is None:
         return triton.compile(source)

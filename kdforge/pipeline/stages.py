@@ -11,7 +11,7 @@ from kdforge import atomic
 from kdforge.config import Config, StudentConfig
 from kdforge.export.onnx_export import export_onnx, onnx_flavour
 from kdforge.export.strip import load_deployed, save_deployed, strip, training_parameters
-from kdforge.export.verify import compare_counts, require_passed, verify_backend, verify_int8
+from kdforge.export.verify import VERIFY_BATCH, compare_counts, require_passed, verify_backend, verify_int8
 from kdforge.pipeline.graph import Unit
 from kdforge.pipeline.manifest import Manifest
 from kdforge.profile import estimates, latency
@@ -201,12 +201,6 @@ def run_export(ctx: StageContext) -> StageResult:
     path = export_onnx(model, torch.zeros(shape), ctx.student_dir / "model.onnx", e.opset, e.portable)
     size, flavour = path.stat().st_size, onnx_flavour(path)
     outputs, summary = [path], f"model.onnx ({size / 1024:.0f} KiB, {flavour}), onnx checker passed"
-    if e.tensorrt:
-        from kdforge.export.tensorrt import build_engine
-
-        int8_images = _calibration_images(ctx).numpy() if ctx.student.precision == "int8" else None
-        outputs.append(build_engine(path, ctx.student_dir / "model.engine", shape, fp16=e.fp16, int8_images=int8_images))
-        summary += f"; model.engine ({'int8' if int8_images is not None else 'fp16' if e.fp16 else 'fp32'})"
     metrics = {"onnx_bytes": size, "flavour": flavour, "tensorrt": e.tensorrt}
     if ctx.student.precision == "int8":
         int8, count, how = _export_int8(ctx, model, path, shape)
@@ -214,13 +208,47 @@ def run_export(ctx: StageContext) -> StageResult:
         metrics.update(int8_onnx_bytes=int8.stat().st_size, calibration_images=count)
         summary += f"; model.int8.onnx ({int8.stat().st_size / 1024:.0f} KiB, {how}, calibrated on {count} training images)"
     if ctx.student.precision == "fp16":
-        from kdforge.export.fp16 import Float16Student
-
-        fp16 = export_onnx(Float16Student(model), torch.zeros(shape), ctx.student_dir / "model.fp16.onnx", e.opset, e.portable)
+        fp16 = _export_fp16(ctx, model, shape)
         outputs.append(fp16)
         metrics.update(fp16_onnx_bytes=fp16.stat().st_size)
         summary += f"; model.fp16.onnx ({fp16.stat().st_size / 1024:.0f} KiB)"
-    return StageResult(outputs, metrics, summary)
+    if e.tensorrt:
+        from kdforge.export.tensorrt import build_engine, require_tensorrt
+
+        require_tensorrt()  # before writing the engine's source file
+        source, precision = _tensorrt_source(ctx, model, path, shape)
+        outputs += [source, build_engine(source, ctx.student_dir / "model.engine", shape, _largest_batch(ctx))]
+        summary += f"; model.engine ({precision}, from {source.name})"
+    return StageResult(list(dict.fromkeys(outputs)), metrics, summary)
+
+
+def _export_fp16(ctx: StageContext, model: torch.nn.Module, shape: tuple) -> Path:
+    from kdforge.export.fp16 import Float16Student
+
+    e = ctx.cfg.export
+    return export_onnx(Float16Student(model), torch.zeros(shape), ctx.student_dir / "model.fp16.onnx", e.opset, e.portable)
+
+
+def _tensorrt_source(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, shape: tuple) -> tuple[Path, str]:
+    """The ONNX file the engine is built from, whose tensors carry its precision, and that
+    precision: TensorRT networks are strongly typed (kdforge.export.tensorrt)."""
+    from kdforge.export.adder_int8 import has_adder_layers
+    from kdforge.export.quantize import quantize_int8
+
+    if has_adder_layers(model):
+        return fp32_path, "fp32: the adder plugin computes in fp32"
+    if ctx.student.precision == "int8":
+        path = ctx.student_dir / "model.int8.tensorrt.onnx"
+        return quantize_int8(fp32_path, path, _calibration_images(ctx).numpy(), for_tensorrt=True), "int8, explicit Q/DQ"
+    if ctx.student.precision == "fp16" or ctx.cfg.export.fp16:
+        return _export_fp16(ctx, model, shape), "fp16"
+    return fp32_path, "fp32, TF32 off"
+
+
+def _largest_batch(ctx: StageContext) -> int:
+    """The largest batch the verify and profile stages feed an engine."""
+    p = ctx.cfg.profile
+    return max(VERIFY_BATCH, p.batch_size, *p.sweep)
 
 
 def _calibration_images(ctx: StageContext) -> torch.Tensor:
