@@ -6,9 +6,9 @@ options are validated by the method's own `Options` model, model names against t
 """
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from kdforge.errors import UserError, printable, printable_name
 from kdforge.safe_files import load_yaml, read_text
@@ -37,6 +37,10 @@ class TrainConfig(Section):
     log_every: int = Field(50, ge=1, description="steps between reads of the losses on the device: progress, metrics.jsonl, "
                            "the non-finite check and the time-based checkpoint happen there")
     compile: bool = Field(False, description="run the distiller under torch.compile")
+    threads: Union[Literal["auto"], PositiveInt] = Field("auto", description=(
+        "CPU training's intra-op threads: auto, the cores the rest of the machine leaves free, re-counted every second "
+        "(kdforge/train/threads.py; results may then differ in their last digits between a busy and an idle machine); "
+        "N, fixed (bitwise reproducible)"))
 
 
 class AugmentConfig(Section):

@@ -87,21 +87,22 @@ def test_engine_of_an_addernet_matches_pytorch(tmp_path):
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-@pytest.mark.parametrize("model_name", ["resnet8", "resnet8_adder"])
-def test_int8_engines_are_calibrated_and_agree_with_pytorch(tmp_path, model_name):
-    """INT8 with the entropy calibrator; for the AdderNet the plugin stays fp32 inside the engine."""
+def test_int8_engines_from_the_tensorrt_qdq_file_agree_with_pytorch(tmp_path):
+    """Explicit quantisation: the signed, symmetric Q/DQ file kdforge writes for TensorRT."""
     import torch
 
     from kdforge.export.onnx_export import export_onnx
+    from kdforge.export.quantize import quantize_int8
     from kdforge.export.tensorrt import build_engine, engine_runner
     from kdforge.train.models import create_model
     from kdforge.train.models.base import calibrate_batch_norm
 
     torch.manual_seed(0)
     images = torch.randn(256, 3, 16, 16)
-    model = calibrate_batch_norm(create_model(model_name, 10), images).eval()
-    export_onnx(model, torch.zeros(2, 3, 16, 16), tmp_path / "m.onnx")
-    engine = build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", (1, 3, 16, 16), int8_images=images.numpy())
+    model = calibrate_batch_norm(create_model("resnet8", 10), images).eval()
+    fp32 = export_onnx(model, torch.zeros(2, 3, 16, 16), tmp_path / "m.onnx")
+    qdq = quantize_int8(fp32, tmp_path / "m.int8.tensorrt.onnx", images.numpy(), for_tensorrt=True)
+    engine = build_engine(qdq, tmp_path / "m.engine", (1, 3, 16, 16))
     with torch.no_grad():
         agreement = (engine_runner(engine)(images[:64].numpy()).argmax(1) == model(images[:64]).argmax(1).numpy()).mean()
     assert agreement >= 0.9

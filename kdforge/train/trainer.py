@@ -39,6 +39,7 @@ from kdforge.train.data import DataBundle
 from kdforge.train.data.augment import DRAWS as AUGMENT_DRAWS
 from kdforge.train.data.randomness import sample_uniforms
 from kdforge.train.progress import TrainingLog
+from kdforge.train.threads import ThreadBudget
 from kdforge.untrusted import load_torch
 
 
@@ -162,8 +163,12 @@ def fit(
             })
         saved = Position(at.epoch, at.step)
 
+    previous_threads = torch.get_num_threads()
+    if device.type == "cpu" and cfg.threads != "auto":
+        torch.set_num_threads(cfg.threads)
+    threads = ThreadBudget() if device.type == "cpu" and cfg.threads == "auto" else None
     run = EpochRun(step_fn, optimizer, scaler, device, augment, seed, cfg, checkpoint, log, save,
-                   getattr(data.train, "device_normalization", None))
+                   getattr(data.train, "device_normalization", None), threads)
     try:
         for epoch in range(position.epoch, cfg.epochs):
             first = position.step if epoch == position.epoch else 0
@@ -186,6 +191,7 @@ def fit(
         raise stop from None
     finally:
         log.close()
+        torch.set_num_threads(previous_threads)
 
     test_logits, test_labels = predict(distiller.student, data.test, device)
     return TrainResult(
@@ -267,9 +273,10 @@ class EpochRun:
     time-based checkpoint happen at those reads, so a GPU waits for the host only there."""
 
     def __init__(self, step_fn, optimizer, scaler, device, augment, seed, cfg: TrainConfig, checkpoint: Path,
-                 log: TrainingLog, save: Callable[[Position], None], normalization):
+                 log: TrainingLog, save: Callable[[Position], None], normalization, threads: Optional[ThreadBudget] = None):
         self.step_fn, self.optimizer, self.scaler, self.device, self.augment = step_fn, optimizer, scaler, device, augment
         self.seed, self.cfg, self.checkpoint, self.log, self.save, self.normalization = seed, cfg, checkpoint, log, save, normalization
+        self.threads = threads
 
     def _check_finite(self, window: dict[str, float], epoch: int) -> None:
         bad = [k for k, v in window.items() if not math.isfinite(v)]
@@ -297,6 +304,8 @@ class EpochRun:
                 x = self.augment(x, torch.from_numpy(sample_uniforms(self.seed, epoch, batch_indices, AUGMENT_DRAWS)).float())
             x = _normalized(x.to(device, non_blocking=True), self.normalization).contiguous(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
+            if self.threads is not None:
+                self.threads.update()
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits, losses = self.step_fn(x, y, progress=(epoch + step / steps) / cfg.epochs)
                 loss = sum(losses.values())
