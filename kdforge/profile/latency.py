@@ -230,11 +230,12 @@ def torch_threads(threads: int):
     import numba
     import torch
 
+    from kdforge.train.threads import set_threads
+
     previous = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    set_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(previous[0])
         numba.set_num_threads(previous[1])
+        torch.set_num_threads(previous[0])

@@ -1,6 +1,6 @@
 """Intra-op threads that make room for the rest of the machine (`train.threads: auto`).
 
-PyTorch's CPU kernels split every op across a fixed pool of OpenMP threads and wait at a barrier
+PyTorch's CPU kernels (and numba's, which run kdforge's adder layers) split every op across a fixed pool of OpenMP threads and wait at a barrier
 for the slowest; when another process holds one of the cores, every op waits for the thread the
 scheduler has put aside. Measured on a 2-core machine (20 epochs of ResNet-8 on digits): idle,
 2 threads 3.0 s and 1 thread 4.3 s; with one core kept busy by another process, 2 threads 14.6 s,
@@ -13,6 +13,7 @@ they are.
 """
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -63,5 +64,14 @@ class ThreadBudget:
         threads = self.threads_for(others)
         if threads == torch.get_num_threads():
             return None
-        torch.set_num_threads(threads)
+        set_threads(threads)
         return threads
+
+
+def set_threads(threads: int) -> None:
+    """torch's intra-op threads, and numba's (kdforge's adder kernels) where numba is loaded;
+    numba first, since starting its OpenMP layer resets the OpenMP thread count torch reads."""
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(threads)

@@ -39,7 +39,7 @@ from kdforge.train.data import DataBundle
 from kdforge.train.data.augment import DRAWS as AUGMENT_DRAWS
 from kdforge.train.data.randomness import sample_uniforms
 from kdforge.train.progress import TrainingLog
-from kdforge.train.threads import ThreadBudget
+from kdforge.train.threads import ThreadBudget, set_threads
 from kdforge.untrusted import load_torch
 
 
@@ -165,7 +165,7 @@ def fit(
 
     previous_threads = torch.get_num_threads()
     if device.type == "cpu" and cfg.threads != "auto":
-        torch.set_num_threads(cfg.threads)
+        set_threads(cfg.threads)
     threads = ThreadBudget() if device.type == "cpu" and cfg.threads == "auto" else None
     run = EpochRun(step_fn, optimizer, scaler, device, augment, seed, cfg, checkpoint, log, save,
                    getattr(data.train, "device_normalization", None), threads)
@@ -191,7 +191,7 @@ def fit(
         raise stop from None
     finally:
         log.close()
-        torch.set_num_threads(previous_threads)
+        set_threads(previous_threads)
 
     test_logits, test_labels = predict(distiller.student, data.test, device)
     return TrainResult(
