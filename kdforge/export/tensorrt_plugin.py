@@ -4,15 +4,17 @@ an ahead-of-time implementation. TensorRT's ONNX parser finds it by op_type and 
 forward kernel the torch CUDA op runs (kdforge/nn/adder_triton.py) to PTX, which TensorRT embeds
 in the engine, so the engine runs without Python.
 
-Importing this module registers the plugin and needs TensorRT; the geometry below (attributes,
-static shapes, output shape, launch grid) is plain Python, tested on machines without TensorRT.
+`register()` registers the plugin and needs TensorRT (10.9 or newer) and Triton (3.3 or newer);
+the geometry below (attributes, static shapes, output shape, launch grid) is plain Python.
 The shape descriptor checks the node's attributes, and every dimension TensorRT already knows,
 with the same checks as every other entry point of the op (kdforge.nn.adder_geometry), before
 an engine with that node can be built: the kernel indexes in int32 without bounds checks.
 """
 
+import re
 from math import ceil
 
+from kdforge.errors import UserError
 from kdforge.nn.adder_geometry import INT32_MAX, AdderGeometryError, check, node_attributes
 
 PLUGIN_ID = "kdforge::AdderConv2d"
@@ -73,8 +75,6 @@ def version_tuple(text: str) -> tuple[int, ...]:
 
 def check_versions(tensorrt_version: str, triton_version: str) -> None:
     """One sentence where TensorRT or Triton is too old for the plugin."""
-    from kdforge.errors import UserError
-
     if version_tuple(tensorrt_version) < MIN_TENSORRT:
         raise UserError(f"TensorRT {tensorrt_version} is older than 10.9, the first whose Python plugins take an "
                         f"ahead-of-time kernel; install TensorRT 10.9 or newer.")
@@ -95,7 +95,7 @@ def launchable_ptx(ptx: str, kernel: str, params: int) -> str:
         raise ValueError(f"{kernel} takes {len(declared)} parameters, fewer than the {params} TensorRT passes")
     dropped = [line.split()[-1] for line in declared[params:]]
     body = ptx[end:]
-    if any(name in body for name in dropped):
+    if any(re.search(rf"\b{re.escape(name)}\b", body) for name in dropped):
         raise ValueError(f"{kernel} reads its scratch parameters {dropped}, which TensorRT does not pass")
     signature = ",\n".join(f"\t{line}" for line in declared[:params])
     return f"{ptx[:start]}.entry {kernel}(\n{signature}\n{body}"
