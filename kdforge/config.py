@@ -37,10 +37,11 @@ class TrainConfig(Section):
     log_every: int = Field(50, ge=1, description="steps between reads of the losses on the device: progress, metrics.jsonl, "
                            "the non-finite check and the time-based checkpoint happen there")
     compile: bool = Field(False, description="run the distiller under torch.compile")
-    threads: Union[Literal["auto"], PositiveInt] = Field("auto", description=(
-        "CPU training's intra-op threads: auto, the cores the rest of the machine leaves free, re-counted every second "
-        "(kdforge/train/threads.py; results may then differ in their last digits between a busy and an idle machine); "
-        "N, fixed (bitwise reproducible)"))
+    threads: Union[Literal["all", "auto"], PositiveInt] = Field("all", description=(
+        "CPU training's intra-op threads: all, one per core of the process's CPU set; N; both fixed, so runs are "
+        "bitwise reproducible. auto: the cores the rest of the machine leaves free, re-counted every second, which "
+        "keeps a shared machine fast but lets results differ in their last digits with the load "
+        "(kdforge/train/threads.py)"))
 
 
 class AugmentConfig(Section):

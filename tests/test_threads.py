@@ -1,4 +1,4 @@
-"""`train.threads`: auto counts the cores others leave free and follows them; N fixes the count."""
+"""`train.threads`: auto counts the cores others leave free and follows them; all and N fix the count."""
 
 import math
 from pathlib import Path
@@ -79,4 +79,22 @@ def test_fixed_threads_hold_through_training_and_are_restored(restore_threads, t
     assert math.isfinite(result.history[-1]["loss"]) and set(seen) == {1} and torch.get_num_threads() == 2
     with pytest.raises(ValueError):
         TrainConfig(threads=0)
-    assert TrainConfig().threads == "auto"
+    assert TrainConfig().threads == "all"
+
+
+def test_the_cpu_time_of_our_own_workers_is_ours_not_the_machines():
+    import subprocess
+    import sys
+    import time
+
+    from kdforge.train.threads import family_seconds
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 5: pass"])
+    try:
+        time.sleep(0.5)
+        before = family_seconds()
+        time.sleep(1.0)
+        assert family_seconds() - before > 0.5  # the child's second of CPU counts as this run's
+    finally:
+        worker.kill()
+        worker.wait()

@@ -1,4 +1,5 @@
-"""Intra-op threads that make room for the rest of the machine (`train.threads: auto`).
+"""CPU training's intra-op threads (`train.threads`), and `auto`, which makes room for the rest
+of the machine.
 
 PyTorch's CPU kernels (and numba's, which run kdforge's adder layers) split every op across a fixed pool of OpenMP threads and wait at a barrier
 for the slowest; when another process holds one of the cores, every op waits for the thread the
@@ -6,10 +7,11 @@ scheduler has put aside. Measured on a 2-core machine (20 epochs of ResNet-8 on 
 2 threads 3.0 s and 1 thread 4.3 s; with one core kept busy by another process, 2 threads 14.6 s,
 2 threads with OMP_WAIT_POLICY=PASSIVE 10.5 s (and 6.8 s idle), 1 thread 4.0 s. So `auto`
 counts, every second, the cores of this process's CPU set that the rest of the machine leaves
-free (their busy time in /proc/stat less this process's own CPU time) and runs that many threads.
-Results then depend on the load in their last digits (reductions split by thread count); a fixed
-`train.threads: N` keeps runs bitwise identical. Where /proc/stat is missing, threads stay as
-they are.
+free (their busy time in /proc/stat less the CPU time of this process and of its data-loader
+workers) and runs that many threads.
+Results then depend on the load in their last digits (reductions split by thread count), which is
+why the default, `all`, fixes one thread per core and keeps runs bitwise identical. Where
+/proc/stat is missing, `auto` leaves the threads as they are.
 """
 
 import os
@@ -37,13 +39,37 @@ def _busy_seconds(cpus: set[int], stat: Path = Path("/proc/stat")) -> Optional[f
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def family_seconds(proc: Path = Path("/proc/self")) -> float:
+    """CPU-seconds of this process and of its live children (the data loader's workers), which
+    are this run's own work, not the rest of the machine's."""
+    seconds = time.process_time()
+    hz = os.sysconf("SC_CLK_TCK")
+    for children in proc.glob("task/*/children"):
+        try:
+            pids = children.read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                fields = (proc.parent / pid / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            seconds += (int(fields[11]) + int(fields[12])) / hz  # utime, stime (fields 14 and 15 of stat)
+    return seconds
+
+
+def cpu_set() -> set[int]:
+    """The CPUs this process may run on."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
 class ThreadBudget:
     """Sets torch's intra-op threads to the cores others leave free, at most once per `interval` s."""
 
     def __init__(self, interval: float = 1.0, busy: Optional[Callable[[], Optional[float]]] = None,
-                 own: Callable[[], float] = time.process_time, clock: Callable[[], float] = time.monotonic,
+                 own: Callable[[], float] = family_seconds, clock: Callable[[], float] = time.monotonic,
                  cpus: Optional[set[int]] = None):
-        self.cpus = cpus or (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1)))
+        self.cpus = cpus or cpu_set()
         self.busy = busy or (lambda: _busy_seconds(self.cpus))
         self.own, self.clock, self.interval = own, clock, interval
         self.last = (self.busy(), self.own(), self.clock())

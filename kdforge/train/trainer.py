@@ -39,7 +39,7 @@ from kdforge.train.data import DataBundle
 from kdforge.train.data.augment import DRAWS as AUGMENT_DRAWS
 from kdforge.train.data.randomness import sample_uniforms
 from kdforge.train.progress import TrainingLog
-from kdforge.train.threads import ThreadBudget, set_threads
+from kdforge.train.threads import ThreadBudget, cpu_set, set_threads
 from kdforge.untrusted import load_torch
 
 
@@ -165,7 +165,7 @@ def fit(
 
     previous_threads = torch.get_num_threads()
     if device.type == "cpu" and cfg.threads != "auto":
-        set_threads(cfg.threads)
+        set_threads(len(cpu_set()) if cfg.threads == "all" else cfg.threads)
     threads = ThreadBudget() if device.type == "cpu" and cfg.threads == "auto" else None
     run = EpochRun(step_fn, optimizer, scaler, device, augment, seed, cfg, checkpoint, log, save,
                    getattr(data.train, "device_normalization", None), threads)
