@@ -95,6 +95,13 @@ def value_and_grad(fn, *tensors):
     return value.detach(), grad
 
 
+def assert_same_loss(ours, reference, student, teacher):
+    """Equal values, and equal gradients with respect to the student's tensor."""
+    (value, grad), (ref_value, ref_grad) = (value_and_grad(fn, student, teacher) for fn in (ours, reference))
+    assert_close(value, ref_value)
+    assert_close(grad, ref_grad)
+
+
 def maps(draw_seed, batch, channels_s, channels_t, size):
     g = torch.Generator().manual_seed(draw_seed)
     return (torch.randn(batch, channels_s, size, size, generator=g).relu(),
@@ -109,10 +116,7 @@ seeds = st.integers(0, 2**31 - 1)
 @given(seed=seeds, batch=batches, channels_s=st.integers(1, 48), channels_t=st.integers(1, 48), size=st.integers(1, 20))
 def test_at_equals_the_authors_code(seed, batch, channels_s, channels_t, size):
     s, t = maps(seed, batch, channels_s, channels_t, size)
-    ours = value_and_grad(lambda a, b: ATOptions().beta * attention_loss(a, b), s, t)
-    ref = value_and_grad(reference_at_loss, s, t)
-    assert_close(ours[0], ref[0])
-    assert_close(ours[1], ref[1])
+    assert_same_loss(lambda a, b: ATOptions().beta * attention_loss(a, b), reference_at_loss, s, t)
 
 
 @settings(max_examples=25, deadline=None)
@@ -123,20 +127,14 @@ def test_rkd_equals_repdistiller_at_every_batch_size(seed, batch, dim_s, dim_t, 
     defaults = RKDOptions()
     for term in (0, 1):
         weight = (defaults.distance_weight, defaults.angle_weight)[term]
-        ours = value_and_grad(lambda a, b: weight * rkd_losses(a, b)[term], s, t)
-        ref = value_and_grad(lambda a, b: reference_rkd(a, b)[term], s, t)
-        assert_close(ours[0], ref[0])
-        assert_close(ours[1], ref[1])
+        assert_same_loss(lambda a, b: weight * rkd_losses(a, b)[term], lambda a, b: reference_rkd(a, b)[term], s, t)
 
 
 @settings(max_examples=15, deadline=None)
 @given(seed=seeds, batch=batches, channels_s=st.integers(1, 32), channels_t=st.integers(1, 32), size=st.integers(1, 12))
 def test_sp_equals_mdistiller(seed, batch, channels_s, channels_t, size):
     s, t = maps(seed, batch, channels_s, channels_t, size)
-    ours = value_and_grad(lambda a, b: SPOptions().gamma * similarity_loss(a, b), s, t)
-    ref = value_and_grad(reference_sp, s, t)
-    assert_close(ours[0], ref[0])
-    assert_close(ours[1], ref[1])
+    assert_same_loss(lambda a, b: SPOptions().gamma * similarity_loss(a, b), reference_sp, s, t)
 
 
 @settings(max_examples=15, deadline=None)
@@ -144,10 +142,7 @@ def test_sp_equals_mdistiller(seed, batch, channels_s, channels_t, size):
 def test_kd_equals_mdistiller(seed, batch, classes, temperature):
     g = torch.Generator().manual_seed(seed)
     s, t = 3 * torch.randn(batch, classes, generator=g), 3 * torch.randn(batch, classes, generator=g)
-    ours = value_and_grad(lambda a, b: kd_loss(a, b, temperature), s, t)
-    ref = value_and_grad(lambda a, b: reference_kd(a, b, temperature), s, t)
-    assert_close(ours[0], ref[0])
-    assert_close(ours[1], ref[1])
+    assert_same_loss(lambda a, b: kd_loss(a, b, temperature), lambda a, b: reference_kd(a, b, temperature), s, t)
 
 
 def _features_batch(batch):

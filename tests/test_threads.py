@@ -1,7 +1,6 @@
 """`train.threads`: auto counts the cores others leave free and follows them; all and N fix the count."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch

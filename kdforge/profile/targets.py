@@ -56,11 +56,12 @@ CATALOGUE = {t.name: t for t in (
            f"dense; HBM2e 1,935 GB/s); {_AMPERE}", "A100 80GB PCIe", sms=108, l2_mb=40),
     Target("a30", "NVIDIA A30 24 GB", 10.3, 165.0, 330.0, 933.0,
            "NVIDIA A30 Tensor Core GPU datasheet (FP32 10.3 TFLOPS, FP16 tensor 165 TFLOPS and INT8 330 TOPS dense; HBM2 "
-           f"933 GB/s; 3,584 CUDA cores = 56 SMs; 24 MB L2); {_AMPERE}", "A30", sms=56, l2_mb=24),
+           f"933 GB/s; 3,584 CUDA cores = 56 SMs); 24 MB L2, a figure not in the datasheet and not verified here; "
+           f"{_AMPERE}", "A30", sms=56, l2_mb=24),
     Target("a2", "NVIDIA A2 16 GB", 4.5, 18.0, 36.0, 200.0,
            "NVIDIA A2 Tensor Core GPU datasheet (FP32 4.5 TFLOPS; FP16 tensor 36 TFLOPS and INT8 72 TOPS with sparsity, "
            "half without; GDDR6 200 GB/s; 1,280 CUDA cores = 10 SMs of GA107 at 128 per SM, NVIDIA Ampere GA102 "
-           "whitepaper; 2 MB L2)", "A2", sms=10, l2_mb=2),
+           "whitepaper); 2 MB L2, a figure not in the datasheet and not verified here", "A2", sms=10, l2_mb=2),
     Target("l4", "NVIDIA L4 24 GB", 30.3, 121.0, 242.5, 300.0,
            "NVIDIA L4 Tensor Core GPU datasheet (FP32 30.3 TFLOPS; FP16 tensor 242 TFLOPS and INT8 485 TOPS with sparsity, "
            "half without; GDDR6 300 GB/s; 7,424 CUDA cores = 58 SMs at 128 per SM); NVIDIA Ada GPU Architecture whitepaper "
