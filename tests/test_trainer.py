@@ -67,6 +67,7 @@ def test_bf16_autocast_and_channels_last_train(tmp_path):
     assert result.history[-1]["loss"] < 2.5 and result.test_accuracy > 0.1
 
 
+@pytest.mark.slow  # torch.compile's first compilation takes about 35 s on this machine
 def test_train_compile_runs_the_distiller_under_torch_compile(tmp_path):
     from torch._dynamo.utils import counters
 
