@@ -9,7 +9,12 @@ WORKDIR /kdforge
 COPY pyproject.toml README.md ./
 COPY kdforge ./kdforge
 COPY configs ./configs
-# keep the container's own torch, triton and tensorrt; install the rest
-RUN pip install --no-cache-dir -e . && python -c "import tensorrt, torch; assert torch.cuda.is_available() or True"
+COPY docker ./docker
+# Keep the container's own torch, triton and tensorrt; install the rest, with ONNX Runtime's GPU
+# build in place of the CPU wheel kdforge's own dependencies name.
+RUN pip install --no-cache-dir -e . \
+ && pip uninstall -y onnxruntime \
+ && pip install --no-cache-dir onnxruntime-gpu \
+ && python docker/build_check.py
 
 CMD ["kdforge", "run", "configs/digits_demo.yaml", "--set", "device=cuda", "--set", "export.tensorrt=true", "--set", "run_dir=runs/digits_demo_tensorrt"]
