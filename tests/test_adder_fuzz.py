@@ -18,7 +18,7 @@ from kdforge.export import ort as ort_backend
 from kdforge.nn.adder_op import adder_conv2d
 
 CORPUS = corpus.cases()
-INTEGER_CORPUS = corpus.cases(integer=True)
+KINDS = {kind: corpus.cases(kind=kind) for kind in ("float", "integer", "qlinear")}
 
 
 def _failures(run, cases=CORPUS) -> list[str]:
@@ -39,18 +39,18 @@ def native_library():
     return str(library)
 
 
-@pytest.mark.parametrize("integer", [False, True], ids=["float", "integer"])
-def test_native_kernel_alone_validates_every_node(native_library, integer):
+@pytest.mark.parametrize("kind", KINDS)
+def test_native_kernel_alone_validates_every_node(native_library, kind):
     """A raw ONNX Runtime session (no kdforge checks before it): the C kernel's own checks."""
-    assert _failures(corpus.native_runner(native_library), INTEGER_CORPUS if integer else CORPUS) == []
+    assert _failures(corpus.native_runner(native_library), KINDS[kind]) == []
 
 
-@pytest.mark.parametrize("integer", [False, True], ids=["float", "integer"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("kernel", ["native", "python"])
-def test_kdforge_sessions_turn_every_malformed_node_into_a_user_error(tmp_path, kernel, native_library, integer):
+def test_kdforge_sessions_turn_every_malformed_node_into_a_user_error(tmp_path, kernel, native_library, kind):
     """Through kdforge's session helper: malformed files are UserErrors naming the node, whether
     the loader or the kernel catches them."""
-    cases = INTEGER_CORPUS if integer else CORPUS
+    cases = KINDS[kind]
     cases = cases[::4] if kernel == "python" else cases  # the Python operator is slower to set up
 
     def run(case):
@@ -76,7 +76,7 @@ def test_a_kernel_error_at_run_time_is_one_user_error(tmp_path, native_library, 
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load_from_string(corpus.onnx_model({"strides": [1, 1], "pads": [1, 1, 1, 1], "integer": False}))
+    model = onnx.load_from_string(corpus.onnx_model({"strides": [1, 1], "pads": [1, 1, 1, 1]}))
     model.graph.initializer.append(numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w"))
     del model.graph.input[1]
     onnx.save(model, tmp_path / "one.onnx")
@@ -164,6 +164,6 @@ def test_native_kernel_under_address_sanitizer_on_the_whole_corpus(asan):
     out = _run_under_asan(runtime, [str(Path(corpus.__file__)), str(library)])
     assert "AddressSanitizer" not in out.stderr, out.stderr[-4000:]
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    for kind in ("float", "integer"):
+    for kind in KINDS:
         assert f"{kind}: {corpus.CASES} cases" in out.stdout, out.stdout
-    assert out.stdout.count(": 0 wrong") == 2, out.stdout
+    assert out.stdout.count(": 0 wrong") == len(KINDS), out.stdout

@@ -14,6 +14,15 @@ the layer's float output is Cast(Y) * scale - correction, with the per-filter co
 weights' clamp as a (1, O, 1, 1) initializer. Only ONNX Runtime (kdforge.export.ort) implements
 this node; the TensorRT plugin does not.
 
+`custom`, fused INT8 (kdforge.nn.adder_int8.QLinearAdderConv2d, an adder layer with its batch
+norm, ReLU and output quantization, as ONNX's QLinearConv): QuantizeLinear(X) -> the node
+`kdforge::QLinearAdderConv2d`, version 1, inputs (X uint8 (N, C, H, W), W uint8 (O, C, kh, kw),
+x_zero_point uint8 scalar, multiplier float (O), bias float (O), y_zero_point uint8 scalar), the
+same attributes and `relu` (0 or 1), output Y uint8 (N, O, Ho, Wo) =
+saturate(round_half_even(v) + y_zero_point), v = multiplier[o] * S + bias[o] in float32 (the
+product rounded, then the sum; max(v, 0) where relu = 1), S the integer node's int32 sum; then
+DequantizeLinear(Y, y_scale, y_zero_point). Only ONNX Runtime (kdforge.export.ort) implements it.
+
 `portable`: the same function in standard ONNX operators only, so that any runtime runs it:
 for every kernel offset (u, v), a strided Slice of the padded input against W[:, :, u, v],
 Abs, ReduceSum over channels, summed over offsets and negated. It makes (N, O, C, Ho, Wo)
@@ -27,6 +36,7 @@ from onnxscript import opset18 as op
 DOMAIN = "kdforge"
 OP_TYPE = "AdderConv2d"
 INTEGER_OP_TYPE = "AdderConv2dInteger"
+QLINEAR_OP_TYPE = "QLinearAdderConv2d"
 VERSION = 1
 
 
@@ -36,8 +46,8 @@ def _infer_output(ctx) -> None:
     integer node."""
     x, w = ctx.get_input_type(0), ctx.get_input_type(1)
     y = onnx.TypeProto()
-    integer = ctx.get_num_inputs() == 3
-    y.tensor_type.elem_type = onnx.TensorProto.INT32 if integer else (x.tensor_type.elem_type or onnx.TensorProto.FLOAT)
+    inputs = ctx.get_num_inputs()
+    y.tensor_type.elem_type = {3: onnx.TensorProto.INT32, 6: onnx.TensorProto.UINT8}.get(inputs, x.tensor_type.elem_type or onnx.TensorProto.FLOAT)
     x_dims, w_dims = x.tensor_type.shape.dim, w.tensor_type.shape.dim
     if len(x_dims) != 4 or len(w_dims) != 4:
         ctx.set_output_type(0, y)
@@ -61,7 +71,7 @@ def _infer_output(ctx) -> None:
     ctx.set_output_type(0, y)
 
 
-def _register_schema(op_type: str, doc: str, inputs: dict[str, str], output_type: str) -> None:
+def _register_schema(op_type: str, doc: str, inputs: dict[str, str], output_type: str, extra_attributes=()) -> None:
     """A node's schema, registered with onnx in this process, so that the exporter and onnx's
     tools know its inputs, attributes and output shape (files stay plain ONNX: no runtime needs
     the schema)."""
@@ -75,7 +85,8 @@ def _register_schema(op_type: str, doc: str, inputs: dict[str, str], output_type
         outputs=[param("Y", output_type)],
         type_constraints=[(t, *_TYPES[t]) for t in dict.fromkeys([*inputs.values(), output_type])],
         attributes=[attr("strides", ints, "[stride_h, stride_w]"), attr("pads", ints, "[top, left, bottom, right]"),
-                    attr("plugin_namespace", string, "the TensorRT plugin namespace")],
+                    attr("plugin_namespace", string, "the TensorRT plugin namespace"),
+                    *(attr(name, onnx.defs.OpSchema.AttrType.INT, doc) for name, doc in extra_attributes)],
     )
     schema.set_type_and_shape_inference_function(_infer_output)
     onnx.defs.register_schema(schema)
@@ -87,8 +98,13 @@ _register_schema(OP_TYPE, "Adder convolution: Y[n,o,i,j] = -sum_{c,u,v} |Xpad[n,
                  {"X": "T", "W": "T"}, "T")
 _register_schema(INTEGER_OP_TYPE, "Integer adder convolution: Y = -sum |Xpad - W| on uint8, padded with x_zero_point; int32 out.",
                  {"X": "T8", "W": "T8", "x_zero_point": "T8"}, "T32")
+_register_schema(QLINEAR_OP_TYPE, "Fused integer adder convolution: uint8 Y = saturate(round(multiplier * S + bias) + y_zero_point), "
+                 "S the integer adder sum; ReLU with relu = 1.",
+                 {"X": "T8", "W": "T8", "x_zero_point": "T8", "multiplier": "T", "bias": "T", "y_zero_point": "T8"}, "T8",
+                 extra_attributes=[("relu", "1: max(v, 0) before rounding")])
 _adder_node = onnxscript.values.Opset(DOMAIN, VERSION)[OP_TYPE]
 _integer_node = onnxscript.values.Opset(DOMAIN, VERSION)[INTEGER_OP_TYPE]
+_qlinear_node = onnxscript.values.Opset(DOMAIN, VERSION)[QLINEAR_OP_TYPE]
 
 
 def adder_conv2d_node(x, weight, stride: list[int], padding: list[int], eta: float):
@@ -119,6 +135,34 @@ def adder_conv2d_integer_portable(x, qweight, scale: float, zero_point: int, str
     return adder_conv2d_portable(centred_x, centred_w, stride, padding, 0.0, weight_shape=qweight.shape, x_shape=x.shape)
 
 
+def qlinear_adder_conv2d_node(x, qweight, scale: float, zero_point: int, multiplier, bias, y_scale: float, y_zero_point: int,
+                              relu: bool, stride: list[int], padding: list[int]):
+    pads = [padding[0], padding[1], padding[0], padding[1]]
+    y = _qlinear_node(_quantized(x, scale, zero_point), qweight, op.Constant(value=_scalar(zero_point)), multiplier, bias,
+                      op.Constant(value=_scalar(y_zero_point)), strides=list(stride), pads=pads, relu=int(relu),
+                      plugin_namespace=DOMAIN)
+    return _dequantized(y, y_scale, y_zero_point)
+
+
+def qlinear_adder_conv2d_portable(x, qweight, scale: float, zero_point: int, multiplier, bias, y_scale: float, y_zero_point: int,
+                                  relu: bool, stride: list[int], padding: list[int]):
+    """The fused node in standard operators: QuantizeLinear with scale 1 is round half to even,
+    the zero point and saturation."""
+    sums = op.Cast(adder_conv2d_integer_portable(x, qweight, scale, zero_point, stride, padding), to=onnx.TensorProto.FLOAT)
+    per_channel = op.Constant(value_ints=[1, -1, 1, 1])
+    v = op.Add(op.Mul(sums, op.Reshape(multiplier, per_channel)), op.Reshape(bias, per_channel))
+    y = op.QuantizeLinear(op.Relu(v) if relu else v, op.Constant(value_float=1.0), op.Constant(value=_scalar(y_zero_point)))
+    return _dequantized(y, y_scale, y_zero_point)
+
+
+def _dequantized(y, scale: float, zero_point: int):
+    return op.DequantizeLinear(y, op.Constant(value_float=scale), op.Constant(value=_scalar(zero_point)))
+
+
+def quantize_dequantize(x, scale: float, zero_point: int):
+    return _dequantized(_quantized(x, scale, zero_point), scale, zero_point)
+
+
 def adder_conv2d_portable(x, weight, stride: list[int], padding: list[int], eta: float, weight_shape=None, x_shape=None):
     out_channels, in_channels, kh, kw = (int(d) for d in (weight_shape or weight.shape))
     height, width = int((x_shape or x.shape)[2]), int((x_shape or x.shape)[3])
@@ -145,6 +189,9 @@ def translation_table(portable: bool) -> dict:
     import kdforge.nn.adder_int8  # noqa: F401  (registers the ops)
 
     ops = torch.ops.kdforge
+    common = {ops.quantize_dequantize.default: quantize_dequantize}
     if portable:
-        return {ops.adder_conv2d.default: adder_conv2d_portable, ops.adder_conv2d_integer.default: adder_conv2d_integer_portable}
-    return {ops.adder_conv2d.default: adder_conv2d_node, ops.adder_conv2d_integer.default: adder_conv2d_integer_node}
+        return {**common, ops.adder_conv2d.default: adder_conv2d_portable, ops.adder_conv2d_integer.default: adder_conv2d_integer_portable,
+                ops.qlinear_adder_conv2d.default: qlinear_adder_conv2d_portable}
+    return {**common, ops.adder_conv2d.default: adder_conv2d_node, ops.adder_conv2d_integer.default: adder_conv2d_integer_node,
+            ops.qlinear_adder_conv2d.default: qlinear_adder_conv2d_node}

@@ -20,7 +20,8 @@
  * The kernel is the CPU algorithm of kdforge/nn/adder_cpu.py: blocks of output pixels of one
  * image gather their receptive fields into a small buffer, then the L1 distance of four pixels
  * to each filter, the inner loop over C*kh*kw vectorised by the compiler; OpenMP across blocks.
- * A kernel object is read-only after creation, so one session may run on many threads at once.
+ * A kernel object is read-only after creation but for the integer kernels' packed-weight cache,
+ * which is published once with an atomic compare-and-swap, so one session may run on many threads at once.
  *
  * kdforge::AdderConv2dInteger, the INT8 adder layer (contract in kdforge/export/adder_onnx.py):
  *
@@ -35,6 +36,15 @@
  * horizontal sums are needed. A register tile of 4 pixels x 2 filter vectors reuses each load.
  * The SAD vectors are AVX-512BW, AVX2 or SSE2 intrinsics, whichever the compiler targets; other
  * CPUs get a plain loop over the 8 bytes, which compilers turn into their own SAD instructions.
+ *
+ * kdforge::QLinearAdderConv2d, the fused INT8 layer (contract in kdforge/export/adder_onnx.py): the
+ * same sums S, requantized as they leave the register tile, never stored as int32:
+ *
+ *   Y = saturate(round_half_even(v) + y_zero_point),  v = multiplier[o] * S + bias[o]  (max(v, 0) with relu)
+ *
+ * in float32, the product rounded before the sum, rounded half to even in integers: the library is built with -ffp-contract=off,
+ * so no fused multiply-add changes the result against PyTorch's reference. multiplier and bias
+ * must hold O finite values.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -68,7 +78,8 @@ enum {
   API_CreateStatus = 0, API_CreateCustomOpDomain = 26, API_CustomOpDomain_Add = 27, API_AddCustomOpDomain = 28,
   API_GetTensorMutableData = 51, API_GetDimensionsCount = 61, API_GetDimensions = 62, API_GetTensorTypeAndShape = 65,
   API_KernelContext_GetInputCount = 88, API_KernelContext_GetInput = 90, API_KernelContext_GetOutput = 91,
-  API_ReleaseStatus = 93, API_ReleaseTensorTypeAndShapeInfo = 99, API_KernelInfoGetAttributeArray_int64 = 163,
+  API_KernelInfoGetAttribute_int64 = 86, API_ReleaseStatus = 93, API_ReleaseTensorTypeAndShapeInfo = 99,
+  API_KernelInfoGetAttributeArray_int64 = 163,
   API_KernelInfo_GetNodeName = 244,
 };
 
@@ -103,6 +114,7 @@ static const void* const* api;
 
 typedef OrtStatus* (*CreateStatusFn)(int, const char*);
 typedef OrtStatus* (*GetArrayFn)(const OrtKernelInfo*, const char*, int64_t*, size_t*);
+typedef OrtStatus* (*GetIntFn)(const OrtKernelInfo*, const char*, int64_t*);
 typedef OrtStatus* (*GetNameFn)(const OrtKernelInfo*, char*, size_t*);
 typedef OrtStatus* (*GetCountFn)(const OrtKernelContext*, size_t*);
 typedef OrtStatus* (*GetInputFn)(const OrtKernelContext*, size_t, const OrtValue**);
@@ -113,10 +125,19 @@ typedef OrtStatus* (*GetDimsCountFn)(const OrtTensorTypeAndShapeInfo*, size_t*);
 typedef OrtStatus* (*GetDimsFn)(const OrtTensorTypeAndShapeInfo*, int64_t*, size_t);
 typedef void (*ReleaseFn)(void*);
 
+/* The integer kernels' packed weights, kept with the raw weights they were packed from: W is
+ * usually a constant initializer, packed on the first run only; a W that changes (a graph input)
+ * is compared, found different and packed again for that run. */
 typedef struct {
-  int64_t sh, sw, ph, pw;
-  const char* op; /* "AdderConv2d" or "AdderConv2dInteger" */
+  int64_t o, c, kh, kw;
+  uint8_t *raw, *packed;
+} WeightCache;
+
+typedef struct {
+  int64_t sh, sw, ph, pw, relu;
+  const char* op; /* "AdderConv2d", "AdderConv2dInteger" or "QLinearAdderConv2d" */
   char name[128];
+  WeightCache* cache; /* set once, atomically; NULL until the first integer run */
 } AdderKernel;
 
 #define TRY(expr)                  \
@@ -175,6 +196,14 @@ static OrtStatus* create_kernel(const char* op, const OrtKernelInfo* info, void*
     return fail(&k, "attribute 'pads' must be symmetric (top = bottom, left = right), got [%lld, %lld, %lld, %lld]",
                 pads[0], pads[1], pads[2], pads[3]);
   k.sh = strides[0]; k.sw = strides[1]; k.ph = pads[0]; k.pw = pads[1];
+  if (strcmp(op, "QLinearAdderConv2d") == 0) {
+    OrtStatus* absent = CALL(API_KernelInfoGetAttribute_int64, GetIntFn, info, "relu", &k.relu);
+    if (absent) { /* ONNX's default for an absent attribute */
+      CALL(API_ReleaseStatus, ReleaseFn, absent);
+      k.relu = 0;
+    }
+    if (k.relu != 0 && k.relu != 1) return fail(&k, "attribute 'relu' must be 0 or 1, got %lld", k.relu, 0, 0, 0);
+  }
   AdderKernel* kernel = (AdderKernel*)malloc(sizeof(AdderKernel));
   if (!kernel) return out_of_memory(&k);
   *kernel = k;
@@ -190,6 +219,11 @@ static OrtStatus* create_float(const OrtCustomOp* op, const void* api_table, con
 static OrtStatus* create_integer(const OrtCustomOp* op, const void* api_table, const OrtKernelInfo* info, void** out) {
   (void)op; (void)api_table;
   return create_kernel("AdderConv2dInteger", info, out);
+}
+
+static OrtStatus* create_qlinear(const OrtCustomOp* op, const void* api_table, const OrtKernelInfo* info, void** out) {
+  (void)op; (void)api_table;
+  return create_kernel("QLinearAdderConv2d", info, out);
 }
 
 static OrtStatus* shape_of(const OrtValue* value, int64_t dims[4], size_t* rank) {
@@ -431,10 +465,9 @@ static int64_t packing_of(const Run* r, const AdderKernel* k, Packing* p) {
           (uint64_t)p->image_bytes > SIZE_MAX || (uint64_t)p->weight_bytes > SIZE_MAX) ? -1 : 0;
 }
 
-static void pack(const uint8_t* x, const uint8_t* w, uint8_t zero_point, uint8_t* xp, uint8_t* wp, const Run* r,
-                 const AdderKernel* k, const Packing* p) {
-  /* W[o, c, u, v] -> wp[block of FILTERS][(u, v, c / 8) chunk][filter in block][c % 8], written in
-   * order; the padding (filters beyond O, channels beyond C) is 0 on both sides, so |0 - 0| adds nothing */
+/* W[o, c, u, v] -> wp[block of FILTERS][(u, v, c / 8) chunk][filter in block][c % 8], written in
+ * order; the padding (filters beyond O, channels beyond C) is 0 on both sides, so |0 - 0| adds nothing. */
+static void pack_weights(const uint8_t* w, uint8_t* wp, const Run* r, const Packing* p) {
   const int64_t channel_chunks = p->c8 / 8, field = r->kh * r->kw;
 #pragma omp parallel for schedule(static)
   for (int64_t block = 0; block < p->blocks; ++block) {
@@ -448,30 +481,139 @@ static void pack(const uint8_t* x, const uint8_t* w, uint8_t zero_point, uint8_t
       }
     }
   }
-  /* X[n, c, h, w] -> xp[n][h + 2 ph][w + 2 pw][c8], the border the zero point, the extra channels 0 */
-#pragma omp parallel for schedule(static)
+}
+
+#if defined(__SSE2__)
+/* Channels c0..c0+7 of 16 consecutive pixels (`rows[i]` is channel c0+i's row, from pixel j) into
+ * the 8 bytes of each pixel at dst + pixel * stride: an 8 x 16 byte transpose in three rounds of
+ * interleaving (8-, 16-, then 32-bit). */
+static void transpose_8x16(const uint8_t* const rows[8], int64_t j, uint8_t* dst, int64_t stride) {
+  __m128i a[8], b[8], c[8];
+  for (int i = 0; i < 8; ++i) a[i] = _mm_loadu_si128((const __m128i*)(rows[i] + j));
+  for (int i = 0; i < 4; ++i) {
+    b[i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]); /* pixels 0-7, channel pair i */
+    b[i + 4] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]); /* pixels 8-15 */
+  }
+  for (int half = 0; half < 2; ++half)
+    for (int pair = 0; pair < 2; ++pair) {
+      const __m128i lo = b[4 * half + 2 * pair], hi = b[4 * half + 2 * pair + 1];
+      c[4 * half + 2 * pair] = _mm_unpacklo_epi16(lo, hi); /* 4 pixels, 4 channels each */
+      c[4 * half + 2 * pair + 1] = _mm_unpackhi_epi16(lo, hi);
+    }
+  for (int half = 0; half < 2; ++half)
+    for (int quarter = 0; quarter < 2; ++quarter) {
+      const __m128i first = c[4 * half + quarter], second = c[4 * half + 2 + quarter]; /* channels 0-3 and 4-7 */
+      const __m128i lo = _mm_unpacklo_epi32(first, second), hi = _mm_unpackhi_epi32(first, second);
+      uint8_t* out = dst + (8 * half + 4 * quarter) * stride;
+      _mm_storel_epi64((__m128i*)out, lo);
+      _mm_storel_epi64((__m128i*)(out + stride), _mm_srli_si128(lo, 8));
+      _mm_storel_epi64((__m128i*)(out + 2 * stride), hi);
+      _mm_storel_epi64((__m128i*)(out + 3 * stride), _mm_srli_si128(hi, 8));
+    }
+}
+#endif
+
+/* X[n, c, h, w] -> xp[n][h + 2 ph][w + 2 pw][c8], the border the zero point, the extra channels 0.
+ * Called inside a parallel region: its loop is shared among the region's threads. */
+static void pack_image(const uint8_t* x, uint8_t zero_point, uint8_t* xp, const Run* r, const AdderKernel* k, const Packing* p) {
+#pragma omp for schedule(static)
   for (int64_t row = 0; row < r->n * p->hp; ++row) {
     const int64_t n = row / p->hp, hi = row % p->hp - k->ph;
     uint8_t* dst = xp + row * p->wp * p->c8;
-    for (int64_t col = 0; col < p->wp; ++col) {
-      const int64_t wj = col - k->pw;
+    const int inside = hi >= 0 && hi < r->h;
+    for (int64_t col = 0; col < p->wp; ++col) { /* border pixels, padding channels */
       uint8_t* pixel = dst + col * p->c8;
-      if (hi < 0 || hi >= r->h || wj < 0 || wj >= r->w)
-        memset(pixel, zero_point, (size_t)r->c);
-      else
-        for (int64_t c = 0; c < r->c; ++c) pixel[c] = x[((n * r->c + c) * r->h + hi) * r->w + wj];
+      if (!inside || col < k->pw || col >= k->pw + r->w) memset(pixel, zero_point, (size_t)r->c);
       memset(pixel + r->c, 0, (size_t)(p->c8 - r->c));
+    }
+    if (!inside) continue;
+    uint8_t* first = dst + k->pw * p->c8;
+    for (int64_t c0 = 0; c0 < r->c; c0 += 8) {
+      const int64_t channels = r->c - c0 < 8 ? r->c - c0 : 8;
+      int64_t j = 0;
+#if defined(__SSE2__)
+      if (channels == 8) {
+        const uint8_t* rows[8];
+        for (int i = 0; i < 8; ++i) rows[i] = x + ((n * r->c + c0 + i) * r->h + hi) * r->w;
+        for (; j + 16 <= r->w; j += 16) transpose_8x16(rows, j, first + j * p->c8 + c0, p->c8);
+      }
+#endif
+      for (int64_t c = c0; c < c0 + channels; ++c) {
+        const uint8_t* src = x + ((n * r->c + c) * r->h + hi) * r->w;
+        for (int64_t jj = j; jj < r->w; ++jj) first[jj * p->c8 + c] = src[jj];
+      }
     }
   }
 }
 
-static void adder_forward_u8(const uint8_t* xp, const uint8_t* wp, int32_t* y, const Run* r, const AdderKernel* k, const Packing* p) {
+/* The packed weights of this run's W: the cache's where it holds these weights, else packed now
+ * into a buffer the caller frees (`*owned`), and cached if the cache is empty. NULL: out of memory. */
+static const uint8_t* packed_weights(AdderKernel* k, const Run* r, const Packing* p, uint8_t** owned) {
+  const size_t raw_bytes = (size_t)(r->o * r->k_len);
+  WeightCache* cache = __atomic_load_n(&k->cache, __ATOMIC_ACQUIRE);
+  *owned = NULL;
+  if (cache && cache->o == r->o && cache->c == r->c && cache->kh == r->kh && cache->kw == r->kw &&
+      memcmp(cache->raw, r->weight, raw_bytes) == 0)
+    return cache->packed;
+  uint8_t* packed = (uint8_t*)malloc((size_t)p->weight_bytes);
+  if (!packed) return NULL;
+  pack_weights((const uint8_t*)r->weight, packed, r, p);
+  if (!cache) {
+    WeightCache* mine = (WeightCache*)malloc(sizeof(WeightCache));
+    uint8_t* raw = (uint8_t*)malloc(raw_bytes);
+    if (mine && raw) {
+      memcpy(raw, r->weight, raw_bytes);
+      *mine = (WeightCache){r->o, r->c, r->kh, r->kw, raw, packed};
+      WeightCache* expected = NULL;
+      if (__atomic_compare_exchange_n(&k->cache, &expected, mine, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        return packed; /* the cache owns it now */
+    }
+    free(mine);
+    free(raw);
+  }
+  *owned = packed;
+  return packed;
+}
+
+/* The fused layer's requantization of one sum (see the top of the file). */
+typedef struct {
+  const float *multiplier, *bias;
+  int32_t y_zero_point;
+  int relu;
+} Requant;
+
+/* One filter's requantization of `count` consecutive pixels, in place in `sums`, then narrowed into
+ * y; written in selects that GCC vectorises (a form with comparisons used as integers is not). */
+static void requantize_row(int32_t* restrict sums, uint8_t* restrict y, int64_t count, const Requant* q, int64_t o) {
+  const float m = q->multiplier[o], b = q->bias[o], lo = q->relu ? 0.0f : -512.0f; /* beyond +-512 every zero point saturates alike */
+  const int32_t zero_point = q->y_zero_point;
+  for (int64_t i = 0; i < count; ++i) {
+    float v = (float)sums[i] * m;
+    v = v + b;
+    v = v < lo ? lo : v;
+    v = v > 512.0f ? 512.0f : v;
+    int32_t t = (int32_t)v; /* toward zero, then floor, then half to even: integers, no libm, nothing fast-math can fold */
+    t = v < (float)t ? t - 1 : t;
+    const float fraction = v - (float)t; /* exact: v and t are within 1 of each other */
+    const int32_t up = fraction > 0.5f ? 1 : 0, tie = fraction == 0.5f ? (t & 1) : 0;
+    t = t + up + tie + zero_point;
+    t = t < 0 ? 0 : t;
+    sums[i] = t > 255 ? 255 : t;
+  }
+  for (int64_t i = 0; i < count; ++i) y[i] = (uint8_t)sums[i];
+}
+
+/* Y = -sum |Xpad - W|: int32 into y, or with `requant` requantized into the uint8 y through
+ * `scratch`, O x PIXELS_PER_BLOCK int32 per thread. Called inside a parallel region. */
+static void adder_forward_u8(const uint8_t* xp, const uint8_t* wp, void* y, const Requant* requant, int32_t* scratch, const Run* r,
+                             const AdderKernel* k, const Packing* p) {
   const int64_t pixels = r->ho * r->wo, blocks = (pixels + PIXELS_PER_BLOCK - 1) / PIXELS_PER_BLOCK;
   const int64_t channel_chunks = p->c8 / 8, vector_bytes = FILTERS * 8;
-#pragma omp parallel for schedule(static)
+#pragma omp for schedule(static)
   for (int64_t task = 0; task < r->n * blocks; ++task) {
     const int64_t n = task / blocks, p0 = (task % blocks) * PIXELS_PER_BLOCK;
     const int64_t p1 = p0 + PIXELS_PER_BLOCK < pixels ? p0 + PIXELS_PER_BLOCK : pixels;
+    int32_t* sums = requant ? scratch + thread_index() * r->o * PIXELS_PER_BLOCK : NULL;
     uint64_t tile[TILE_PIXELS][FILTER_BLOCK];
     for (int64_t block = 0; block < p->blocks; block += 2) {
       const uint8_t* f0 = wp + block * p->chunks * vector_bytes;
@@ -503,55 +645,126 @@ static void adder_forward_u8(const uint8_t* xp, const uint8_t* wp, int32_t* y, c
           STORE((sad_vec*)(tile[q] + FILTERS), b[q]);
         }
         const int64_t o0 = block * FILTERS, o1 = o0 + FILTER_BLOCK < r->o ? o0 + FILTER_BLOCK : r->o;
+        if (sums && count == TILE_PIXELS && o1 - o0 == FILTER_BLOCK) { /* a full tile: constant offsets, unrolled */
+          int32_t* base = sums + o0 * PIXELS_PER_BLOCK + q0 - p0;
+          for (int f = 0; f < FILTER_BLOCK; ++f)
+            for (int t = 0; t < TILE_PIXELS; ++t) base[f * PIXELS_PER_BLOCK + t] = -(int32_t)tile[t][f];
+          continue;
+        }
         for (int64_t o = o0; o < o1; ++o)
-          for (int64_t q = 0; q < count; ++q) y[(n * r->o + o) * pixels + q0 + q] = -(int32_t)tile[q][o - o0];
+          for (int64_t t = 0; t < count; ++t) {
+            if (sums)
+              sums[o * PIXELS_PER_BLOCK + q0 - p0 + t] = -(int32_t)tile[t][o - o0];
+            else
+              ((int32_t*)y)[(n * r->o + o) * pixels + q0 + t] = -(int32_t)tile[t][o - o0];
+          }
       }
     }
+    if (sums)
+      for (int64_t o = 0; o < r->o; ++o)
+        requantize_row(sums + o * PIXELS_PER_BLOCK, (uint8_t*)y + (n * r->o + o) * pixels + p0, p1 - p0, requant, o);
   }
 }
 
-static OrtStatus* compute_integer(void* kernel, OrtKernelContext* context) {
-  const AdderKernel* k = (const AdderKernel*)kernel;
+/* Input `index`'s data, which must hold exactly `count` values (a scalar counts as one; any rank
+ * whose dimensions multiply to `count` is taken, as ONNX Runtime's QLinearConv takes its scales). */
+static OrtStatus* values_of(const AdderKernel* k, OrtKernelContext* context, size_t index, const char* name, int64_t count, void** data) {
+  const OrtValue* v = NULL;
+  TRY(CALL(API_KernelContext_GetInput, GetInputFn, context, index, &v));
+  if (!v) return fail(k, name[0] == 'x' ? "input x_zero_point is missing" : "an input (multiplier, bias or y_zero_point) is missing", 0, 0, 0, 0);
+  int64_t dims[4];
+  size_t rank = 0;
+  TRY(shape_of(v, dims, &rank));
+  if (rank > 4) return fail(k, "an input of rank %lld where %lld values are expected (x_zero_point, multiplier, bias, y_zero_point)", (int64_t)rank, count, 0, 0);
+  int64_t total = 1;
+  for (size_t i = 0; i < rank; ++i) total = checked_mul(total, dims[i]);
+  if (total != count)
+    return fail(k, name[0] == 'x' ? "input x_zero_point must be one value (a scalar or shape [1]), it has %lld (rank %lld)"
+                                  : "inputs multiplier and bias must hold one value per filter and y_zero_point one: got %lld values where %lld are expected",
+                total, name[0] == 'x' ? (int64_t)rank : count, 0, 0);
+  *data = NULL;
+  if (count > 0) TRY(CALL(API_GetTensorMutableData, GetDataFn, (OrtValue*)v, data));
+  return (count > 0 && !*data) ? out_of_memory(k) : NULL;
+}
+
+static int is_finite(float v) {
+  uint32_t bits; /* by the bits: -ffast-math lets the compiler assume isfinite() is always true */
+  memcpy(&bits, &v, sizeof bits);
+  return (bits & 0x7f800000u) != 0x7f800000u;
+}
+
+/* Both integer nodes: int32 sums, or with the fused node's three extra inputs uint8 requantized. */
+static OrtStatus* compute_u8(AdderKernel* k, OrtKernelContext* context, int fused) {
   Run r;
-  TRY(prepare(k, context, 3, sizeof(int32_t), &r));
-  const OrtValue* zv = NULL;
-  TRY(CALL(API_KernelContext_GetInput, GetInputFn, context, 2, &zv));
-  if (!zv) return fail(k, "input x_zero_point is missing", 0, 0, 0, 0);
-  int64_t zs[4];
-  size_t z_rank = 0;
-  TRY(shape_of(zv, zs, &z_rank));
-  if (z_rank > 1 || (z_rank == 1 && zs[0] != 1))
-    return fail(k, "input x_zero_point must be one value (a scalar or shape [1]), it has rank %lld", (int64_t)z_rank, 0, 0, 0);
+  TRY(prepare(k, context, fused ? 6 : 3, fused ? sizeof(uint8_t) : sizeof(int32_t), &r));
+  void *z = NULL, *multiplier = NULL, *bias = NULL, *y_zero_point = NULL;
+  TRY(values_of(k, context, 2, "x_zero_point", 1, &z));
+  if (fused) {
+    TRY(values_of(k, context, 3, "multiplier", r.o, &multiplier));
+    TRY(values_of(k, context, 4, "bias", r.o, &bias));
+    TRY(values_of(k, context, 5, "y_zero_point", 1, &y_zero_point));
+    for (int64_t o = 0; o < r.o; ++o)
+      if (!is_finite(((const float*)multiplier)[o]) || !is_finite(((const float*)bias)[o]))
+        return fail(k, "inputs multiplier and bias must be finite; filter %lld is not", o, 0, 0, 0);
+  }
   if (r.k_len > 2147483647 / 255) /* the int32 sum of 255 per term */
     return fail(k, "a receptive field of %lld values could overflow the int32 output (at most %lld)", r.k_len, 2147483647 / 255, 0, 0);
   if (r.y_count == 0) return NULL;
-  void* z = NULL;
-  TRY(CALL(API_GetTensorMutableData, GetDataFn, (OrtValue*)zv, &z));
   Packing p;
-  if (!z || packing_of(&r, k, &p) < 0) return fail(k, "the input (%lld x %lld x %lld x %lld) is too large to index", r.n, r.c, r.h, r.w);
+  if (packing_of(&r, k, &p) < 0) return fail(k, "the input (%lld x %lld x %lld x %lld) is too large to index", r.n, r.c, r.h, r.w);
+  const int64_t scratch_bytes = fused ? checked_mul(checked_mul(checked_mul(thread_count(), r.o), PIXELS_PER_BLOCK), sizeof(int32_t)) : 0;
+  if (scratch_bytes < 0 || (uint64_t)scratch_bytes > SIZE_MAX) return fail(k, "%lld filters are too many to index", r.o, 0, 0, 0);
+  uint8_t* owned = NULL;
+  const uint8_t* wp = packed_weights(k, &r, &p, &owned);
   uint8_t* xp = (uint8_t*)malloc((size_t)p.image_bytes);
-  uint8_t* wp = (uint8_t*)malloc((size_t)p.weight_bytes);
-  if (!xp || !wp) {
+  int32_t* scratch = fused ? (int32_t*)malloc((size_t)scratch_bytes) : NULL;
+  if (!xp || !wp || (fused && !scratch)) {
     free(xp);
-    free(wp);
+    free(owned);
+    free(scratch);
     return out_of_memory(k);
   }
-  pack((const uint8_t*)r.x, (const uint8_t*)r.weight, *(const uint8_t*)z, xp, wp, &r, k, &p);
-  adder_forward_u8(xp, wp, (int32_t*)r.y, &r, k, &p);
+  const Requant q = {(const float*)multiplier, (const float*)bias, fused ? (int32_t)*(const uint8_t*)y_zero_point : 0, (int)k->relu};
+  const uint8_t zero_point = *(const uint8_t*)z;
+#pragma omp parallel /* one region: the packed image is complete at the barrier closing pack_image's loop */
+  {
+    pack_image((const uint8_t*)r.x, zero_point, xp, &r, k, &p);
+    adder_forward_u8(xp, wp, r.y, fused ? &q : NULL, scratch, &r, k, &p);
+  }
   free(xp);
-  free(wp);
+  free(owned);
+  free(scratch);
   return NULL;
+}
+
+static OrtStatus* compute_integer(void* kernel, OrtKernelContext* context) {
+  return compute_u8((AdderKernel*)kernel, context, 0);
+}
+
+static OrtStatus* compute_qlinear(void* kernel, OrtKernelContext* context) {
+  return compute_u8((AdderKernel*)kernel, context, 1);
 }
 
 /* ---- registration ---- */
 
-static void destroy(void* kernel) { free(kernel); }
+static void destroy(void* kernel) {
+  WeightCache* cache = ((AdderKernel*)kernel)->cache;
+  if (cache) {
+    free(cache->raw);
+    free(cache->packed);
+    free(cache);
+  }
+  free(kernel);
+}
 static const char* float_name(const OrtCustomOp* op) { (void)op; return "AdderConv2d"; }
 static const char* integer_name(const OrtCustomOp* op) { (void)op; return "AdderConv2dInteger"; }
+static const char* qlinear_name(const OrtCustomOp* op) { (void)op; return "QLinearAdderConv2d"; }
 static const char* op_provider(const OrtCustomOp* op) { (void)op; return "CPUExecutionProvider"; }
 static int float_type(const OrtCustomOp* op, size_t index) { (void)op; (void)index; return ONNX_FLOAT; }
 static int uint8_type(const OrtCustomOp* op, size_t index) { (void)op; (void)index; return ONNX_UINT8; }
 static int int32_type(const OrtCustomOp* op, size_t index) { (void)op; (void)index; return ONNX_INT32; }
+static int qlinear_input_type(const OrtCustomOp* op, size_t index) { (void)op; return index == 3 || index == 4 ? ONNX_FLOAT : ONNX_UINT8; }
+static size_t six(const OrtCustomOp* op) { (void)op; return 6; }
 static size_t three(const OrtCustomOp* op) { (void)op; return 3; }
 static size_t two(const OrtCustomOp* op) { (void)op; return 2; }
 static size_t one(const OrtCustomOp* op) { (void)op; return 1; }
@@ -567,6 +780,10 @@ static OrtCustomOp integer_op = {API_VERSION_NEEDED, NULL, integer_name, op_prov
                                  zero_at, zero_at, zero_at, one_int, one_int, one_int, one_int, create_integer, compute_integer, NULL,
                                  one_int, latest, {0}};
 
+static OrtCustomOp qlinear_op = {API_VERSION_NEEDED, NULL, qlinear_name, op_provider, qlinear_input_type, six, uint8_type, one, NULL,
+                                 destroy, zero_at, zero_at, zero_at, one_int, one_int, one_int, one_int, create_qlinear,
+                                 compute_qlinear, NULL, one_int, latest, {0}};
+
 typedef OrtStatus* (*CreateDomainFn)(const char*, OrtCustomOpDomain**);
 typedef OrtStatus* (*DomainAddFn)(OrtCustomOpDomain*, const OrtCustomOp*);
 typedef OrtStatus* (*AddDomainFn)(OrtSessionOptions*, OrtCustomOpDomain*);
@@ -581,6 +798,7 @@ OrtStatus* RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* base)
   TRY(CALL(API_CreateCustomOpDomain, CreateDomainFn, "kdforge", &domain));
   TRY(CALL(API_CustomOpDomain_Add, DomainAddFn, domain, &float_op));
   TRY(CALL(API_CustomOpDomain_Add, DomainAddFn, domain, &integer_op));
+  TRY(CALL(API_CustomOpDomain_Add, DomainAddFn, domain, &qlinear_op));
   return CALL(API_AddCustomOpDomain, AddDomainFn, options, domain);
 }
 

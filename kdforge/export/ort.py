@@ -42,10 +42,11 @@ from kdforge.errors import UserError
 from kdforge.export.onnx_file import load_model
 from kdforge.nn.adder_geometry import AdderGeometryError, node_attributes
 
-ADDER_DOMAIN, ADDER_OP, INTEGER_OP = "kdforge", "AdderConv2d", "AdderConv2dInteger"
-_INPUTS = {ADDER_OP: ("X", "W"), INTEGER_OP: ("X", "W", "x_zero_point")}
+ADDER_DOMAIN, ADDER_OP, INTEGER_OP, QLINEAR_OP = "kdforge", "AdderConv2d", "AdderConv2dInteger", "QLinearAdderConv2d"
+_INPUTS = {ADDER_OP: ("X", "W"), INTEGER_OP: ("X", "W", "x_zero_point"),
+           QLINEAR_OP: ("X", "W", "x_zero_point", "multiplier", "bias", "y_zero_point")}
 _CONTRIB_DOMAIN = "ai.onnx.contrib"
-_CONTRIB_OPS = {ADDER_OP: "KdforgeAdderConv2d", INTEGER_OP: "KdforgeAdderConv2dInteger"}
+_CONTRIB_OPS = {ADDER_OP: "KdforgeAdderConv2d", INTEGER_OP: "KdforgeAdderConv2dInteger", QLINEAR_OP: "KdforgeQLinearAdderConv2d"}
 _SCALAR_ATTRS = ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom", "pad_right")
 _registered = False
 # onnxruntime-extensions turns an exception inside a Python operator into std::terminate, which
@@ -67,16 +68,17 @@ def _register_adder_kernel() -> str:
     if not _registered:
         from kdforge.nn.adder_cpu import adder_conv2d_forward
 
-        def parked(op_type, compute):
-            """A Python operator that never raises (see _python_op_errors)."""
+        def parked(op_type, compute, output=np.float32, extra=()):
+            """A Python operator that never raises (see _python_op_errors); `extra` names the
+            attributes it passes after the inputs."""
             def kernel(*inputs, **attrs):
                 where = f"kdforge::{op_type} node '{attrs['node_name']}'"
                 try:
                     geometry = node_attributes([attrs[k] for k in _SCALAR_ATTRS[:2]], [attrs[k] for k in _SCALAR_ATTRS[2:]], where)
-                    return compute(*inputs, geometry, where)
+                    return compute(*inputs, *(attrs[k] for k in extra), geometry, where)
                 except Exception as e:
                     _python_op_errors.error = e
-                    return np.zeros((0,), np.float32)
+                    return np.zeros((0,), output)
             return kernel
 
         def adder(x, w, geometry, where):
@@ -92,11 +94,31 @@ def _register_adder_kernel() -> str:
             z = np.float32(np.ravel(zero_point)[0])
             return np.rint(adder(x.astype(np.float32) - z, w.astype(np.float32) - z, geometry, where)).astype(np.int32)
 
+        def qlinear_adder(x, w, zero_point, multiplier, bias, y_zero_point, relu, geometry, where):
+            """The fused node's requantization in numpy float32, in the contract's order."""
+            sums = integer_adder(x, w, zero_point, geometry, where).astype(np.float32)
+            o = sums.shape[1]
+            if multiplier.size != o or bias.size != o or np.size(y_zero_point) != 1:
+                raise AdderGeometryError(f"{where}: inputs multiplier and bias must hold one value per filter ({o}) and "
+                                         f"y_zero_point one: got {multiplier.size}, {bias.size} and {np.size(y_zero_point)}")
+            if not (np.isfinite(multiplier).all() and np.isfinite(bias).all()):
+                raise AdderGeometryError(f"{where}: inputs multiplier and bias must be finite")
+            v = sums * multiplier.astype(np.float32).reshape(1, o, 1, 1)
+            v = v + bias.astype(np.float32).reshape(1, o, 1, 1)
+            if relu not in (0, 1):
+                raise AdderGeometryError(f"{where}: attribute 'relu' must be 0 or 1, got {relu}")
+            if relu:
+                v = np.maximum(v, np.float32(0))
+            return np.clip(np.rint(v) + np.float32(np.ravel(y_zero_point)[0]), 0, 255).astype(np.uint8)
+
         attrs = {"node_name": PyCustomOpDef.dt_string, **{name: PyCustomOpDef.dt_int64 for name in _SCALAR_ATTRS}}
         onnx_op(op_type=_CONTRIB_OPS[ADDER_OP], inputs=[PyCustomOpDef.dt_float] * 2, outputs=[PyCustomOpDef.dt_float],
                 attrs=attrs)(parked(ADDER_OP, adder))
         onnx_op(op_type=_CONTRIB_OPS[INTEGER_OP], inputs=[PyCustomOpDef.dt_uint8] * 3, outputs=[PyCustomOpDef.dt_int32],
-                attrs=attrs)(parked(INTEGER_OP, integer_adder))
+                attrs=attrs)(parked(INTEGER_OP, integer_adder, np.int32))
+        uint8, single = PyCustomOpDef.dt_uint8, PyCustomOpDef.dt_float
+        onnx_op(op_type=_CONTRIB_OPS[QLINEAR_OP], inputs=[uint8, uint8, uint8, single, single, uint8], outputs=[uint8],
+                attrs={**attrs, "relu": PyCustomOpDef.dt_int64})(parked(QLINEAR_OP, qlinear_adder, np.uint8, ("relu",)))
         _registered = True
     return get_library_path()
 
@@ -117,7 +139,7 @@ def _import_extensions():
 
 
 NATIVE_SOURCE = Path(__file__).with_name("adder_ort_op.c")
-NATIVE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-Wl,-z,nodelete")
+NATIVE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC", "-Wl,-z,nodelete")
 
 
 def native_library() -> Path | None:
@@ -175,12 +197,15 @@ def check_adder_nodes(model: onnx.ModelProto, path) -> int:
 
 
 def rewrite_adder_nodes(model: onnx.ModelProto) -> int:
-    """kdforge::AdderConv2d(Integer) -> ai.onnx.contrib::KdforgeAdderConv2d(Integer) in place; returns how many."""
+    """kdforge::<adder node> -> ai.onnx.contrib::Kdforge<adder node> in place; returns how many."""
     nodes = _adder_nodes(model)
     for node in nodes:
         strides, pads = _node_lists(node)
+        relu = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "relu"), 0)
         del node.attribute[:]
         node.attribute.extend(onnx.helper.make_attribute(k, int(v)) for k, v in zip(_SCALAR_ATTRS, [*strides, *pads]))
+        if node.op_type == QLINEAR_OP:
+            node.attribute.append(onnx.helper.make_attribute("relu", relu if isinstance(relu, int) else -1))
         node.attribute.append(onnx.helper.make_attribute("node_name", node.name))
         node.domain, node.op_type = _CONTRIB_DOMAIN, _CONTRIB_OPS[node.op_type]
     if nodes:
@@ -203,6 +228,10 @@ def model_session(model: onnx.ModelProto, path, threads: int = 1, adder_kernel: 
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle threads stop spinning when a run returns: another session, or another process, gets the
+    # cores at once (measured: an AdderNet run straight after a CNN session's took 2x its time,
+    # for 30-50 ms, while the CNN session's threads spun; the CNN's own latency did not move)
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 4  # errors reach the caller as exceptions; ORT's own log lines would repeat them
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     set_threads = None

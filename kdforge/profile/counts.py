@@ -31,7 +31,7 @@ _CONV_TRANSPOSE = {"aten.conv_transpose2d.input", "aten.conv_transpose1d.default
 _LINEAR = {"aten.linear.default", "aten.addmm.default", "aten.mm.default", "aten.matmul.default", "aten.bmm.default",
            "aten.baddbmm.default"}
 _ATTENTION = {"aten.scaled_dot_product_attention.default"}
-_ADDER = {"kdforge.adder_conv2d.default", "kdforge.adder_conv2d_integer.default"}
+_ADDER = {"kdforge.adder_conv2d.default", "kdforge.adder_conv2d_integer.default", "kdforge.qlinear_adder_conv2d.default"}
 _NORM = {"aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default", "aten.layer_norm.default", "aten.group_norm.default"}
 _VIEWS = {"aten.view.default", "aten.reshape.default", "aten.flatten.using_ints", "aten.t.default", "aten.permute.default",
           "aten.squeeze.dim", "aten.unsqueeze.default", "aten.expand.default", "aten.alias.default", "aten.detach.default"}

@@ -154,7 +154,7 @@ def _node_cost(node, shapes: dict, weights: dict, graph: "_Graph") -> LayerCost 
 def _node_cost_of(node, shapes: dict, weights: dict, graph: "_Graph") -> LayerCost | None:
     name, op = node.name or node.output[0], node.op_type
     out = shapes.get(node.output[0]) if node.output else None
-    if node.domain == "kdforge" and op in ("AdderConv2d", "AdderConv2dInteger"):
+    if node.domain == "kdforge" and op in ("AdderConv2d", "AdderConv2dInteger", "QLinearAdderConv2d"):
         w = shapes.get(node.input[1])
         if out is None or w is None:
             return LayerCost(name, op, "unknown")
