@@ -34,7 +34,12 @@ def test_the_ablation_is_four_configs_that_differ_in_the_two_switches():
     assert len(ABLATION) == 4 and cells == {(True, True), (True, False), (False, True), (False, False)}
 
 
-@pytest.mark.parametrize("path", ABLATION + [CONFIGS / "imagenet_pkkd_resnet152_resnet18.yaml"], ids=lambda p: p.stem)
+def _fast_or_slow(path):  # the full method and the ImageNet pair in `make test`, the other three ablation cells under `slow`
+    fast = path.stem in ("cifar10_pkkd_ablation_kernel_progressive", "imagenet_pkkd_resnet152_resnet18")
+    return pytest.param(path, marks=() if fast else pytest.mark.slow, id=path.stem)
+
+
+@pytest.mark.parametrize("path", [_fast_or_slow(p) for p in ABLATION + [CONFIGS / "imagenet_pkkd_resnet152_resnet18.yaml"]])
 def test_each_pkkd_experiment_trains_on_digits(tmp_path, path):
     config = _on_digits(path, tmp_path)
     out = kdforge_cli("run", config, "--only", "data", "--only", "teacher", "--only", "distill")

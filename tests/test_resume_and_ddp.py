@@ -109,7 +109,7 @@ def test_a_run_killed_within_an_epoch_resumes_from_the_time_based_checkpoint_to_
     assert history[0] == history[1]
 
 
-@pytest.mark.parametrize("checkpoint_minutes", [10, 0], ids=["epoch checkpoints", "a checkpoint every step"])
+@pytest.mark.parametrize("checkpoint_minutes", [pytest.param(10, marks=pytest.mark.slow), 0], ids=["epoch checkpoints", "a checkpoint every step"])
 def test_two_cpu_processes_train_one_consistent_model(tmp_path, checkpoint_minutes):
     """With a checkpoint every step, rank 0's decision and the epoch's partial sums go through
     the process group; the run must still agree with its checkpoint."""

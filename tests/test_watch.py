@@ -13,7 +13,7 @@ def _teacher(log_every: int) -> dict:
     return {"model": "resnet8", "train": {"epochs": 2, "batch_size": 128, "lr": 0.05, "log_every": log_every}}
 
 
-@pytest.mark.parametrize("log_every", [2, 4])
+@pytest.mark.parametrize("log_every", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_a_run_without_a_terminal_prints_a_line_every_log_every_steps_and_records_its_scalars(tmp_path, log_every):
     student = tiny_config("unused")["students"][0]
     out = run_tiny(tmp_path, [student], teacher=_teacher(log_every))
