@@ -17,9 +17,11 @@
  * products do not overflow. A failed check is a status naming the node and the attribute or input,
  * which ONNX Runtime raises as an exception; never a signal.
  *
- * The kernel is the CPU algorithm of kdforge/nn/adder_cpu.py: blocks of output pixels of one
- * image gather their receptive fields into a small buffer, then the L1 distance of four pixels
- * to each filter, the inner loop over C*kh*kw vectorised by the compiler; OpenMP across blocks.
+ * The float kernel packs one image at a time into a padded channels-last buffer and the weights so
+ * that one vector holds one weight of LANES filters; a register tile of 8 pixels x LANES filters
+ * then takes, per weight position, the pixel's value broadcast, a subtraction, an absolute value
+ * (a mask) and an accumulation: the filters are the lanes, no horizontal sums (the same layout
+ * as the integer kernel below). OpenMP shares each image's rows and tiles among the threads.
  * A kernel object is read-only after creation but for the integer kernels' packed-weight cache,
  * which is published once with an atomic compare-and-swap, so one session may run on many threads at once.
  *
@@ -318,56 +320,104 @@ static OrtStatus* prepare(const AdderKernel* k, OrtKernelContext* context, size_
 /* ---- float: kdforge::AdderConv2d ---- */
 
 #define PIXELS_PER_BLOCK 32
+#if defined(__AVX512F__)
+#define LANES 16
+#elif defined(__AVX__)
+#define LANES 8
+#else
+#define LANES 4
+#endif
+typedef float vfloat __attribute__((vector_size(LANES * sizeof(float))));
+typedef int32_t vint __attribute__((vector_size(LANES * sizeof(float))));
+/* acc + d as an FMA with multiplier 1 (exact: one rounding, as the addition), where there are FMA
+ * units: AMD's Zen cores run additions and FMAs on different pipes, so the subtraction and the
+ * accumulation of each term no longer queue for the same two */
+#if defined(__AVX512F__)
+#define ACCUMULATE(acc, d) ((vfloat)_mm512_fmadd_ps((__m512)(d), _mm512_set1_ps(1.0f), (__m512)(acc)))
+#elif defined(__FMA__) && LANES == 8
+#define ACCUMULATE(acc, d) ((vfloat)_mm256_fmadd_ps((__m256)(d), _mm256_set1_ps(1.0f), (__m256)(acc)))
+#else
+#define ACCUMULATE(acc, d) ((acc) + (d))
+#endif
+#define FLOAT_TILE 8 /* pixels per register tile, against one vector of LANES filters */
 
-static void adder_forward(const float* x, const float* w, float* y, float* scratch, const Run* r, const AdderKernel* k) {
-  const int64_t c_in = r->c, h = r->h, wd = r->w, n_out = r->o, kh = r->kh, kw = r->kw, wo = r->wo;
-  const int64_t pixels = r->ho * wo, k_len = r->k_len;
-  const int64_t blocks = (pixels + PIXELS_PER_BLOCK - 1) / PIXELS_PER_BLOCK;
-#pragma omp parallel
-  {
-    float* cols = scratch + thread_index() * PIXELS_PER_BLOCK * k_len;
+/* W[o, c, u, v] -> wp[block of LANES filters][t = (u, v, c)][filter in block], filters beyond O 0
+ * (their sums are computed and dropped): one vector load gives LANES filters' weight at t. */
+static void pack_float_weights(const float* w, float* wp, const Run* r) {
+  const int64_t blocks = (r->o + LANES - 1) / LANES, field = r->kh * r->kw;
 #pragma omp for schedule(static)
-    for (int64_t task = 0; task < r->n * blocks; ++task) {
-      const int64_t n = task / blocks, p0 = (task % blocks) * PIXELS_PER_BLOCK;
-      const int64_t p1 = p0 + PIXELS_PER_BLOCK < pixels ? p0 + PIXELS_PER_BLOCK : pixels;
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t i = p / wo, j = p % wo;
-        float* row = cols + (p - p0) * k_len;
-        for (int64_t c = 0; c < c_in; ++c)
-          for (int64_t u = 0; u < kh; ++u) {
-            const int64_t hi = i * k->sh - k->ph + u;
-            for (int64_t v = 0; v < kw; ++v) {
-              const int64_t wj = j * k->sw - k->pw + v;
-              row[(c * kh + u) * kw + v] = (hi >= 0 && hi < h && wj >= 0 && wj < wd) ? x[((n * c_in + c) * h + hi) * wd + wj] : 0.0f;
+  for (int64_t block = 0; block < blocks; ++block)
+    for (int64_t t = 0; t < r->k_len; ++t) {
+      const int64_t uv = t / r->c, c = t % r->c;
+      for (int64_t f = 0; f < LANES; ++f) {
+        const int64_t o = block * LANES + f;
+        wp[(block * r->k_len + t) * LANES + f] = o < r->o ? w[(o * r->c + c) * field + uv] : 0.0f;
+      }
+    }
+}
+
+/* Image n of X -> xp[h + 2 ph][w + 2 pw][c], the border 0. Called inside a parallel region. */
+static void pack_float_image(const float* x, int64_t n, float* xp, const Run* r, const AdderKernel* k, int64_t hp, int64_t wp) {
+#pragma omp for schedule(static)
+  for (int64_t row = 0; row < hp; ++row) {
+    const int64_t hi = row - k->ph;
+    float* dst = xp + row * wp * r->c;
+    if (hi < 0 || hi >= r->h) {
+      memset(dst, 0, (size_t)(wp * r->c) * sizeof(float));
+      continue;
+    }
+    memset(dst, 0, (size_t)(k->pw * r->c) * sizeof(float));
+    memset(dst + (k->pw + r->w) * r->c, 0, (size_t)((wp - k->pw - r->w) * r->c) * sizeof(float));
+    for (int64_t c = 0; c < r->c; ++c) {
+      const float* src = x + ((n * r->c + c) * r->h + hi) * r->w;
+      float* out = dst + k->pw * r->c + c;
+      for (int64_t j = 0; j < r->w; ++j) out[j * r->c] = src[j];
+    }
+  }
+}
+
+/* One image at a time: packed channels-last (its padded rows shared among the threads), then
+ * tiles of FLOAT_TILE pixels x LANES filters shared likewise: per t = (u, v, c), one weight
+ * vector, each pixel's value broadcast, and a subtraction, an absolute value (a mask) and an
+ * addition per pixel; the filters are the vector lanes, so no horizontal sums. Called inside a
+ * parallel region. */
+static void adder_forward(const float* x, const float* wp, float* y, float* xp, const Run* r, const AdderKernel* k) {
+  const int64_t pixels = r->ho * r->wo, k_len = r->k_len, c_in = r->c;
+  const int64_t hp = r->h + 2 * k->ph, wpad = r->w + 2 * k->pw;
+  const int64_t filter_blocks = (r->o + LANES - 1) / LANES, tiles = (pixels + FLOAT_TILE - 1) / FLOAT_TILE;
+  const vint magnitude = (vint){} + 0x7fffffff;
+  for (int64_t n = 0; n < r->n; ++n) {
+    pack_float_image(x, n, xp, r, k, hp, wpad); /* ends in a barrier */
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tiles * filter_blocks; ++task) {
+      const int64_t block = task % filter_blocks, q0 = (task / filter_blocks) * FLOAT_TILE;
+      const int64_t count = pixels - q0 < FLOAT_TILE ? pixels - q0 : FLOAT_TILE;
+      const float* f = wp + block * k_len * LANES;
+      const float* field[FLOAT_TILE]; /* a short tile repeats its first pixel */
+      for (int q = 0; q < FLOAT_TILE; ++q) {
+        const int64_t pixel = q0 + (q < count ? q : 0), i = pixel / r->wo, j = pixel % r->wo;
+        field[q] = xp + (i * k->sh * wpad + j * k->sw) * c_in;
+      }
+      vfloat a[FLOAT_TILE];
+      for (int q = 0; q < FLOAT_TILE; ++q) a[q] = (vfloat){};
+      int64_t t = 0;
+      for (int64_t u = 0; u < r->kh; ++u)
+        for (int64_t v = 0; v < r->kw; ++v) {
+          const int64_t offset = (u * wpad + v) * c_in;
+          for (int64_t c = 0; c < c_in; ++c, ++t) {
+            vfloat w0;
+            memcpy(&w0, f + t * LANES, sizeof w0);
+            for (int q = 0; q < FLOAT_TILE; ++q) {
+              const vfloat xq = (vfloat){} + field[q][offset + c];
+              a[q] = ACCUMULATE(a[q], (vfloat)((vint)(xq - w0) & magnitude));
             }
           }
-      }
-      int64_t q = 0;
-      for (; q + 4 <= p1 - p0; q += 4) {
-        const float *r0 = cols + q * k_len, *r1 = r0 + k_len, *r2 = r1 + k_len, *r3 = r2 + k_len;
-        for (int64_t o = 0; o < n_out; ++o) {
-          const float* f = w + o * k_len;
-          float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-          for (int64_t t = 0; t < k_len; ++t) {
-            const float wt = f[t];
-            a0 += __builtin_fabsf(r0[t] - wt);
-            a1 += __builtin_fabsf(r1[t] - wt);
-            a2 += __builtin_fabsf(r2[t] - wt);
-            a3 += __builtin_fabsf(r3[t] - wt);
-          }
-          float* out = y + (n * n_out + o) * pixels + p0 + q;
-          out[0] = -a0; out[1] = -a1; out[2] = -a2; out[3] = -a3;
         }
-      }
-      for (; q < p1 - p0; ++q) {
-        const float* row = cols + q * k_len;
-        for (int64_t o = 0; o < n_out; ++o) {
-          const float* f = w + o * k_len;
-          float acc = 0;
-          for (int64_t t = 0; t < k_len; ++t) acc += __builtin_fabsf(row[t] - f[t]);
-          y[(n * n_out + o) * pixels + p0 + q] = -acc;
-        }
-      }
+      float tile[FLOAT_TILE][LANES];
+      for (int q = 0; q < FLOAT_TILE; ++q) memcpy(tile[q], &a[q], sizeof a[q]);
+      const int64_t o0 = block * LANES, o1 = o0 + LANES < r->o ? o0 + LANES : r->o;
+      for (int64_t o = o0; o < o1; ++o)
+        for (int64_t q = 0; q < count; ++q) y[(n * r->o + o) * pixels + q0 + q] = -tile[q][o - o0];
     }
   }
 }
@@ -377,13 +427,25 @@ static OrtStatus* compute_float(void* kernel, OrtKernelContext* context) {
   Run r;
   TRY(prepare(k, context, 2, sizeof(float), &r));
   if (r.y_count == 0) return NULL;
-  const int64_t scratch_count = checked_mul(checked_mul(thread_count(), PIXELS_PER_BLOCK), r.k_len);
-  if (scratch_count < 0 || checked_mul(scratch_count, sizeof(float)) < 0 || (uint64_t)scratch_count * sizeof(float) > SIZE_MAX)
-    return fail(k, "the receptive field (%lld values) is too large to index", r.k_len, 0, 0, 0);
-  float* scratch = (float*)malloc((size_t)scratch_count * sizeof(float));
-  if (!scratch) return out_of_memory(k);
-  adder_forward((const float*)r.x, (const float*)r.weight, (float*)r.y, scratch, &r, k);
-  free(scratch);
+  const int64_t image_count = checked_mul(checked_mul(checked_add(r.h, checked_mul(2, k->ph)), checked_add(r.w, checked_mul(2, k->pw))), r.c);
+  const int64_t packed_count = checked_mul(checked_mul((r.o + LANES - 1) / LANES, LANES), r.k_len);
+  if (image_count < 0 || packed_count < 0 || checked_mul(image_count, sizeof(float)) < 0 || checked_mul(packed_count, sizeof(float)) < 0 ||
+      (uint64_t)image_count * sizeof(float) > SIZE_MAX || (uint64_t)packed_count * sizeof(float) > SIZE_MAX)
+    return fail(k, "the input (%lld x %lld x %lld) or the weight is too large to index", r.c, r.h, r.w, 0);
+  float* image = (float*)malloc((size_t)image_count * sizeof(float));
+  float* packed = (float*)malloc((size_t)packed_count * sizeof(float));
+  if (!image || !packed) {
+    free(image);
+    free(packed);
+    return out_of_memory(k);
+  }
+#pragma omp parallel /* every loop inside is shared among the region's threads and ends in a barrier */
+  {
+    pack_float_weights((const float*)r.weight, packed, &r);
+    adder_forward((const float*)r.x, packed, (float*)r.y, image, &r, k);
+  }
+  free(image);
+  free(packed);
   return NULL;
 }
 
