@@ -187,6 +187,17 @@ def test_adder_layers_fuse_with_their_batch_norm_and_relu(tmp_path):
     assert "QLinearAdd" in {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
 
 
+def test_a_batch_norm_without_running_statistics_stays_a_layer_of_its_own():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(AdderConv2d(3, 4, 3), torch.nn.BatchNorm2d(4, track_running_stats=False), torch.nn.ReLU()).eval()
+    images = torch.rand(8, 3, 6, 6)
+    twin = quantize_adder_layers(model, images)
+    fused = [m for m in twin.modules() if isinstance(m, QLinearAdderConv2d)]
+    assert len(fused) == 1 and not fused[0].relu and any(isinstance(m, torch.nn.BatchNorm2d) for m in twin.modules())
+    with torch.no_grad():
+        assert float((twin(images) - model(images)).abs().max()) < 0.1
+
+
 def test_a_model_torch_fx_cannot_trace_gets_one_int8_layer_per_adder_layer(caplog):
     class DataDependent(torch.nn.Module):
         def __init__(self):
@@ -230,6 +241,13 @@ def test_only_dequantize_quantize_pairs_of_equal_parameters_are_dropped():
     assert drop_identity_requantization(model) == 1
     assert [n.op_type for n in model.graph.node] == ["DequantizeLinear", "QuantizeLinear", "Relu", "Identity"]
     assert model.graph.node[-1].input[0] == "x"
+    branch = helper.make_graph([helper.make_node("Identity", ["d"], ["inner"])], "branch", [],
+                               [helper.make_tensor_value_info("inner", TensorProto.FLOAT, [4])])
+    with_subgraph = helper.make_model(helper.make_graph(
+        nodes + [helper.make_node("If", ["cond"], ["picked"], then_branch=branch, else_branch=branch)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [4]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("picked", TensorProto.FLOAT, [4])], q_params("a", 0.5, 3) + q_params("b", 0.25, 3)))
+    assert drop_identity_requantization(with_subgraph) == 0  # its branches may read any outer name
 
 
 def test_an_int8_adder_student_runs_through_every_stage(tmp_path):

@@ -132,15 +132,15 @@ class _Tracer(fx.Tracer):
 
 def _groups(graph: fx.GraphModule) -> list[tuple[fx.Node, fx.Node | None, fx.Node | None]]:
     """(adder, batch norm or None, ReLU or None) for every adder layer: the norm where it is the
-    adder's only reader, the ReLU where it is the norm's only reader."""
+    adder's only reader and keeps running statistics, the ReLU where it is the norm's only reader."""
     modules = dict(graph.named_modules())
 
     def only_reader(node, accept):
         users = list(node.users)
         return users[0] if len(users) == 1 and accept(users[0]) else None
 
-    def is_norm(n):
-        return n.op == "call_module" and isinstance(modules[n.target], nn.BatchNorm2d)
+    def is_norm(n):  # one with running statistics: a fixed affine in eval mode
+        return n.op == "call_module" and isinstance(modules[n.target], nn.BatchNorm2d) and modules[n.target].running_var is not None
 
     def is_relu(n):
         return ((n.op == "call_module" and isinstance(modules[n.target], nn.ReLU))

@@ -38,8 +38,11 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int 
 def drop_identity_requantization(model: onnx.ModelProto) -> int:
     """Removes every DequantizeLinear -> QuantizeLinear pair whose scales and zero points are
     equal constants (the QuantizeLinear's readers read the DequantizeLinear's input); returns how
-    many. A DequantizeLinear with other readers stays for them."""
+    many. A DequantizeLinear with other readers stays for them. A graph with subgraphs (If, Loop,
+    Scan), whose nodes may read the outer names, is left as it is."""
     graph = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        return 0
     constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     constants.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in graph.node
                       if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
