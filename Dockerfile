@@ -10,11 +10,10 @@ COPY pyproject.toml README.md ./
 COPY kdforge ./kdforge
 COPY configs ./configs
 COPY docker ./docker
-# Keep the container's own torch, triton and tensorrt; install the rest, with ONNX Runtime's GPU
-# build in place of the CPU wheel kdforge's own dependencies name.
-RUN pip install --no-cache-dir -e . \
- && pip uninstall -y onnxruntime \
- && pip install --no-cache-dir onnxruntime-gpu \
+# Keep the container's own torch, triton and tensorrt; install the rest with the `gpu` extra:
+# ONNX Runtime's GPU build (never the CPU wheel) and DALI. The check fails the build where
+# TensorRT, ONNX Runtime's CUDA provider, DALI or kdforge's native kernels are missing.
+RUN pip install --no-cache-dir -e '.[gpu]' \
  && python docker/build_check.py
 
 CMD ["kdforge", "run", "configs/digits_demo.yaml", "--set", "device=cuda", "--set", "export.tensorrt=true", "--set", "run_dir=runs/digits_demo_tensorrt"]

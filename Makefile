@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 TORCH ?= torch==2.13.0
 TORCHVISION ?= torchvision==0.29.1
 
-.PHONY: setup demo test test-all fuzz bench clean
+.PHONY: setup demo test test-all fuzz bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[cpu,dali,dev]'
 	# torchvision's model definitions only, for the count cross-check (its wheel does not import
 	# against the pinned torch); the tests skip it where the package index cannot be reached
 	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "$(TORCHVISION)"
@@ -40,6 +40,14 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+# on a CUDA machine: what only a GPU shows (gpu/tensorrt tests, kernel timings, ONNX Runtime's CUDA
+# provider, DALI's GPU decoding, a ResNet-50 AMP step) into gpu_check.json, within 10 minutes.
+# GPU_PYTHON is the Python that has CUDA PyTorch with kdforge installed (pip install -e '.[gpu,dev]'
+# or the Docker image); this file's venv has the CPU build.
+GPU_PYTHON ?= python3
+gpu-check:
+	timeout 600 $(GPU_PYTHON) -m kdforge.gpu_check --out gpu_check.json --budget 500
 
 clean:
 	rm -rf runs .pytest_cache

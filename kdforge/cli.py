@@ -17,6 +17,7 @@ from kdforge.profile.targets import TARGET_NAMES
 
 def _cmd_run(args) -> None:
     from kdforge.config import load_config
+    from kdforge.export import ort  # noqa: F401 - before training: export and profile need ONNX Runtime
     from kdforge.pipeline.runner import run_pipeline
 
     cfg = load_config(args.config, tuple(args.set or ()))

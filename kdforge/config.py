@@ -58,6 +58,8 @@ class DataConfig(Section):
     augment: Optional[AugmentConfig] = None
     num_workers: Optional[int] = Field(None, ge=0, description="training loader worker processes (default: image folders "
                                        "one per core, in-memory data sets none)")
+    backend: Literal["torch", "dali"] = Field("torch", description="folder and webdataset data: the training loader, "
+                                              "PyTorch worker processes or NVIDIA DALI (nvJPEG on a GPU)")
     teacher_classes: Optional[list[int]] = Field(None, description="cross-task: the classes the teacher learns")
     student_classes: Optional[list[int]] = Field(None, description="cross-task: the classes the students learn")
     overlap: Optional[float] = Field(None, ge=0, le=1, description="cross-task: draw both class sets with this share in common")
@@ -67,6 +69,8 @@ class DataConfig(Section):
     def _root_and_augment(self):
         if self.name != "digits" and self.root is None:
             raise ValueError(f"data set '{self.name}' reads from a local folder; set data.root")
+        if self.backend == "dali" and self.name not in ("folder", "webdataset"):
+            raise ValueError(f"data.backend dali decodes image files; data set '{self.name}' is held in memory, use backend torch")
         if self.overlap is not None and (self.teacher_classes or self.student_classes):
             raise ValueError("give either data.overlap or explicit class lists, not both")
         if self.augment is None:  # digits are not mirror-symmetric and only 8 pixels wide

@@ -39,8 +39,8 @@ def check_declared_input(shape, what: str, max_bytes: int = MAX_TENSOR_MIB << 20
                         f"{max_bytes / MiB:,.0f} MiB kdforge allocates for one declared tensor.")
 
 
-def open_regular(path: Path, what: str):
-    """`path` opened for binary reading, a UserError unless it is an existing regular file."""
+def _regular_descriptor(path: Path, what: str) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of `path` and its status, a UserError unless it is an existing regular file."""
     path = Path(path)
     where = printable(str(path))
     try:
@@ -51,23 +51,38 @@ def open_regular(path: Path, what: str):
         raise UserError(f"{what} {where} is a folder; kdforge reads only regular files.") from None
     except OSError as e:
         raise UserError(f"{what} {where} cannot be opened ({e.strerror}).") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
         os.close(fd)
-        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
+        kind = "a folder" if stat.S_ISDIR(status.st_mode) else "not a regular file (a device, pipe or socket)"
         raise UserError(f"{what} {where} is {kind}; kdforge reads only regular files.")
-    return os.fdopen(fd, "rb")
+    return fd, status
+
+
+def open_regular(path: Path, what: str):
+    """`path` opened for binary reading, a UserError unless it is an existing regular file."""
+    return os.fdopen(_regular_descriptor(path, what)[0], "rb")
 
 
 def read_bytes(path: Path, what: str, limit: int) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes."""
-    with open_regular(path, what) as f:
-        size = os.fstat(f.fileno()).st_size  # before reading: a sparse file can claim a terabyte of zeros
-        data = b"" if size > limit else f.read(size + 1)  # read(n) allocates n bytes first; +1 sees a file that grew
-    if size > limit or len(data) > limit:
+    """The bytes of a regular file of at most `limit` bytes (unbuffered: a training image is read
+    in one system call)."""
+    fd, status = _regular_descriptor(path, what)
+    size = status.st_size  # before reading: a sparse file can claim a terabyte of zeros
+    chunks, total = [], 0
+    try:
+        while size <= limit and total <= limit:
+            chunk = os.read(fd, max(size - total, 0) + 1)  # +1 sees a file that grew
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit or total > limit:
         raise UserError(f"{what} {printable(str(path))} is larger than {limit // MiB:,} MiB, more than such a file ever "
                         f"holds; it is not read.")
-    return data
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def read_text(path: Path, what: str, limit: int) -> str:

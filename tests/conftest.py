@@ -89,3 +89,16 @@ def write_config(tmp_path):
         path.write_text(yaml.safe_dump(cfg))
         return path
     return write
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip where no CUDA device is, `tensorrt` tests where TensorRT does not import
+    (`make gpu-check` selects both on any GPU machine, with or without TensorRT)."""
+    import importlib.util
+
+    missing = {"gpu": None if torch.cuda.is_available() else "needs a CUDA GPU",
+               "tensorrt": None if importlib.util.find_spec("tensorrt") else "needs TensorRT"}
+    for item in items:
+        reasons = [reason for mark, reason in missing.items() if reason and mark in item.keywords]
+        if reasons:
+            item.add_marker(pytest.mark.skip(reason=", ".join(reasons)))

@@ -81,3 +81,16 @@ def test_profile_command_on_a_training_checkpoint(tmp_path):
         out = _kdforge("profile", checkpoint)
         assert out.returncode == 0, out.stderr
         assert params in out.stdout and "training checkpoint" in out.stdout
+
+
+def test_without_onnxruntime_a_run_names_the_extra_to_install_before_it_trains(tmp_path):
+    """ONNX Runtime's CPU and GPU builds are the `cpu` and `gpu` extras (they install the same module)."""
+    from conftest import assert_one_sentence, kdforge_cli
+
+    (tmp_path / "onnxruntime").mkdir()
+    (tmp_path / "onnxruntime" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    from pathlib import Path
+
+    out = kdforge_cli("run", Path(__file__).parents[1] / "configs" / "digits_demo.yaml", "--run-dir", tmp_path / "run", env={"PYTHONPATH": str(tmp_path)})
+    assert_one_sentence(out, "install kdforge with pip install 'kdforge[cpu]', or 'kdforge[gpu]'")
+    assert not (tmp_path / "run").exists()

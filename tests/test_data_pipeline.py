@@ -54,7 +54,8 @@ def test_no_two_samples_or_epochs_share_draws():
 
 
 def test_large_jpegs_decode_at_a_reduced_scale_and_match_a_full_decode(tmp_path):
-    from kdforge.train.data.folder import ImageFolder, reduction
+    from kdforge.train.data.crops import reduction
+    from kdforge.train.data.folder import ImageFolder
 
     assert reduction((0, 0, 800, 800), 224) == 2  # 1/4 would leave the box 200 px
     assert reduction((0, 0, 1800, 1900), 224) == 8 and reduction((100, 100, 300, 300), 224) == 1
@@ -63,9 +64,92 @@ def test_large_jpegs_decode_at_a_reduced_scale_and_match_a_full_decode(tmp_path)
     Image.fromarray(smooth).save(tmp_path / "big.jpg", quality=95)
     Image.fromarray(smooth).save(tmp_path / "big.png")
     jpeg, png = (ImageFolder([(tmp_path / name, 0)], 64, train=True) for name in ("big.jpg", "big.png"))
-    for epoch in range(4):  # the scaled JPEG decode (OpenCV) and the full PNG decode (PIL) give the same crop
+    for epoch in range(4):  # the scaled JPEG decode (libjpeg-turbo) and the full PNG decode (PIL) give the same crop
         a, b = jpeg[(0, epoch)][0].float(), png[(0, epoch)][0].float()
         assert a.shape == b.shape == (3, 64, 64) and (a - b).abs().mean() < 12
+
+
+def _photo(height: int, width: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width]
+    return np.stack([(xx * 3) % 256, (yy * 2) % 256, ((xx + yy) * 5 // 3) % 256], -1).astype(np.uint8)
+
+
+def _saved(tmp_path, name: str, image: Image.Image, **options):
+    image.save(tmp_path / name, **options)
+    return tmp_path / name
+
+
+IMAGE_KINDS = {  # how users' folders hold their images: each goes through libjpeg-turbo or through PIL
+    "jpeg-420": lambda d: _saved(d, "a.jpg", Image.fromarray(_photo(300, 410)), quality=90),
+    "jpeg-444-progressive": lambda d: _saved(d, "a.jpg", Image.fromarray(_photo(333, 250)), quality=95, subsampling=0, progressive=True),
+    "jpeg-grey": lambda d: _saved(d, "a.jpg", Image.fromarray(_photo(280, 300)[..., 0]), quality=90),
+    "jpeg-cmyk": lambda d: _saved(d, "a.jpg", Image.fromarray(_photo(260, 300)).convert("CMYK"), quality=95),
+    "png-named-jpg": lambda d: _saved(d, "a.jpg", Image.fromarray(_photo(300, 310)), format="PNG"),
+    "webp": lambda d: _saved(d, "a.webp", Image.fromarray(_photo(240, 320)), lossless=True),
+}
+
+
+@pytest.mark.parametrize("kind", IMAGE_KINDS)
+def test_a_training_batch_holds_each_images_crop_as_a_full_pil_decode_gives_it(tmp_path, kind):
+    """The batch path (header, decode into a buffer, crop view, resize, flip) against the plain
+    recipe written out here: PIL decodes the whole image, the drawn box is cut and resized, and
+    flipped where the last draw says so."""
+    import cv2
+
+    from kdforge.train.data.crops import DRAWS, crop_box
+    from kdforge.train.data.folder import ImageFolder
+
+    path = IMAGE_KINDS[kind](tmp_path)
+    data = ImageFolder([(path, 4)] * 6, 160, train=True, seed=7)  # over half the short side: no reduced-scale decoding
+    keys = [(i, epoch) for i in range(6) for epoch in (0, 1)]
+    images, labels = data.__getitems__(keys)
+    assert images.shape == (12, 3, 160, 160) and images.dtype == torch.uint8 and labels.tolist() == [4] * 12
+    whole = np.asarray(Image.open(path).convert("RGB"))
+    flips = 0
+    for row, (index, epoch) in enumerate(keys):
+        u = sample_uniforms(7, epoch, [index], DRAWS)[0]
+        left, top, right, bottom = crop_box(whole.shape[1], whole.shape[0], u)
+        expected = cv2.resize(whole[top:bottom, left:right], (160, 160), interpolation=cv2.INTER_LINEAR)
+        if u[-1] < 0.5:
+            expected, flips = expected[:, ::-1], flips + 1
+        got = images[row].permute(1, 2, 0).numpy().astype(int)
+        assert np.abs(got - expected).mean() < 1.5, (kind, row)  # two libjpeg-turbo builds may round a few pixels apart
+        assert torch.equal(data[(index, epoch)][0], images[row])
+    assert 0 < flips < 12
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\xff\xd8\xff\xe0" + b"\x00" * 20, "half"],
+                         ids=["empty", "text", "header-only", "truncated"])
+def test_a_broken_training_image_is_named_in_one_sentence(tmp_path, content):
+    from kdforge.errors import UserError
+    from kdforge.train.data.folder import ImageFolder
+
+    good = _saved(tmp_path, "good.jpg", Image.fromarray(_photo(200, 220)), quality=90)
+    if content == "half":
+        content = good.read_bytes()[:len(good.read_bytes()) // 2]
+    (tmp_path / "broken.jpg").write_bytes(content)
+    data = ImageFolder([(good, 0), (tmp_path / "broken.jpg", 1)], 32, train=True)
+    with pytest.raises(UserError, match="broken.jpg is not a readable image"):
+        data.__getitems__([(0, 0), (1, 0)])
+
+
+def test_reused_shared_memory_slots_never_change_a_batch_its_consumer_holds(tmp_path):
+    """One worker, 20 batches, 6 slots: the training loop's borrowed batches are right while it
+    holds them, and batches a consumer keeps (the default loader copies them out) stay right."""
+    from kdforge.train.data.folder import ImageFolder
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(40):
+        paths.append(_saved(tmp_path, f"{i}.jpg", Image.fromarray(rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)), quality=90))
+    data = ImageFolder([(p, i % 3) for i, p in enumerate(paths)], 24, train=True, seed=2)
+    batches = EpochBatches(data, TrainConfig(batch_size=2), seed=2, world=1)
+    expected = [torch.stack([data[key][0] for key in keys]) for keys in batches]
+    borrowed = train_loader(data, batches, 1, torch.device("cpu"), seed=2, borrowed=True)
+    for (x, _), want in zip(borrowed, expected, strict=True):
+        assert torch.equal(x, want)
+    kept = [x for x, _ in train_loader(data, batches, 1, torch.device("cpu"), seed=2)]
+    assert len(kept) == 20 and all(torch.equal(x, want) for x, want in zip(kept, expected))
 
 
 def test_the_default_worker_count_uses_the_cores_for_folders_only(monkeypatch):
@@ -86,8 +170,13 @@ def test_data_bench_prints_the_loader_rate_the_decode_limit_and_their_ratio(tmp_
     out = kdforge_cli("data", "bench", config, "--steps", "3", "--set", "data.num_workers=2")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("training loader:") and "(2 worker(s), batch 4, 3 batches)" in lines[0]
-    assert "decode only, one core" in lines[1] and float(lines[2].rsplit(" ", 1)[1]) > 0
+    assert lines[0].startswith("decode only, one core:")
+    for line, backend in zip(lines[1:3], ("torch", "dali"), strict=True):
+        assert line.startswith(f"training loader ({backend}):") and "batch 4, 3 batches)" in line
+        assert float(line.rsplit(" ", 1)[1]) > 0
+    assert "(2 worker(s)" in lines[1] and "(2 thread(s)" in lines[2]
+    stages = lines[3].split(": ", 1)[1].split(" = ")[0]
+    assert [part.rsplit(" ", 2)[0] for part in stages.split(", ")][:2] == ["read", "header and draws"]
     assert_one_sentence(kdforge_cli("data", "bench", config, "--steps", "0"), "--steps must be at least 1")
 
 

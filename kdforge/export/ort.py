@@ -36,9 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from kdforge.errors import UserError
+
+try:
+    import onnxruntime as ort
+except ImportError:  # kdforge names the two builds as extras: they install the same module and conflict
+    raise UserError("ONNX Runtime is not installed; install kdforge with pip install 'kdforge[cpu]', or 'kdforge[gpu]' "
+                    "on a CUDA machine (onnxruntime-gpu).") from None
 from kdforge.export.onnx_file import load_model
 from kdforge.nn.adder_geometry import AdderGeometryError, node_attributes
 

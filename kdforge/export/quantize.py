@@ -38,6 +38,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, for_tens
     """Writes the INT8 QDQ twin of `fp32_path` to `int8_path`, calibrated on `images` (N, C, H, W):
     U8S8 for ONNX Runtime, or with `for_tensorrt` signed, symmetric int8 activations (zero point 0),
     the only Q/DQ TensorRT's explicit quantisation takes."""
+    from kdforge.export.ort import ort  # noqa: F401 - says which extra installs ONNX Runtime where it is missing
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

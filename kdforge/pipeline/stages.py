@@ -114,7 +114,7 @@ def run_teacher(ctx: StageContext) -> StageResult:
     else:
         result = fit(distiller, data, t.train, folder / "checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
                      ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"teacher {t.model}",
-                     workers=loader_workers(ctx.cfg.data))
+                     workers=loader_workers(ctx.cfg.data), backend=ctx.cfg.data.backend)
         metrics = _train_metrics(result)
     if distributed.is_main():
         atomic.write_json(folder / "metrics.json", metrics)
@@ -163,7 +163,7 @@ def run_distill(ctx: StageContext) -> StageResult:
     distiller, notes = build_distiller(ctx, for_training=True)
     result = fit(distiller, ctx.data(), s.train, ctx.student_dir / "checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
                  ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"{s.name} ({s.method})",
-                 workers=loader_workers(ctx.cfg.data))
+                 workers=loader_workers(ctx.cfg.data), backend=ctx.cfg.data.backend)
     metrics = _train_metrics(result)
     summary = f"{s.model} via {s.method}: test accuracy {metrics['test_accuracy'] * 100:.2f}%{_resumed(metrics)}"
     data, teacher_data = ctx.data(), ctx.data("teacher")

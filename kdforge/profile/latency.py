@@ -192,8 +192,9 @@ def cpu_model() -> str:
 
 
 def environment() -> dict:
-    import onnxruntime
     import torch
+
+    from kdforge.export.ort import ort as onnxruntime
 
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),

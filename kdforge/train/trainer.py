@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
@@ -35,7 +35,7 @@ from kdforge import atomic
 from kdforge.config import TrainConfig
 from kdforge.errors import Interrupted, UserError
 from kdforge.train import distributed
-from kdforge.train.data import DataBundle
+from kdforge.train.data import DataBundle, shared_batches
 from kdforge.train.data.augment import DRAWS as AUGMENT_DRAWS
 from kdforge.train.data.randomness import sample_uniforms
 from kdforge.train.progress import TrainingLog
@@ -117,10 +117,11 @@ def fit(
     augment: Optional[Callable] = None,
     description: str = "train",
     workers: int = 0,
+    backend: str = "torch",
 ) -> TrainResult:
     """Trains `distiller` (its forward returns logits and a dict of losses) and evaluates its
     student; `augment(images, uniforms)` is the batch augmentation of tensor data sets, `workers`
-    the training loader's worker processes."""
+    the training loader's worker processes (DALI's threads with `backend` "dali")."""
     seed_everything(seed)
     distiller.epochs = cfg.epochs
     distiller.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
@@ -142,7 +143,7 @@ def fit(
 
     world = distributed.world_size()
     batches = EpochBatches(data.train, cfg, seed, world)
-    loader = train_loader(data.train, batches, workers, device, seed)
+    loader = train_loader(data.train, batches, workers, device, seed, backend, borrowed=True)
     model = distiller
     if world > 1:
         model = DistributedDataParallel(distiller, find_unused_parameters=_has_unused_parameters(distiller, data.train, batches, device))
@@ -237,12 +238,38 @@ class EpochBatches:
         return len(_epoch_batches(self.dataset, self.cfg, self.seed, 0, self.world))
 
 
-def train_loader(dataset, batches: "EpochBatches", workers: int, device: torch.device, seed: int) -> DataLoader:
-    """The stage's training loader: `workers` persistent worker processes prefetching 4 batches
-    each, pinned memory for a GPU, and its own generator (the global RNG stays the run's)."""
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
-                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-                      generator=torch.Generator().manual_seed(seed))
+def _collate(samples):
+    """A batch a data set assembled itself (its `__getitems__` gave a tuple) as it is; else torch's stacking."""
+    return samples if isinstance(samples, tuple) else default_collate(samples)
+
+
+def train_loader(dataset, batches: "EpochBatches", workers: int, device: torch.device, seed: int, backend: str = "torch",
+                 borrowed: bool = False):
+    """The stage's training loader: `workers` persistent worker processes preparing
+    shared_batches.PREFETCH batches each, pinned memory for a GPU, and its own generator (the
+    global RNG stays the run's); with backend "dali", DALI with `workers` threads. `borrowed`:
+    each batch is valid until the next is asked for (the training loop), else it may be kept."""
+    if backend == "dali":
+        from kdforge.train.data.dali import DaliLoader
+
+        return DaliLoader(dataset, batches, workers, device)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, persistent_workers=workers > 0,
+                        prefetch_factor=shared_batches.PREFETCH if workers else None, collate_fn=_collate,
+                        generator=torch.Generator().manual_seed(seed))
+    if borrowed:
+        return shared_batches.Borrowed(loader, pin=device.type == "cuda")
+    return _Copied(loader)
+
+
+class _Copied:
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        return (shared_batches.copied(batch) for batch in self.loader)
 
 
 def _has_unused_parameters(distiller: torch.nn.Module, dataset, batches: EpochBatches, device: torch.device) -> bool:

@@ -4,22 +4,17 @@ train/ with a seed. Training images get the standard random-resized crop and fli
 (seed, epoch, sample index) (kdforge.train.data.randomness), so a training sample is read by
 key (index, epoch); evaluation images are resized to image_size/0.875 and centre-cropped.
 
-Decoding a training image: the crop box is chosen from the image's size (PIL reads the header,
-and refuses decompression bombs), then OpenCV decodes the JPEG at the smallest scale (1/2, 1/4,
-1/8: libjpeg-turbo's DCT-domain downscaling) at which the box still covers the output size, and
-resizes the crop. Measured here, PIL's decode-to-array and resize took 3.0 ms of an image's
-3.3 ms; OpenCV's take about half (benchmarks/README.md). Other formats, and JPEGs that do not end
-with their end-of-image marker (truncated: PIL names them), decode through PIL. Evaluation
-images use PIL's draft mode for the same scaling. Training images leave as uint8 (C, H, W): the trainer normalises
-them on the device (`device_normalization`), not per image on the CPU; evaluation images are
-normalised floats. A file that PIL cannot decode (a truncated download, a text file named .jpg,
-an image past PIL's decompression-bomb limit) ends the run with a UserError naming it."""
+Training images are decoded a batch at a time, straight into one buffer, by
+kdforge.train.data.crops, and leave as uint8: the trainer normalises them on the device
+(`device_normalization`), not per image on the CPU. Evaluation images use PIL's draft mode (JPEG
+DCT scaling) and leave as normalised floats. A file that cannot be decoded (a truncated
+download, a text file named .jpg, an image past PIL's decompression-bomb limit) ends the run
+with a UserError naming it."""
 
 import io
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -27,7 +22,7 @@ from torch.utils.data import Dataset, Subset
 
 from kdforge.errors import UserError, printable
 from kdforge.safe_files import read_bytes
-from kdforge.train.data.randomness import sample_uniforms
+from kdforge.train.data.crops import TrainingViews, pil_error
 from kdforge.train.data.splits import DataBundle, split_indices
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -54,42 +49,6 @@ def _scan(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
     return samples
 
 
-cv2.setNumThreads(1)  # one image per call, one loader worker per core: no threads inside
-RRC_ATTEMPTS = 10
-DRAWS = 4 * RRC_ATTEMPTS + 1  # per attempt: area, ratio, left, top; then the flip
-
-
-def crop_box(width: int, height: int, u) -> tuple[int, int, int, int]:
-    """The random-resized-crop box (left, top, right, bottom) from draws `u` (scale 0.08-1, ratio
-    3/4-4/3, torchvision's ten attempts); the centred square of the short side where none fits."""
-    area = width * height
-    for attempt in range(RRC_ATTEMPTS):
-        a, r, x, y = u[4 * attempt:4 * attempt + 4]
-        target = area * (0.08 + 0.92 * a)
-        ratio = math.exp(math.log(3 / 4) + r * (math.log(4 / 3) - math.log(3 / 4)))
-        w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
-        if 0 < w <= width and 0 < h <= height:
-            left, top = int(x * (width - w + 1)), int(y * (height - h + 1))
-            return left, top, left + w, top + h
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    return left, top, left + side, top + side
-
-
-_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-
-
-def reduction(box: tuple[int, int, int, int], size: int) -> int:
-    """The largest JPEG decoding scale divisor (1, 2, 4, 8) that keeps `box` at least `size` pixels on each side."""
-    short = min(box[2] - box[0], box[3] - box[1])
-    return max(f for f in _REDUCED if f == 1 or short // f >= size)
-
-
-def _complete_jpeg(data: bytes) -> bool:
-    """A JPEG that ends with its end-of-image marker (a truncated download does not; PIL then says so)."""
-    return data.rstrip(b"\0").endswith(b"\xff\xd9")
-
-
 def center_crop(img: Image.Image, resize: int, size: int) -> Image.Image:
     width, height = img.size
     scale = resize / min(width, height)
@@ -109,41 +68,20 @@ class ImageFolder(Dataset):
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
         self.device_normalization = (IMAGENET_MEAN, IMAGENET_STD) if train else None
         self.keyed = train
+        self.views = TrainingViews(self.read, image_size, seed)
+
+    def __getitems__(self, keys: list):
+        """A training batch decoded in one go (kdforge.train.data.crops), else the samples one by one."""
+        if self.train and keys and isinstance(keys[0], tuple):
+            return self.views.batch(keys)
+        return [self[key] for key in keys]
+
+    def training_plan(self, keys: list[tuple[int, int]]):
+        """What the training keys decode to (encoded bytes, boxes, flips, labels) for another decoder (DALI)."""
+        return self.views.plan(keys)
 
     def __len__(self):
         return len(self.samples)
-
-    def _open(self, source, path: Path):
-        try:
-            return Image.open(source)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:  # not an image, a decompression bomb
-            raise UserError(f"data.root: {printable(str(path))} is not a readable image ({type(e).__name__}); remove it or replace it.") from None
-
-    def _decode(self, path: Path, opened: Image.Image, make):
-        try:
-            return make(opened)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:  # truncated, undecodable
-            raise UserError(f"data.root: {printable(str(path))} is not a readable image ({type(e).__name__}); remove it or replace it.") from None
-
-    def _training_view(self, path: Path, data: bytes, img: Image.Image, u) -> np.ndarray:
-        """The random-resized crop, flipped or not, as uint8 (RGB, H, W)."""
-        box = crop_box(*img.size, u)
-        if img.format == "JPEG" and _complete_jpeg(data):  # OpenCV decodes JPEGs faster and scaled (libjpeg-turbo)
-            factor = reduction(box, self.image_size)
-            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[factor])
-            if pixels is None:
-                raise UserError(f"data.root: {printable(str(path))} is not a readable image (OpenCV cannot decode it); remove it or replace it.")
-            order = (2, 1, 0)  # BGR
-        else:
-            pixels, order = np.asarray(self._decode(path, img, lambda opened: opened.convert("RGB"))), (0, 1, 2)
-        fx, fy = pixels.shape[1] / img.size[0], pixels.shape[0] / img.size[1]
-        left, top = int(box[0] * fx), int(box[1] * fy)
-        crop = pixels[top:max(top + 1, round(box[3] * fy)), left:max(left + 1, round(box[2] * fx))]  # a view
-        out = cv2.resize(crop, (self.image_size, self.image_size), interpolation=cv2.INTER_LINEAR)
-        if u[-1] < 0.5:
-            out = cv2.flip(out, 1)
-        planes = cv2.split(out)
-        return np.stack([planes[c] for c in order])
 
     def read(self, index: int) -> tuple[str, bytes, int]:
         """(name for messages, encoded image, label) of sample `index`."""
@@ -151,24 +89,20 @@ class ImageFolder(Dataset):
         return str(path), read_bytes(path, "data.root: image", MAX_IMAGE_BYTES), label
 
     def __getitem__(self, key):
-        training = self.train and isinstance(key, tuple)
-        index, epoch = key if training else (key, 0)
-        path, data, label = self.read(index)
-        if training:
-            with self._open(io.BytesIO(data), path) as opened:
-                pixels = self._training_view(path, data, opened, sample_uniforms(self.seed, epoch, [index], DRAWS)[0])
-            return torch.from_numpy(pixels), label
+        if self.train and isinstance(key, tuple):
+            images, labels = self.views.batch([key])
+            return images[0], int(labels[0])
+        path, data, label = self.read(key)
         resize = round(self.image_size / 0.875)
-
-        def make(img):
-            width, height = img.size
-            if img.format == "JPEG":  # decode at the smallest scale that still covers the resize
-                scale = resize / min(width, height)
-                img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-            return center_crop(img.convert("RGB"), resize, self.image_size)
-
-        with self._open(io.BytesIO(data), path) as opened:
-            img = self._decode(path, opened, make)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if img.format == "JPEG":  # decode at the smallest scale that still covers the resize
+                    scale = resize / min(width, height)
+                    img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+                img = center_crop(img.convert("RGB"), resize, self.image_size)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # not an image, truncated, a decompression bomb
+            raise pil_error(path, e) from None
         x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (x - self.mean) / self.std, label
 

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from kdforge.errors import UserError
+from kdforge.train.data import shared_batches
 
 
 def task_classes(cfg, num_classes: int, seed: int) -> tuple[list[int] | None, list[int] | None]:
@@ -36,7 +37,7 @@ def dataset_labels(dataset: Dataset) -> torch.Tensor:
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1]
     if isinstance(dataset, Subset):
-        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices)]
+        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]  # an empty split too
     if hasattr(dataset, "samples"):
         return torch.tensor([label for _, label in dataset.samples])
     raise TypeError(f"cannot read the labels of a {type(dataset).__name__}")
@@ -57,6 +58,10 @@ class Relabelled(Dataset):
         return getattr(self.dataset, "keyed", False)
 
     @property
+    def image_size(self):
+        return getattr(self.dataset, "image_size", None)
+
+    @property
     def device_normalization(self):
         return getattr(self.dataset, "device_normalization", None)
 
@@ -66,6 +71,17 @@ class Relabelled(Dataset):
             return x, self.labels[i[0]]
         x, _ = self.dataset[self.indices[i]]
         return x, self.labels[i]
+
+    def __getitems__(self, keys: list):
+        """A training batch as the data set assembles it (keys (index, epoch)), else the samples one by one."""
+        if keys and isinstance(keys[0], tuple) and hasattr(self.dataset, "__getitems__"):
+            assembled = self.dataset.__getitems__([(self.indices[i], epoch) for i, epoch in keys])
+            return shared_batches.relabelled(assembled, self.labels[[i for i, _ in keys]])
+        return [self[key] for key in keys]
+
+    def training_plan(self, keys: list[tuple[int, int]]):
+        planned = self.dataset.training_plan([(self.indices[i], epoch) for i, epoch in keys])
+        return [replace(p, label=int(self.labels[i])) for p, (i, _) in zip(planned, keys)]
 
 
 def restrict(bundle, classes: list[int]):
