@@ -118,8 +118,8 @@ def test_a_training_batch_holds_each_images_crop_as_a_full_pil_decode_gives_it(t
     assert 0 < flips < 12
 
 
-@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\xff\xd8\xff\xe0" + b"\x00" * 20, "half"],
-                         ids=["empty", "text", "header-only", "truncated"])
+@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\xff\xd8\xff\xe0" + b"\x00" * 20, "half", "bomb"],
+                         ids=["empty", "text", "header-only", "truncated", "30000x30000-header"])
 def test_a_broken_training_image_is_named_in_one_sentence(tmp_path, content):
     from kdforge.errors import UserError
     from kdforge.train.data.folder import ImageFolder
@@ -127,6 +127,11 @@ def test_a_broken_training_image_is_named_in_one_sentence(tmp_path, content):
     good = _saved(tmp_path, "good.jpg", Image.fromarray(_photo(200, 220)), quality=90)
     if content == "half":
         content = good.read_bytes()[:len(good.read_bytes()) // 2]
+    if content == "bomb":  # a small file whose frame header claims 900 megapixels
+        content = bytearray(good.read_bytes())
+        frame = content.index(b"\xff\xc0")
+        content[frame + 5:frame + 9] = (30000).to_bytes(2, "big") * 2
+        content = bytes(content)
     (tmp_path / "broken.jpg").write_bytes(content)
     data = ImageFolder([(good, 0), (tmp_path / "broken.jpg", 1)], 32, train=True)
     with pytest.raises(UserError, match="broken.jpg is not a readable image"):
