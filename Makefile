@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 	# which tests/test_tensorrt_plugin.py runs kdforge's plugin through
 	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "tensorrt-cu12-bindings==10.13.3.9.post1"
 	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "tensorrt-cu12-bindings==11.4.0.106"
+	# Debian's headless Chromium, in which tests/test_report_page.py renders report.html (installed
+	# where setup runs as root with apt-get; the test skips where Chromium is absent)
+	-command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >/dev/null 2>&1; }
 	touch $(STAMP)
 
 setup: $(STAMP)

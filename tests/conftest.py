@@ -102,3 +102,18 @@ def pytest_collection_modifyitems(config, items):
         reasons = [reason for mark, reason in missing.items() if reason and mark in item.keywords]
         if reasons:
             item.add_marker(pytest.mark.skip(reason=", ".join(reasons)))
+
+
+def report_tables(markdown: str) -> list[list[dict[str, str]]]:
+    """Every table of a Markdown report, in order, as rows of {column header: cell}."""
+    tables, lines = [], markdown.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|---") and i > 0:
+            header = [c.strip() for c in lines[i - 1].strip("|").split("|")]
+            rows = []
+            for row in lines[i + 1:]:
+                if not row.startswith("|"):
+                    break
+                rows.append(dict(zip(header, (c.strip() for c in row.strip("|").split("|")), strict=True)))
+            tables.append(rows)
+    return tables

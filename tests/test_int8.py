@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_sentence, run_tiny, tiny_config
+from conftest import report_tables, assert_one_sentence, run_tiny, tiny_config
 from kdforge.errors import UserError
 from kdforge.export.onnx_export import export_onnx
 from kdforge.export.quantize import quantize_int8
@@ -25,11 +25,10 @@ def test_an_int8_student_runs_through_every_stage(tmp_path):
     verdict = json.loads((folder / "verify.json").read_text())["onnxruntime-int8"]
     assert verdict["passed"] and verdict["accuracy_drop"] <= 0.02
     assert "onnxruntime_int8" in json.loads((folder / "profile.json").read_text())["latency"]
-    report = (tmp_path / "run" / "report" / "report.md").read_text()
-    header, rule, row = report.splitlines()[2:5]
-    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
-    assert cells["precision"] == "int8" and float(cells["ORT p50 at precision (ms)"].split(" ±")[0]) > 0
-    assert float(cells["energy at precision (uJ, est.)"]) < float(cells["energy fp32 (uJ, est.)"])
+    main, details = report_tables((tmp_path / "run" / "report" / "report.md").read_text())[:2]
+    assert main[0]["precision (drop)"] == f"int8 ({verdict['accuracy_drop'] * 100:.2f})"
+    assert float(main[0]["ORT p50 (ms)"].split(" ±")[0]) > 0
+    assert float(details[0]["energy at precision (uJ, est.)"]) < float(details[0]["energy fp32 (uJ, est.)"])
 
 
 def test_an_fp16_student_ships_beside_fp32_and_its_tolerance_is_a_config_key(tmp_path):

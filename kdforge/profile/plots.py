@@ -54,13 +54,13 @@ def training_curves_plot(histories: dict[str, list[dict]], path: Path) -> Path:
 
 
 def tradeoff_plot(rows: list[dict], cost_key: str, cost_label: str, path: Path, front: list[int] | None = None,
-                  intervals: list[tuple[float, float]] | None = None) -> Path:
+                  intervals: list[tuple[float, float]] | None = None, accuracy_key: str = "test_accuracy") -> Path:
     """Accuracy against a cost, the Pareto front marked (`front`, by default the exact one), each
     cost's noise interval drawn as a horizontal bar where given. Students at one point share a
     label; labels are moved apart (adjustText) so that close points stay readable."""
     from adjustText import adjust_text
 
-    points = [(r[cost_key], r["test_accuracy"] * 100) for r in rows]
+    points = [(r[cost_key], r[accuracy_key] * 100) for r in rows]
     front = pareto_front(points) if front is None else front
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if intervals:
