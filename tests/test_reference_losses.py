@@ -123,7 +123,9 @@ def test_at_equals_the_authors_code(seed, batch, channels_s, channels_t, size):
 @given(seed=seeds, batch=batches, dim_s=st.integers(2, 128), dim_t=st.integers(2, 128), scale=st.floats(0.1, 10.0))
 def test_rkd_equals_repdistiller_at_every_batch_size(seed, batch, dim_s, dim_t, scale):
     g = torch.Generator().manual_seed(seed)
-    s, t = scale * torch.randn(batch, dim_s, generator=g), torch.randn(batch, dim_t, generator=g)
+    # in float64: the distance term's gradient divides by the mean distance, and in float32 two
+    # equal formulas summed in another order differed by 3% on 2-D embeddings (seed 51, batch 40)
+    s, t = scale * torch.randn(batch, dim_s, generator=g, dtype=torch.float64), torch.randn(batch, dim_t, generator=g, dtype=torch.float64)
     defaults = RKDOptions()
     for term in (0, 1):
         weight = (defaults.distance_weight, defaults.angle_weight)[term]
