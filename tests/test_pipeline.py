@@ -156,3 +156,12 @@ def test_a_method_below_plain_training_is_named_with_what_its_validation_curve_d
         "pkkd (pkkd) is 0.50 points below ann: its validation accuracy was still rising at its last epoch (90.00%): "
         "a longer schedule may close the gap.",
     ]  # kd is ahead; a baseline within a point is not flagged; a model without a plain twin gets no line
+
+
+def test_the_tradeoff_plot_labels_a_crowded_corner_once_and_a_distant_point_by_itself():
+    from kdforge.profile.plots import _labels
+
+    rows = [{"student": s} for s in ("kd", "ce", "tofd", "fitnet", "binary", "pkkd")]
+    points = [(0.028, 99.4), (0.028, 98.9), (0.029, 98.9), (0.038, 98.1), (0.038, 74.7), (0.45, 96.1)]
+    assert _labels(rows, points) == {(0.028, 99.4): "kd: 99.4%\nce, tofd: 98.9%", (0.038, 98.1): "fitnet",
+                                     (0.038, 74.7): "binary", (0.45, 96.1): "pkkd"}

@@ -70,22 +70,47 @@ def tradeoff_plot(rows: list[dict], cost_key: str, cost_label: str, path: Path, 
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", marker="o", label="Pareto front",
             zorder=4)
-    at_point: dict[tuple[float, float], list[str]] = {}
-    for r, point in zip(rows, points):
-        at_point.setdefault(point, []).append(r["student"])
-    texts = [ax.text(x, y, ", ".join(names), fontsize=7) for (x, y), names in at_point.items()]
+    texts = [ax.text(x, y, label, fontsize=7) for (x, y), label in _labels(rows, points).items()]
     xs = [p[0] for p in points if p[0] > 0]
+    ys = [p[1] for p in points]
+    ax.set_ylim(min(ys) - 1.5, max(ys) + 1.5)  # room for the labels of the top and bottom points
     if xs and max(xs) > 10 * min(xs):  # costs an order of magnitude apart: equal steps by ratio
         ax.set_xscale("log")
+        ax.set_xlim(min(xs) / 1.3, max(xs) * 1.3)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.set_xlabel(cost_label)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
-    adjust_text(texts, x=[p[0] for p in points], y=[p[1] for p in points], ax=ax, expand=(1.3, 1.8),
+    adjust_text(texts, x=[p[0] for p in points], y=[p[1] for p in points], ax=ax, expand=(1.3, 1.8), force_text=(0.4, 0.8), max_move=(30, 30),
                 arrowprops={"arrowstyle": "-", "color": "tab:gray", "lw": 0.5})
     return _save(fig, path)
+
+
+def _labels(rows: list[dict], points: list[tuple[float, float]]) -> dict[tuple[float, float], str]:
+    """One label per cluster of points (costs within 10% and accuracies within 5% of the plot's
+    range of each other): a single point's students, or, for several accuracies, a line per
+    accuracy, most accurate first, anchored at the cluster's most accurate point."""
+    ys = [y for _, y in points]
+    span = (max(ys) - min(ys)) or 1.0
+    clusters: list[list[int]] = []
+    for i, (x, y) in enumerate(points):
+        near = lambda j: abs(points[j][0] - x) <= 0.1 * max(abs(points[j][0]), abs(x)) and abs(points[j][1] - y) <= 0.05 * span  # noqa: E731
+        cluster = next((c for c in clusters if any(near(j) for j in c)), None)
+        if cluster is None:
+            clusters.append([i])
+        else:
+            cluster.append(i)
+    labels = {}
+    for members in clusters:
+        by_accuracy: dict[float, list[str]] = {}
+        for i in sorted(members, key=lambda i: -points[i][1]):
+            by_accuracy.setdefault(points[i][1], []).append(rows[i]["student"])
+        top = max(members, key=lambda i: points[i][1])
+        labels[points[top]] = (", ".join(next(iter(by_accuracy.values()))) if len(by_accuracy) == 1 else
+                               "\n".join(f"{', '.join(names)}: {y:.1f}%" for y, names in by_accuracy.items()))
+    return labels
 
 
 def layer_cost_plot(student: str, layers: list[dict], path: Path) -> Path:
