@@ -157,6 +157,20 @@ def test_reused_shared_memory_slots_never_change_a_batch_its_consumer_holds(tmp_
     assert len(kept) == 20 and all(torch.equal(x, want) for x, want in zip(kept, expected))
 
 
+@pytest.mark.gpu
+def test_on_a_gpu_the_pin_thread_copies_each_slot_out_and_the_slot_is_reused(tmp_path):
+    from kdforge.train.data.folder import ImageFolder
+
+    rng = np.random.default_rng(1)
+    paths = [_saved(tmp_path, f"{i}.jpg", Image.fromarray(rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)), quality=90)
+             for i in range(40)]
+    data = ImageFolder([(p, 0) for p in paths], 24, train=True, seed=2)
+    batches = EpochBatches(data, TrainConfig(batch_size=2), seed=2, world=1)
+    expected = [torch.stack([data[key][0] for key in keys]) for keys in batches]
+    kept = [x for x, _ in train_loader(data, batches, 1, torch.device("cuda"), seed=2, borrowed=True)]
+    assert all(x.is_pinned() and torch.equal(x, want) for x, want in zip(kept, expected, strict=True))
+
+
 def test_the_default_worker_count_uses_the_cores_for_folders_only(monkeypatch):
     assert loader_workers(DataConfig()) == 0 and loader_workers(DataConfig(num_workers=3)) == 3
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")

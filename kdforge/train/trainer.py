@@ -253,11 +253,12 @@ def train_loader(dataset, batches: "EpochBatches", workers: int, device: torch.d
         from kdforge.train.data.dali import DaliLoader
 
         return DaliLoader(dataset, batches, workers, device)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, persistent_workers=workers > 0,
+    pinned = device.type == "cuda"
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pinned, persistent_workers=workers > 0,
                         prefetch_factor=shared_batches.PREFETCH if workers else None, collate_fn=_collate,
                         generator=torch.Generator().manual_seed(seed))
     if borrowed:
-        return shared_batches.Borrowed(loader, pin=device.type == "cuda")
+        return shared_batches.Borrowed(loader, pinned)
     return _Copied(loader)
 
 

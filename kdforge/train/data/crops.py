@@ -142,13 +142,13 @@ class TrainingViews:
     def batch(self, keys: list[tuple[int, int]], watch=UNWATCHED):
         """(uint8 images (N, 3, size, size), a channels-last view; int64 labels) of the training keys
         (index, epoch); in a loader worker, a SharedBatch that kdforge.train.data.shared_batches.claim unpacks."""
-        images, header = shared_batches.batch_buffer((len(keys), self.size, self.size, 3))
+        images, slot = shared_batches.batch_buffer((len(keys), self.size, self.size, 3))
         out = images.numpy()
         planned = self.plan(keys, watch)
         for row, sample in enumerate(planned):
             self._view(sample, out[row], watch)
         labels = torch.tensor([s.label for s in planned], dtype=torch.long)
-        return shared_batches.batch(images.permute(0, 3, 1, 2), labels, header)
+        return shared_batches.batch(images.permute(0, 3, 1, 2), labels, slot)
 
     def _view(self, sample: Planned, out: np.ndarray, watch) -> None:
         pixels = self._decode(sample)
