@@ -77,6 +77,7 @@ def _weights(path) -> dict:
     return load_torch(path, "checkpoint")["model"]
 
 
+@pytest.mark.slow  # 21 s; the mid-epoch resume beside it covers the same path by step count
 def test_a_run_killed_within_an_epoch_resumes_from_the_time_based_checkpoint_to_the_same_weights(tmp_path):
     """train.checkpoint_minutes: 0 saves after every step; a SIGKILL in the middle of epoch 2
     loses at most one step, and the resumed run ends with exactly the weights of an uninterrupted
