@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from kdforge.errors import UserError, printable, printable_name
+from kdforge.export.int8_cpu import CALIBRATORS, CPU_TARGETS
 from kdforge.safe_files import load_yaml, read_text
 
 
@@ -181,6 +182,12 @@ class ExportConfig(Section):
     tensorrt: bool = Field(False, description="also build a TensorRT engine (needs TensorRT and a CUDA GPU)")
     fp16: bool = Field(False, description="build the TensorRT engine in fp16")
     calibration_images: int = Field(256, ge=1, description="training images that calibrate an INT8 student's activation ranges")
+    calibration: Literal[CALIBRATORS] = Field("minmax", description=(
+        "how those images set each activation's range: ONNX Runtime's MinMax, Percentile (99.999%) or Entropy calibrator"))
+    int8_cpu: Literal[("auto",) + CPU_TARGETS] = Field("auto", description=(
+        "the CPU that will run a CNN or binary student's INT8 file, whose integer types follow its instructions "
+        "(kdforge/export/int8_cpu.py): x86-vnni U8S8, x86-avx2 U8S8 with 7-bit weights, arm64(-dotprod) S8S8; "
+        "auto: this machine's"))
 
     @field_validator("opset")
     @classmethod

@@ -116,12 +116,14 @@ def test_an_onnx_file_gets_the_kernels_of_its_module_and_its_int8_twin_one_more(
     import numpy as np
     import onnx
 
+    from kdforge.export.int8_cpu import SCHEMES
     from kdforge.export.quantize import quantize_int8
     from kdforge.profile.onnx_counts import count_onnx
 
     net, path = _net(), tmp_path / "net.onnx"
     torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False, opset_version=18)
-    int8 = quantize_int8(path, tmp_path / "net.int8.onnx", np.random.default_rng(0).random((1, 3, 32, 32), np.float32))
+    int8 = quantize_int8(path, tmp_path / "net.int8.onnx", np.random.default_rng(0).random((1, 3, 32, 32), np.float32),
+                         SCHEMES["x86-vnni"])
     from_onnx, from_int8 = (count_onnx(onnx.load(str(p)), 1, p, 1 << 30) for p in (path, int8))
     from_module = count_costs(net, (1, 3, 32, 32))
     onnx_est, int8_est, module_est = (estimate(c, T4, "int8") for c in (from_onnx, from_int8, from_module))

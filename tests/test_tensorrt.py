@@ -92,6 +92,7 @@ def test_int8_engines_from_the_tensorrt_qdq_file_agree_with_pytorch(tmp_path):
     import torch
 
     from kdforge.export.onnx_export import export_onnx
+    from kdforge.export.int8_cpu import TENSORRT
     from kdforge.export.quantize import quantize_int8
     from kdforge.export.tensorrt import build_engine, engine_runner
     from kdforge.train.models import create_model
@@ -101,7 +102,7 @@ def test_int8_engines_from_the_tensorrt_qdq_file_agree_with_pytorch(tmp_path):
     images = torch.randn(256, 3, 16, 16)
     model = calibrate_batch_norm(create_model("resnet8", 10), images).eval()
     fp32 = export_onnx(model, torch.zeros(2, 3, 16, 16), tmp_path / "m.onnx")
-    qdq = quantize_int8(fp32, tmp_path / "m.int8.tensorrt.onnx", images.numpy(), for_tensorrt=True)
+    qdq = quantize_int8(fp32, tmp_path / "m.int8.tensorrt.onnx", images.numpy(), TENSORRT)
     engine = build_engine(qdq, tmp_path / "m.engine", (1, 3, 16, 16))
     with torch.no_grad():
         agreement = (engine_runner(engine)(images[:64].numpy()).argmax(1) == model(images[:64]).argmax(1).numpy()).mean()

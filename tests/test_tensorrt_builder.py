@@ -123,15 +123,16 @@ def test_the_runner_checks_what_tensorrt_returns_and_splits_batches_beyond_the_p
 
 def test_the_int8_file_for_tensorrt_is_signed_and_symmetric(tmp_path):
     from kdforge.export.onnx_export import export_onnx
+    from kdforge.export.int8_cpu import SCHEMES, TENSORRT
     from kdforge.export.quantize import quantize_int8
 
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 3)).eval()
     fp32 = export_onnx(net, torch.zeros(2, 1, 8, 8), tmp_path / "m.onnx")
     images = np.random.default_rng(0).random((8, 1, 8, 8), np.float32)
-    for for_tensorrt, dtype in ((True, onnx.TensorProto.INT8), (False, onnx.TensorProto.UINT8)):
-        model = onnx.load(str(quantize_int8(fp32, tmp_path / f"{for_tensorrt}.onnx", images, for_tensorrt=for_tensorrt)))
+    for scheme, dtype in ((TENSORRT, onnx.TensorProto.INT8), (SCHEMES["x86-vnni"], onnx.TensorProto.UINT8)):
+        model = onnx.load(str(quantize_int8(fp32, tmp_path / f"{scheme.target}.onnx", images, scheme)))
         inits = {i.name: i for i in model.graph.initializer}
         points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
         assert points and all(p.data_type == dtype for p in points)
-        if for_tensorrt:
+        if scheme is TENSORRT:
             assert all(not onnx.numpy_helper.to_array(p).any() for p in points)  # zero points 0: symmetric

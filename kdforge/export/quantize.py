@@ -2,19 +2,22 @@
 written beside it as model.int8.onnx.
 
 QDQ format (QuantizeLinear/DequantizeLinear pairs that runtimes fuse into integer kernels),
-symmetric per-channel int8 weights and uint8 activations (U8S8), whose ranges are calibrated
-(MinMax) on `export.calibration_images` images of the training split, after ONNX Runtime's
-pre-processing (shape inference and graph optimisation). U8S8 is what ONNX Runtime's x86 kernels
-take (u8 x s8 products, VPMADDUBSW / VNNI's VPDPBUSD; ONNX Runtime's "Quantize ONNX models",
-data type selection): with int8 activations (S8S8) its optimiser left 12 of ResNet-20's 21
-convolutions in float between DequantizeLinear and Transpose nodes, with uint8 all 21 become
-QLinearConv and the residual additions QLinearAdd (benchmarks/low_precision_end_to_end.py).
-This file is for ONNX Runtime: TensorRT's explicit quantisation takes signed, symmetric int8
-Q/DQ only, which `for_tensorrt` writes (calibrated on the same images) for the INT8 engine. CNN and binary students only: ONNX Runtime's tooling
+symmetric per-channel weights, activation ranges calibrated (`export.calibration`: MinMax,
+Percentile or Entropy) on `export.calibration_images` images of the training split, after ONNX
+Runtime's pre-processing (shape inference and graph optimisation). The integer types follow the
+CPU that will run the file (kdforge.export.int8_cpu): U8S8 on x86, where ONNX Runtime's optimiser
+turns every convolution into QLinearConv and the residual additions into QLinearAdd (with int8
+activations it left 12 of ResNet-20's 21 convolutions in float between DequantizeLinear and
+Transpose nodes, benchmarks/low_precision_end_to_end.py), with 7-bit weights where the CPU lacks
+VNNI; S8S8 on ARM. TensorRT's explicit quantisation takes signed, symmetric int8 Q/DQ only,
+which the `TENSORRT` scheme writes (calibrated on the same images) for the INT8 engine. CNN and binary students only: ONNX Runtime's tooling
 has no integer form of kdforge::AdderConv2d; AdderNet students are quantized in PyTorch instead
 (kdforge.export.adder_int8).
 """
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ import onnx
 
 from kdforge.atomic import atomic_path
 from kdforge.errors import UserError
+from kdforge.export.int8_cpu import IntegerScheme, mark
 
 
 class _Images:
@@ -34,10 +38,11 @@ class _Images:
         return next(self._batches, None)
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, for_tensorrt: bool = False) -> Path:
-    """Writes the INT8 QDQ twin of `fp32_path` to `int8_path`, calibrated on `images` (N, C, H, W):
-    U8S8 for ONNX Runtime, or with `for_tensorrt` signed, symmetric int8 activations (zero point 0),
-    the only Q/DQ TensorRT's explicit quantisation takes."""
+def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, scheme: IntegerScheme,
+                  calibration: str = "minmax", exclude: tuple[str, ...] = ()) -> Path:
+    """Writes the INT8 QDQ twin of `fp32_path` to `int8_path`, its activation ranges calibrated on
+    `images` (N, C, H, W) by `calibration`, in the integer `scheme` of the CPU (or TensorRT) that
+    will run it, which its metadata_props name; the nodes named in `exclude` stay float."""
     from kdforge.export.ort import ort  # noqa: F401 - says which extra installs ONNX Runtime where it is missing
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -48,15 +53,45 @@ def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, for_tens
                         f"kdforge.export.adder_int8 quantizes AdderNet students.")
     input_name = model.graph.input[0].name
     images = np.ascontiguousarray(images, dtype=np.float32)
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.MinMax}[calibration]  # entropy's ranges come as overrides (_entropy_ranges)
     with atomic_path(Path(int8_path)) as tmp:
         prepared = tmp.with_name(tmp.name + ".pre")
         try:
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
-            activations = QuantType.QInt8 if for_tensorrt else QuantType.QUInt8
-            quantize_static(str(prepared), str(tmp), _Images(images, input_name), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=activations, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax,
-                            extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True})
+            options = {"ActivationSymmetric": scheme.activation_symmetric, "WeightSymmetric": True}
+            with _quiet():
+                if calibration == "entropy":
+                    options["TensorQuantOverrides"] = _entropy_ranges(prepared, images, input_name, tmp.parent)
+                quantize_static(str(prepared), str(tmp), _Images(images, input_name), quant_format=QuantFormat.QDQ,
+                                per_channel=True, reduce_range=scheme.reduce_range, activation_type=types[scheme.activations],
+                                weight_type=types[scheme.weights], calibrate_method=method, nodes_to_exclude=list(exclude),
+                                extra_options=options)
+            mark(tmp, scheme.target, scheme.name, f"{calibration}, {len(images)} images")
         finally:
             prepared.unlink(missing_ok=True)
     return Path(int8_path)
+
+
+def _entropy_ranges(prepared: Path, images: np.ndarray, input_name: str, scratch: Path) -> dict:
+    """Each activation's range by ONNX Runtime's entropy (KL-divergence) calibrator over 2,048 histogram
+    bins into 128 quantized ones, the setting of TensorRT's "8-bit inference with TensorRT" (GTC 2017),
+    as quantize_static's per-tensor overrides. quantize_static builds that calibrator with its own
+    defaults, 128 bins into 128, which leaves one candidate threshold: the whole range, MinMax's."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    with tempfile.TemporaryDirectory(dir=scratch) as folder:
+        calibrator = create_calibrator(str(prepared), [], str(Path(folder) / "augmented.onnx"), CalibrationMethod.Entropy,
+                                       extra_options={"num_bins": 2048, "num_quantized_bins": 128})
+        calibrator.collect_data(_Images(images, input_name))
+        ranges = calibrator.compute_data()
+    return {name: [{"rmin": np.asarray(data.range_value[0], np.float32), "rmax": np.asarray(data.range_value[1], np.float32)}]
+            for name, data in ranges.data.items()}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ONNX Runtime's histogram calibrators print their progress to stdout; the stage's log line says what ran."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield

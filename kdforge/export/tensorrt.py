@@ -4,7 +4,7 @@ development machine, so the builder has not run against TensorRT itself: see the
 `build_engine` parses an ONNX file (adder nodes through the kdforge plugin) into a strongly typed
 network: the file says each tensor's precision. An FP32 file gives an FP32 engine with TF32 off
 (so that it meets verify's tolerance), kdforge's FP16 file an FP16 engine, and a Q/DQ file with
-signed, symmetric int8 (quantize_int8(..., for_tensorrt=True)) an INT8 engine by explicit
+signed, symmetric int8 (the TENSORRT scheme of kdforge.export.int8_cpu) an INT8 engine by explicit
 quantisation. That is the one form TensorRT 11 keeps: it removed the FP16/INT8 builder flags and
 the implicit-quantisation calibrators. The optimisation profile covers every batch kdforge feeds
 (1 to `max_batch`). `engine_runner` runs an engine for the verify and profile stages, in chunks

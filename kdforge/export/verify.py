@@ -70,10 +70,12 @@ def verify_int8(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray],
 
 def require_passed(result: dict, name: str, folder: Path) -> None:
     if not result["passed"] and "max_accuracy_drop" in result:
+        other_cpu = result.get("cpu", {}).get("note")
         raise UserError(
             f"student '{name}' in INT8 agrees with PyTorch on {result['top1_agreement']:.2%} of the test images "
             f"(verify.int8_min_agreement={result['min_agreement']}) and loses {result['accuracy_drop'] * 100:.2f} points of "
-            f"accuracy (verify.int8_max_accuracy_drop={result['max_accuracy_drop']}); the files are kept in {folder}."
+            f"accuracy (verify.int8_max_accuracy_drop={result['max_accuracy_drop']}){'; ' + other_cpu if other_cpu else ''}; "
+            f"the files are kept in {folder}."
         )
     if not result["passed"]:
         raise UserError(

@@ -203,10 +203,11 @@ def run_export(ctx: StageContext) -> StageResult:
     outputs, summary = [path], f"model.onnx ({size / 1024:.0f} KiB, {flavour}), onnx checker passed"
     metrics = {"onnx_bytes": size, "flavour": flavour, "tensorrt": e.tensorrt}
     if ctx.student.precision == "int8":
-        int8, count, how = _export_int8(ctx, model, path, shape)
+        int8, about, how = _export_int8(ctx, model, path, shape)
         outputs.append(int8)
-        metrics.update(int8_onnx_bytes=int8.stat().st_size, calibration_images=count)
-        summary += f"; model.int8.onnx ({int8.stat().st_size / 1024:.0f} KiB, {how}, calibrated on {count} training images)"
+        metrics.update(int8_onnx_bytes=int8.stat().st_size, **about)
+        summary += (f"; model.int8.onnx ({int8.stat().st_size / 1024:.0f} KiB, {how}, calibrated on "
+                    f"{about['calibration_images']} training images)")
     if ctx.student.precision == "fp16":
         fp16 = _export_fp16(ctx, model, shape)
         outputs.append(fp16)
@@ -233,13 +234,15 @@ def _tensorrt_source(ctx: StageContext, model: torch.nn.Module, fp32_path: Path,
     """The ONNX file the engine is built from, whose tensors carry its precision, and that
     precision: TensorRT networks are strongly typed (kdforge.export.tensorrt)."""
     from kdforge.export.adder_int8 import has_adder_layers
+    from kdforge.export.int8_cpu import TENSORRT
     from kdforge.export.quantize import quantize_int8
 
     if has_adder_layers(model):
         return fp32_path, "fp32: the adder plugin computes in fp32"
     if ctx.student.precision == "int8":
         path = ctx.student_dir / "model.int8.tensorrt.onnx"
-        return quantize_int8(fp32_path, path, _calibration_images(ctx).numpy(), for_tensorrt=True), "int8, explicit Q/DQ"
+        return quantize_int8(fp32_path, path, _calibration_images(ctx).numpy(), TENSORRT, ctx.cfg.export.calibration), \
+            "int8, explicit Q/DQ"
     if ctx.student.precision == "fp16" or ctx.cfg.export.fp16:
         return _export_fp16(ctx, model, shape), "fp16"
     return fp32_path, "fp32, TF32 off"
@@ -264,23 +267,30 @@ def _int8_adder_twin(ctx: StageContext, model: torch.nn.Module) -> torch.nn.Modu
     return quantize_adder_layers(model, _calibration_images(ctx))
 
 
-def _export_int8(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, shape: tuple) -> tuple[Path, int, str]:
-    """model.int8.onnx: adder layers on kdforge's integer node, CNN and binary students by ONNX
-    Runtime's quantizer; (path, calibration images, how)."""
+def _export_int8(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, shape: tuple) -> tuple[Path, dict, str]:
+    """model.int8.onnx: adder layers on kdforge's integer node (exact integer sums on every CPU),
+    CNN and binary students by ONNX Runtime's quantizer in the integer scheme of `export.int8_cpu`;
+    (path, the export's metrics of it, how)."""
     from kdforge.export.adder_int8 import has_adder_layers
+    from kdforge.export.int8_cpu import mark, scheme_for
     from kdforge.export.quantize import quantize_int8
 
     path, e = ctx.student_dir / "model.int8.onnx", ctx.cfg.export
     images = _calibration_images(ctx)
     if has_adder_layers(model):
         export_onnx(_int8_adder_twin(ctx, model), torch.zeros(shape), path, e.opset, e.portable)
-        return path, len(images), "integer adder layers"
-    return quantize_int8(fp32_path, path, images.numpy()), len(images), "ONNX Runtime QDQ"
+        mark(path, "any", "uint8 SAD, exact on every CPU", f"minmax, {len(images)} images")
+        return path, {"calibration_images": len(images), "int8_cpu": "any"}, "integer adder layers"
+    scheme = scheme_for(e.int8_cpu)
+    quantize_int8(fp32_path, path, images.numpy(), scheme, e.calibration)
+    return path, {"calibration_images": len(images), "calibration": e.calibration, "int8_cpu": scheme.target,
+                  "int8_scheme": scheme.name}, f"ONNX Runtime QDQ {scheme.name} for {scheme.target}, {e.calibration}"
 
 
 def run_verify(ctx: StageContext) -> StageResult:
     from kdforge.export import ort as ort_backend
     from kdforge.export.adder_int8 import has_adder_layers
+    from kdforge.export.int8_cpu import targets
 
     model, _ = load_deployed(ctx.student_dir / "deploy.pt", ctx.student)
     v, folder = ctx.cfg.verify, ctx.student_dir
@@ -295,6 +305,7 @@ def run_verify(ctx: StageContext) -> StageResult:
         int8 = ort_backend.session(folder / "model.int8.onnx", threads=2)
         run_int8 = lambda x: ort_backend.run(int8, x)  # noqa: E731
         results["onnxruntime-int8"] = verify_int8(model, run_int8, ctx.data().test, v.int8_min_agreement, v.int8_max_accuracy_drop)
+        results["onnxruntime-int8"]["cpu"] = targets(folder / "model.int8.onnx")
         if has_adder_layers(model):  # the integer kernels against PyTorch's integer reference
             results["onnxruntime-int8 vs pytorch-int8"] = verify_backend(
                 _int8_adder_twin(ctx, model), run_int8, ctx.data().test, v.int8_reference_atol, v.min_agreement,
@@ -311,7 +322,8 @@ def run_verify(ctx: StageContext) -> StageResult:
     summary = "; ".join(f"{name} vs PyTorch: max |diff| {r['max_abs_diff']:.2e}, top-1 agreement {r['top1_agreement'] * 100:.2f}%, "
                         f"accuracy {r['accuracy_backend'] * 100:.2f}%" for name, r in results.items())
     summary += f"; MACs ONNX = PyTorch ({sum(counts['onnx'].values()):,})" if counts["agree"] else f"; {counts['note']}"
-    return StageResult([path], {**results, "counts": counts}, summary)
+    notes = [r["cpu"]["note"] for r in results.values() if r.get("cpu", {}).get("note")]
+    return StageResult([path], {**results, "counts": counts}, _noted(summary, notes))
 
 
 def _deployed_students(ctx: StageContext) -> list:

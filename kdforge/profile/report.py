@@ -28,6 +28,7 @@ DETAIL_COLUMNS = [
     ("ort_p50_ms", "ORT p50 fp32 (ms)", LATENCY), ("ort_p90_ms", "ORT p90 fp32 (ms)", "{:.3f}"),
     ("torch_p50_ms", "PyTorch p50 (ms)", LATENCY), ("trt_p50_ms", "TensorRT p50 (ms)", LATENCY),
     ("max_abs_diff", "max abs diff ORT vs PyTorch", "{:.2e}"), ("onnx_flavour", "ONNX", "{}"),
+    ("int8_target", "INT8 made for", "{}"),
 ]
 
 
@@ -125,8 +126,18 @@ def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict
         "graph_digest": lat["onnxruntime"].get("graph"),
         "precision_accuracy_drop": drop,
         "max_abs_diff": verify["onnxruntime"]["max_abs_diff"], "onnx_flavour": export["flavour"],
+        "int8_target": _int8_target(export),
         "sweep": profile.get("sweep", {}),
     }
+
+
+def _int8_target(export: dict) -> str | None:
+    """The CPU an INT8 file's integer settings are for, with its scheme and calibrator."""
+    if "int8_cpu" not in export:
+        return None
+    if export["int8_cpu"] == "any":
+        return "any CPU (exact integer adder)"
+    return f"{export['int8_cpu']} ({export['int8_scheme']}, {export['calibration']})"
 
 
 def _notes(context: dict) -> list[str]:
@@ -155,6 +166,9 @@ def _notes(context: dict) -> list[str]:
            "cache; adder layers on CUDA cores). Not a measurement: on ResNet-50 it is within 1.5x of MLPerf's offline "
            "throughput but optimistic at batch 1 (README, 'Latency on the target device'). 'TensorRT / est.' appears "
            "where an engine was timed on that kind of GPU."] if context.get("targets") else []),
+        "INT8 made for: the CPU whose integer instructions an INT8 file's types follow (export.int8_cpu, "
+        "kdforge/export/int8_cpu.py; without VNNI, x86 saturates 8-bit products, so weights get 7 bits), also named in "
+        "the file's metadata_props; verify says so where it ran on another kind of CPU.",
         "max abs diff: largest |ONNX Runtime - PyTorch| over all test-split logits. ONNX: 'standard' files use "
         "standard operators only; 'custom' files hold kdforge::AdderConv2d nodes, run by kdforge.export.ort.session "
         "(or the TensorRT plugin).",
