@@ -184,6 +184,9 @@ class ExportConfig(Section):
     calibration_images: int = Field(256, ge=1, description="training images that calibrate an INT8 student's activation ranges")
     calibration: Literal[CALIBRATORS] = Field("minmax", description=(
         "how those images set each activation's range: ONNX Runtime's MinMax, Percentile (99.999%) or Entropy calibrator"))
+    int8_max_float_macs: float = Field(0.10, ge=0, le=1, description=(
+        "where no integer scheme of the target passes the INT8 gate on the validation split, the most sensitive layers "
+        "stay float one at a time while they carry at most this share of the MACs (kdforge/export/int8_search.py)"))
     int8_cpu: Literal[("auto",) + CPU_TARGETS] = Field("auto", description=(
         "the CPU that will run a CNN or binary student's INT8 file, whose integer types follow its instructions "
         "(kdforge/export/int8_cpu.py): x86-vnni U8S8, x86-avx2 U8S8 with 7-bit weights, arm64(-dotprod) S8S8; "

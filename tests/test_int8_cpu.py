@@ -100,7 +100,8 @@ def test_the_pipeline_names_each_files_cpu_and_verify_says_when_it_runs_elsewher
     other = "x86-avx2" if host_cpu().startswith("arm64") else "arm64"
     student = {**STUDENTS[1], "precision": "int8"}
     export = {"calibration_images": 64, "int8_cpu": other, "calibration": "entropy"}
-    out = run_tiny(tmp_path, [student], export=export, verify={"int8_min_agreement": 0.0, "int8_max_accuracy_drop": 1.0})
+    loose = {"int8_min_agreement": 0.0, "int8_max_accuracy_drop": 1.0}  # a 1-epoch student: about naming, not accuracy
+    out = run_tiny(tmp_path, [student], export=export, verify=loose)
     assert out.returncode == 0, out.stderr
     folder = tmp_path / "run" / "students" / "kd"
     props = {p.key: p.value for p in onnx.load(str(folder / "model.int8.onnx")).metadata_props}
@@ -114,8 +115,9 @@ def test_the_pipeline_names_each_files_cpu_and_verify_says_when_it_runs_elsewher
     out = run_tiny(tmp_path, [student], export=export, verify={"int8_min_agreement": verdict["top1_agreement"] + 0.001})
     assert_one_sentence(out, f"model.int8.onnx is made for {other}")
 
-    out = run_tiny(tmp_path, [student], export={"calibration_images": 64})  # auto: this host, no note
+    out = run_tiny(tmp_path, [student], export={"calibration_images": 64}, verify=loose)  # auto: this host, no note
     assert out.returncode == 0, out.stderr
     cpu = json.loads((folder / "verify.json").read_text())["onnxruntime-int8"]["cpu"]
-    assert cpu == {"made_for": host_cpu(), "scheme": scheme_for("auto").name, "host": host_cpu(), "note": None}
+    assert cpu == {"made_for": host_cpu(), "scheme": scheme_for("auto").name, "host": host_cpu(), "note": None,
+                   "float_layers": []}
     assert "is made for" not in out.stdout

@@ -6,10 +6,10 @@ VNNI), VPMADDUBSW adds pairs of them into a saturating int16 first: 2 x 255 x 12
 not fit, and a student whose activations and weights are both large in one place loses top-1
 agreement (ONNX Runtime's "Quantize ONNX models" guide: try reduce_range or U8U8 there). With
 7-bit weights (reduce_range), 2 x 255 x 64 = 32,640 fits, so nothing saturates and the same fast
-kernels run; U8U8 also avoids saturation but takes slower kernels on x86
-(benchmarks/low_precision_end_to_end.py measures all four pairings side by side). On 64-bit
-ARM, S8S8 QDQ is ONNX Runtime's first choice: its dot-product (SDOT) and widening kernels
-accumulate without saturation.
+kernels run; U8U8 keeps 8-bit weights without saturation on slower kernels, and is the second
+choice there, for a student whose accuracy 7-bit weights cost (benchmarks/low_precision_end_to_end.py
+measures all four pairings side by side). On 64-bit ARM, S8S8 QDQ is ONNX Runtime's first
+choice: its dot-product (SDOT) and widening kernels accumulate without saturation.
 
 A file's target and scheme are written into its metadata_props (`kdforge.int8_cpu`,
 `kdforge.int8_scheme`), so that whoever runs it, verify included, can tell which CPU it was made for.
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CPU_KEY, SCHEME_KEY, CALIBRATION_KEY = "kdforge.int8_cpu", "kdforge.int8_scheme", "kdforge.calibration"
+FLOAT_KEY = "kdforge.float_layers"  # the node names left in float, space-separated
 CALIBRATORS = ("minmax", "percentile", "entropy")  # ONNX Runtime's calibration methods, by their config names
 
 
@@ -40,17 +41,23 @@ class IntegerScheme:
         return pairing + (", 7-bit weights" if self.reduce_range else "") + (", symmetric activations" if self.activation_symmetric else "")
 
 
-SCHEMES = {s.target: s for s in (
-    IntegerScheme("x86-vnni", "uint8", "int8", False, False, "VNNI's VPDPBUSD sums u8 x s8 products in int32 without saturation"),
-    IntegerScheme("x86-avx2", "uint8", "int8", True, False,
-                  "without VNNI, VPMADDUBSW's int16 pair sums saturate at 8-bit weights; 7-bit weights keep them exact "
-                  "on the same kernels"),
-    IntegerScheme("arm64-dotprod", "int8", "int8", False, False,
-                  "S8S8 QDQ, ONNX Runtime's first choice on ARM64: SDOT accumulates in int32"),
-    IntegerScheme("arm64", "int8", "int8", False, False,
-                  "S8S8 QDQ, ONNX Runtime's first choice on ARM64: its widening kernels accumulate without saturation"),
-)}
-CPU_TARGETS = tuple(SCHEMES)
+_VNNI = IntegerScheme("x86-vnni", "uint8", "int8", False, False, "VNNI's VPDPBUSD sums u8 x s8 products in int32 without saturation")
+_AVX2_7BIT = IntegerScheme("x86-avx2", "uint8", "int8", True, False,
+                           "without VNNI, VPMADDUBSW's int16 pair sums saturate at 8-bit weights; 7-bit weights keep them "
+                           "exact on the same kernels")
+_AVX2_U8U8 = IntegerScheme("x86-avx2", "uint8", "uint8", False, False,
+                           "8-bit weights without saturation: ONNX Runtime widens u8 x u8 products to int16 before its "
+                           "pair sums (slower kernels than U8S8)")
+_ARM = IntegerScheme("arm64", "int8", "int8", False, False,
+                     "S8S8 QDQ, ONNX Runtime's first choice on ARM64: its widening kernels accumulate without saturation")
+_ARM_DOT = IntegerScheme("arm64-dotprod", "int8", "int8", False, False, "S8S8 QDQ, ONNX Runtime's first choice on ARM64: "
+                         "SDOT accumulates in int32")
+# Per target, the schemes that compute exactly on it, fastest first: the export takes the first
+# that passes the INT8 gate (kdforge.export.int8_search). S8S8 is none of x86's: ONNX Runtime
+# shifts int8 activations to uint8 for the same VPMADDUBSW kernels, which saturate without VNNI.
+CANDIDATES = {"x86-vnni": (_VNNI,), "x86-avx2": (_AVX2_7BIT, _AVX2_U8U8), "arm64-dotprod": (_ARM_DOT,), "arm64": (_ARM,)}
+SCHEMES = {target: schemes[0] for target, schemes in CANDIDATES.items()}
+CPU_TARGETS = tuple(CANDIDATES)
 TENSORRT = IntegerScheme("tensorrt", "int8", "int8", False, True, "TensorRT's explicit quantisation takes signed, symmetric Q/DQ only")
 
 _VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
@@ -67,20 +74,27 @@ def host_cpu(cpuinfo: str | None = None) -> str:
     return "x86-vnni" if words & _VNNI_FLAGS else "x86-avx2"
 
 
+def target_of(setting: str) -> str:
+    """The CPU target `export.int8_cpu` names ("auto": this machine's)."""
+    return host_cpu() if setting == "auto" else setting
+
+
 def scheme_for(setting: str) -> IntegerScheme:
-    """The scheme of `export.int8_cpu` ("auto": this machine's)."""
-    return SCHEMES[host_cpu() if setting == "auto" else setting]
+    """The fastest scheme of `export.int8_cpu`'s target."""
+    return SCHEMES[target_of(setting)]
 
 
-def mark(path: Path, target: str, scheme: str, calibration: str) -> None:
-    """Writes the integer target, scheme and calibration into the ONNX file's metadata_props, in place."""
+def mark(path: Path, target: str, scheme: str, calibration: str, float_layers: tuple[str, ...] = ()) -> None:
+    """Writes the integer target, scheme, calibration and the layers left in float into the ONNX
+    file's metadata_props, in place."""
     import onnx
 
     from kdforge.atomic import atomic_path
 
     model = onnx.load(str(path))
     props = {p.key: p.value for p in model.metadata_props}
-    onnx.helper.set_model_props(model, {**props, CPU_KEY: target, SCHEME_KEY: scheme, CALIBRATION_KEY: calibration})
+    props.update({CPU_KEY: target, SCHEME_KEY: scheme, CALIBRATION_KEY: calibration, FLOAT_KEY: " ".join(float_layers)})
+    onnx.helper.set_model_props(model, props)
     with atomic_path(Path(path)) as tmp:
         onnx.save(model, str(tmp))
 
@@ -96,4 +110,5 @@ def targets(path: Path) -> dict:
     if made_for not in (None, "any", host):
         note = (f"{Path(path).name} is made for {made_for} ({props.get(SCHEME_KEY, '?')}) and this host is {host}: "
                 f"verified as this host computes it, which can differ from what its target computes")
-    return {"made_for": made_for, "scheme": props.get(SCHEME_KEY), "host": host, "note": note}
+    return {"made_for": made_for, "scheme": props.get(SCHEME_KEY), "host": host, "note": note,
+            "float_layers": props.get(FLOAT_KEY, "").split()}

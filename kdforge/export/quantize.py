@@ -39,38 +39,50 @@ class _Images:
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, scheme: IntegerScheme,
-                  calibration: str = "minmax", exclude: tuple[str, ...] = ()) -> Path:
+                  calibration: str = "minmax") -> Path:
     """Writes the INT8 QDQ twin of `fp32_path` to `int8_path`, its activation ranges calibrated on
     `images` (N, C, H, W) by `calibration`, in the integer `scheme` of the CPU (or TensorRT) that
-    will run it, which its metadata_props name; the nodes named in `exclude` stay float."""
+    will run it, which its metadata_props name."""
+    with prepared_for_quantization(fp32_path, Path(int8_path).parent) as prepared:
+        return quantize_prepared(prepared, int8_path, images, scheme, calibration)
+
+
+@contextlib.contextmanager
+def prepared_for_quantization(fp32_path: Path, scratch: Path):
+    """ONNX Runtime's pre-processing of `fp32_path` (shape inference, graph optimisation) in a
+    temporary file beside `scratch`, whose node names `quantize_prepared`'s `exclude` takes."""
     from kdforge.export.ort import ort  # noqa: F401 - says which extra installs ONNX Runtime where it is missing
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    model = onnx.load(str(fp32_path))
-    if any(node.domain == "kdforge" for node in model.graph.node):
+    if any(node.domain == "kdforge" for node in onnx.load(str(fp32_path)).graph.node):
         raise UserError(f"{fp32_path} has adder layers, which ONNX Runtime's quantizer cannot quantize; "
                         f"kdforge.export.adder_int8 quantizes AdderNet students.")
-    input_name = model.graph.input[0].name
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".quantize-") as folder:
+        prepared = Path(folder) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        yield prepared
+
+
+def quantize_prepared(prepared: Path, int8_path: Path, images: np.ndarray, scheme: IntegerScheme, calibration: str,
+                      exclude: tuple[str, ...] = ()) -> Path:
+    """quantize_int8 of a prepared file; the nodes named in `exclude` stay float."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    input_name = onnx.load(str(prepared)).graph.input[0].name
     images = np.ascontiguousarray(images, dtype=np.float32)
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.MinMax}[calibration]  # entropy's ranges come as overrides (_entropy_ranges)
     with atomic_path(Path(int8_path)) as tmp:
-        prepared = tmp.with_name(tmp.name + ".pre")
-        try:
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
-            options = {"ActivationSymmetric": scheme.activation_symmetric, "WeightSymmetric": True}
-            with _quiet():
-                if calibration == "entropy":
-                    options["TensorQuantOverrides"] = _entropy_ranges(prepared, images, input_name, tmp.parent)
-                quantize_static(str(prepared), str(tmp), _Images(images, input_name), quant_format=QuantFormat.QDQ,
-                                per_channel=True, reduce_range=scheme.reduce_range, activation_type=types[scheme.activations],
-                                weight_type=types[scheme.weights], calibrate_method=method, nodes_to_exclude=list(exclude),
-                                extra_options=options)
-            mark(tmp, scheme.target, scheme.name, f"{calibration}, {len(images)} images")
-        finally:
-            prepared.unlink(missing_ok=True)
+        options = {"ActivationSymmetric": scheme.activation_symmetric, "WeightSymmetric": True}
+        with _quiet():
+            if calibration == "entropy":
+                options["TensorQuantOverrides"] = _entropy_ranges(prepared, images, input_name, tmp.parent)
+            quantize_static(str(prepared), str(tmp), _Images(images, input_name), quant_format=QuantFormat.QDQ,
+                            per_channel=True, reduce_range=scheme.reduce_range, activation_type=types[scheme.activations],
+                            weight_type=types[scheme.weights], calibrate_method=method, nodes_to_exclude=list(exclude),
+                            extra_options=options)
+        mark(tmp, scheme.target, scheme.name, f"{calibration}, {len(images)} images", exclude)
     return Path(int8_path)
 
 

@@ -5,6 +5,7 @@ The work itself lives in train/, export/ and profile/: a stage only wires it to 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kdforge import atomic
@@ -272,8 +273,8 @@ def _export_int8(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, sha
     CNN and binary students by ONNX Runtime's quantizer in the integer scheme of `export.int8_cpu`;
     (path, the export's metrics of it, how)."""
     from kdforge.export.adder_int8 import has_adder_layers
-    from kdforge.export.int8_cpu import mark, scheme_for
-    from kdforge.export.quantize import quantize_int8
+    from kdforge.export.int8_cpu import mark, target_of
+    from kdforge.export.int8_search import Gate, search_int8
 
     path, e = ctx.student_dir / "model.int8.onnx", ctx.cfg.export
     images = _calibration_images(ctx)
@@ -281,10 +282,18 @@ def _export_int8(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, sha
         export_onnx(_int8_adder_twin(ctx, model), torch.zeros(shape), path, e.opset, e.portable)
         mark(path, "any", "uint8 SAD, exact on every CPU", f"minmax, {len(images)} images")
         return path, {"calibration_images": len(images), "int8_cpu": "any"}, "integer adder layers"
-    scheme = scheme_for(e.int8_cpu)
-    quantize_int8(fp32_path, path, images.numpy(), scheme, e.calibration)
-    return path, {"calibration_images": len(images), "calibration": e.calibration, "int8_cpu": scheme.target,
-                  "int8_scheme": scheme.name}, f"ONNX Runtime QDQ {scheme.name} for {scheme.target}, {e.calibration}"
+    target, val = target_of(e.int8_cpu), ctx.data().val
+    val_images = torch.stack([val[i][0] for i in range(len(val))]).numpy()
+    val_labels = np.array([int(val[i][1]) for i in range(len(val))])
+    gate = Gate(ctx.cfg.verify.int8_min_agreement, ctx.cfg.verify.int8_max_accuracy_drop)
+    found = search_int8(fp32_path, path, target, e.calibration, images.numpy(), val_images, val_labels, gate,
+                        e.int8_max_float_macs)
+    floated = found["float_layers"]
+    how = f"ONNX Runtime QDQ {found['scheme']} for {target}, {e.calibration}"
+    if floated:
+        how += "; in float: " + ", ".join(f"{f['layer']} ({f['mac_share']:.1%} of the MACs)" for f in floated)
+    return path, {"calibration_images": len(images), "calibration": e.calibration, "int8_cpu": target,
+                  "int8_scheme": found["scheme"], "int8_search": found}, how
 
 
 def run_verify(ctx: StageContext) -> StageResult:

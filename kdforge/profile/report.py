@@ -132,12 +132,15 @@ def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict
 
 
 def _int8_target(export: dict) -> str | None:
-    """The CPU an INT8 file's integer settings are for, with its scheme and calibrator."""
+    """The CPU an INT8 file's integer settings are for, with its scheme, its calibrator and the
+    layers the accuracy-aware search left in float (kdforge.export.int8_search)."""
     if "int8_cpu" not in export:
         return None
     if export["int8_cpu"] == "any":
         return "any CPU (exact integer adder)"
-    return f"{export['int8_cpu']} ({export['int8_scheme']}, {export['calibration']})"
+    floated = export.get("int8_search", {}).get("float_layers", [])
+    return f"{export['int8_cpu']} ({export['int8_scheme']}, {export['calibration']})" + (
+        "; in float: " + ", ".join(f"{f['layer']} {f['mac_share']:.1%} of MACs" for f in floated) if floated else "")
 
 
 def _notes(context: dict) -> list[str]:
