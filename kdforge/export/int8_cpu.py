@@ -74,6 +74,18 @@ def host_cpu(cpuinfo: str | None = None) -> str:
     return "x86-vnni" if words & _VNNI_FLAGS else "x86-avx2"
 
 
+_SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
+
+
+def instructions(cpuinfo: str | None = None) -> str:
+    """This machine's integer-relevant instruction flags and the target they make, e.g.
+    "avx2 fma: x86-avx2", for every reported figure to name its CPU by."""
+    if cpuinfo is None:
+        cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    words = set(cpuinfo.lower().split())
+    return f"{' '.join(f for f in _SHOWN_FLAGS if f in words) or 'no flags read'}: {host_cpu(cpuinfo)}"
+
+
 def target_of(setting: str) -> str:
     """The CPU target `export.int8_cpu` names ("auto": this machine's)."""
     return host_cpu() if setting == "auto" else setting

@@ -196,7 +196,9 @@ def environment() -> dict:
 
     from kdforge.export.ort import ort as onnxruntime
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+    from kdforge.export.int8_cpu import instructions
+
+    return {"cpu": cpu_model(), "cpu_instructions": instructions(), "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 

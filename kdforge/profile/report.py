@@ -156,7 +156,7 @@ def _notes(context: dict) -> list[str]:
         "int32, fp16 and int8 in summary.json. The main table's ORT p50 and the drop in its precision column (accuracy points "
         "against the student in PyTorch) are the shipped file's: model.<precision>.onnx, or model.onnx at fp32.",
         f"Latency: batch {lat['batch_size']}, {lat['threads']} intra-op thread(s); {lat['method']}; p90 pools every "
-        f"timed call; CPU: {context['environment']['cpu']}; "
+        f"timed call; CPU: {context['environment']['cpu']} ({context['environment'].get('cpu_instructions', '?')}); "
         f"onnxruntime {context['environment']['onnxruntime']}, torch {context['environment']['torch']}.",
         "graph: students with the same letter deploy identical ONNX graphs (operators, shapes, attributes; weights aside), "
         "timed once and sharing their figures (PyTorch's likewise where the modules match)"
