@@ -282,9 +282,11 @@ def _export_int8(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, sha
         export_onnx(_int8_adder_twin(ctx, model), torch.zeros(shape), path, e.opset, e.portable)
         mark(path, "any", "uint8 SAD, exact on every CPU", f"minmax, {len(images)} images")
         return path, {"calibration_images": len(images), "int8_cpu": "any"}, "integer adder layers"
-    target, val = target_of(e.int8_cpu), ctx.data().val
-    val_images = torch.stack([val[i][0] for i in range(len(val))]).numpy()
-    val_labels = np.array([int(val[i][1]) for i in range(len(val))])
+    target, data = target_of(e.int8_cpu), ctx.data()
+    judged = data.val if len(data.val) else data.train  # data.val_fraction: 0 leaves the training split to judge on
+    count = len(judged) if len(data.val) else len(images)
+    val_images = torch.stack([judged[i][0] for i in range(count)]).numpy()
+    val_labels = np.array([int(judged[i][1]) for i in range(count)])
     gate = Gate(ctx.cfg.verify.int8_min_agreement, ctx.cfg.verify.int8_max_accuracy_drop)
     found = search_int8(fp32_path, path, target, e.calibration, images.numpy(), val_images, val_labels, gate,
                         e.int8_max_float_macs)
