@@ -140,6 +140,12 @@ class TeacherConfig(ModelSection):
         return self
 
 
+class QatConfig(Section):
+    """Quantization-aware distillation of an INT8 student after its distillation (kdforge/train/qat.py)."""
+    epochs: int = Field(ge=1, description="epochs of fine-tuning through fake quantization in the export's integer scheme")
+    lr: float = Field(gt=0, description="its learning rate (cosine schedule; the student's other train settings)")
+
+
 class StudentConfig(ModelSection):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     method: str
@@ -148,6 +154,9 @@ class StudentConfig(ModelSection):
     precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description=(
         "also ship model.<precision>.onnx: int8 (CNN and binary students by ONNX Runtime's quantizer, AdderNets on kdforge's "
         "integer adder node) or fp16 (CNN and binary students: fp16 weights and arithmetic, fp32 input and logits)"))
+    qat: Optional[QatConfig] = Field(None, description=(
+        "INT8 students: fine-tune through fake quantization after distillation, against the FP32 student and its teacher; "
+        "the INT8 files are then exported from the fine-tuned student"))
 
     @field_validator("precision")
     @classmethod
@@ -157,6 +166,13 @@ class StudentConfig(ModelSection):
             raise ValueError("fp16 covers CNN and binary students; kdforge's adder kernels are fp32 or integer, so ship an "
                              "AdderNet as int8 or fp32")
         return precision
+
+    @model_validator(mode="after")
+    def _qat_of_int8(self):
+        if self.qat is not None and self.precision != "int8":
+            raise ValueError(f"qat fine-tunes an INT8 student; student '{self.name}' has precision {self.precision} "
+                             f"(set precision: int8, or drop qat)")
+        return self
 
     @field_validator("train")
     @classmethod

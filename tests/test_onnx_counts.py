@@ -19,7 +19,7 @@ from kdforge.train.models import create_model
 
 @pytest.mark.parametrize("name,shape,classes", [
     ("resnet8_adder", (1, 1, 8, 8), 10), ("resnet8_binary", (1, 1, 8, 8), 10), ("resnet20", (1, 3, 32, 32), 10),
-    ("mobilenetv2", (1, 3, 32, 32), 100),
+    pytest.param("mobilenetv2", (1, 3, 32, 32), 100, marks=pytest.mark.slow),  # 40 s; test_torchvision_counts counts MobileNetV2
     ("wrn_16_2", (1, 3, 32, 32), 100), ("imagenet_resnet18", (1, 3, 224, 224), 1000),
 ])
 def test_exported_students_count_as_their_pytorch_models(tmp_path, name, shape, classes):

@@ -34,8 +34,8 @@ def test_the_ablation_is_four_configs_that_differ_in_the_two_switches():
     assert len(ABLATION) == 4 and cells == {(True, True), (True, False), (False, True), (False, False)}
 
 
-def _fast_or_slow(path):  # the full method and the ImageNet pair in `make test`, the other three ablation cells under `slow`
-    fast = path.stem in ("cifar10_pkkd_ablation_kernel_progressive", "imagenet_pkkd_resnet152_resnet18")
+def _fast_or_slow(path):  # the full method in `make test`; the ImageNet pair (100 s) and the other three ablation cells under `slow`
+    fast = path.stem == "cifar10_pkkd_ablation_kernel_progressive"
     return pytest.param(path, marks=() if fast else pytest.mark.slow, id=path.stem)
 
 

@@ -40,6 +40,7 @@ def _checkpoint_epoch(path) -> int:
         return -1
 
 
+@pytest.mark.slow  # two 8-epoch runs, one killed (2 min); test_shared_runs' Ctrl-C test covers the checkpoint in make test
 def test_a_run_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
     epochs = 8
     killed = _teacher_only_config(tmp_path, "killed", epochs)

@@ -46,6 +46,7 @@ def _holds_lock(run_dir: Path, proc: subprocess.Popen):
     return lambda: lock.is_file() and lock.read_text().startswith(f"{proc.pid} ")
 
 
+@pytest.mark.slow  # a 20-epoch run waited on and stopped (2 min)
 def test_a_second_run_is_refused_or_waits_and_sigterm_stops_the_first_where_it_can_resume(tmp_path):
     epochs = 20
     config = _teacher_only_config(tmp_path, "shared", epochs)

@@ -1,6 +1,7 @@
 """The stage graph: which units a config has, what each depends on, and their fingerprints.
 
-Units, in order: data, teacher (when the config has one), then per student distill/S, strip/S, export/S, verify/S,
+Units, in order: data, teacher (when the config has one), then per student distill/S, strip/S,
+qat/S (for a student with `qat`), export/S, verify/S,
 then profile (all students at once: their latencies are measured in interleaved rounds, so they are
 one measurement) and report. A unit's fingerprint hashes its own part of the config and the
 fingerprints of the units it depends on, so a change re-runs that unit and everything after it.
@@ -13,7 +14,7 @@ from typing import Optional
 
 from kdforge.config import Config
 
-STAGES = ("data", "teacher", "distill", "strip", "export", "verify", "profile", "report")
+STAGES = ("data", "teacher", "distill", "strip", "qat", "export", "verify", "profile", "report")
 
 
 @dataclass
@@ -41,12 +42,17 @@ def build_graph(cfg: Config) -> list[Unit]:
         units.append(Unit("teacher", deps=["data"], config_part={"teacher": _dump(cfg.teacher), "seed": cfg.seed,
                                                                  "method": teacher_method(cfg)}))
     for s in cfg.students:
+        trained = {k: v for k, v in _dump(s).items() if k != "qat"}  # a qat change re-runs qat and what follows only
         parts = {
-            "distill": ({"student": _dump(s), "seed": cfg.seed}, ["data", "teacher"] if cfg.teacher is not None else ["data"]),
+            "distill": ({"student": trained, "seed": cfg.seed}, ["data", "teacher"] if cfg.teacher is not None else ["data"]),
             "strip": ({}, [f"distill/{s.name}"]),
-            "export": ({"export": _dump(cfg.export)}, [f"strip/{s.name}"]),
-            "verify": ({"verify": _dump(cfg.verify)}, [f"export/{s.name}", "data"]),
         }
+        if s.qat is not None:
+            e = cfg.export
+            parts["qat"] = ({"qat": _dump(s.qat), "int8_cpu": e.int8_cpu, "calibration_images": e.calibration_images,
+                             "seed": cfg.seed}, [f"strip/{s.name}", "data"])
+        parts["export"] = ({"export": _dump(cfg.export)}, [f"qat/{s.name}" if s.qat is not None else f"strip/{s.name}"])
+        parts["verify"] = ({"verify": _dump(cfg.verify)}, [f"export/{s.name}", "data"])
         units += [Unit(stage, s.name, deps, part) for stage, (part, deps) in parts.items()]
     units.append(Unit("profile", deps=[f"export/{s.name}" for s in cfg.students],
                       config_part={"profile": _dump(cfg.profile), "seed": cfg.seed}))

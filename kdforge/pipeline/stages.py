@@ -195,8 +195,56 @@ def run_strip(ctx: StageContext) -> StageResult:
     return StageResult([path], metrics, f"{metrics['params_training']:,} training parameters -> {metrics['params_deployed']:,} deployed")
 
 
+def run_qat(ctx: StageContext) -> StageResult:
+    """Quantization-aware distillation of the stripped student (kdforge.train.qat) into deploy.qat.pt,
+    which the export, verify and profile stages then read."""
+    from kdforge.export.int8_cpu import SCHEMES, target_of
+    from kdforge.train.qat import QuantizationAwareDistiller
+
+    from kdforge.export.adder_int8 import has_adder_layers
+
+    s = ctx.student
+    model, spec = load_deployed(ctx.student_dir / "deploy.pt", s)
+    scheme = SCHEMES[target_of(ctx.cfg.export.int8_cpu)]
+    how = "uint8 SAD, the integer adder node's" if has_adder_layers(model) else f"{scheme.name} for {scheme.target}"
+    distiller = QuantizationAwareDistiller(model, _trained_teacher(ctx), scheme, _calibration_images(ctx))
+    train = s.train.model_copy(update={"epochs": s.qat.epochs, "lr": s.qat.lr, "schedule": "cosine"})
+    result = fit(distiller, ctx.data(), train, ctx.student_dir / "qat_checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
+                 ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"{s.name} (qat)",
+                 workers=loader_workers(ctx.cfg.data), backend=ctx.cfg.data.backend)
+    path = ctx.student_dir / "deploy.qat.pt"
+    save_deployed(path, distiller.deployable(), spec)
+    before = accuracy(*predict(distiller.fp32, ctx.data().test, ctx.device()))
+    metrics = {**_train_metrics(result), "fake_quantization": how, "teacher": distiller.teacher is not None,
+               "fp32_test_accuracy_before": before}
+    summary = (f"{s.qat.epochs} epoch(s) through fake quantization ({how}): emulated INT8 test accuracy "
+               f"{metrics['test_accuracy'] * 100:.2f}% (FP32 before QAT {before * 100:.2f}%){_resumed(metrics)}")
+    return StageResult([ctx.student_dir / "qat_checkpoint.pt", path], metrics, summary)
+
+
+def _trained_teacher(ctx: StageContext):
+    """The teacher the student learned from (the distiller's, as its checkpoint holds it), or None
+    where it trained without one or the teacher classifies another class set."""
+    distiller, _ = build_distiller(ctx, for_training=False)
+    if distiller.teacher is None:
+        return None
+    checkpoint = ctx.student_dir / "checkpoint.pt"
+    load_into(distiller.load_state_dict, _distiller_state(checkpoint, "student checkpoint"), checkpoint)
+    teacher, data = distiller.teacher.eval(), ctx.data()
+    with torch.no_grad():
+        classes = teacher(torch.stack([data.train[0][0]])).shape[-1]
+    return teacher if classes == data.num_classes and ctx.data("teacher").classes == data.classes else None
+
+
+def _deployed_path(ctx: StageContext, student: StudentConfig | None = None) -> Path:
+    """The student as it ships: its quantization-aware fine-tuning where it has one, else the strip stage's."""
+    s = student or ctx.student
+    folder = ctx.run_dir / "students" / s.name
+    return folder / ("deploy.qat.pt" if s.qat is not None else "deploy.pt")
+
+
 def run_export(ctx: StageContext) -> StageResult:
-    model, spec = load_deployed(ctx.student_dir / "deploy.pt", ctx.student)
+    model, spec = load_deployed(_deployed_path(ctx), ctx.student)
     e = ctx.cfg.export
     shape = (2, spec["in_channels"], spec["image_size"], spec["image_size"])
     path = export_onnx(model, torch.zeros(shape), ctx.student_dir / "model.onnx", e.opset, e.portable)
@@ -303,7 +351,7 @@ def run_verify(ctx: StageContext) -> StageResult:
     from kdforge.export.adder_int8 import has_adder_layers
     from kdforge.export.int8_cpu import targets
 
-    model, _ = load_deployed(ctx.student_dir / "deploy.pt", ctx.student)
+    model, _ = load_deployed(_deployed_path(ctx), ctx.student)
     v, folder = ctx.cfg.verify, ctx.student_dir
     sess = ort_backend.session(folder / "model.onnx", threads=2)
     runners = {"onnxruntime": lambda x: ort_backend.run(sess, x)}
@@ -343,7 +391,7 @@ def _deployed_students(ctx: StageContext) -> list:
     deployed = []
     for s in ctx.cfg.students:
         folder = ctx.run_dir / "students" / s.name
-        model, spec = load_deployed(folder / "deploy.pt", s)
+        model, spec = load_deployed(_deployed_path(ctx, s), s)
         files = {"onnxruntime": folder / "model.onnx"}
         if s.precision != "fp32":
             files[f"onnxruntime_{s.precision}"] = folder / f"model.{s.precision}.onnx"
@@ -412,6 +460,6 @@ def run_report(ctx: StageContext) -> StageResult:
 
 
 STAGE_FUNCTIONS = {
-    "data": run_data, "teacher": run_teacher, "distill": run_distill, "strip": run_strip,
+    "data": run_data, "teacher": run_teacher, "distill": run_distill, "strip": run_strip, "qat": run_qat,
     "export": run_export, "verify": run_verify, "profile": run_profile, "report": run_report,
 }

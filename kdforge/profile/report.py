@@ -112,13 +112,15 @@ def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict
     low = verify.get(f"onnxruntime-{precision}") if precision != "fp32" else None
     drop = low["accuracy_drop"] * 100 if low else None
     xnor = totals.get("xnor", 0)
+    qat = getattr(student_cfg, "qat", None) is not None
+    accuracy = verify["onnxruntime"]["accuracy_pytorch"] if qat else distill["test_accuracy"]  # QAT fine-tuned what ships
     return {**_estimate_cells(profile),
         "student": name, "method": student_cfg.method, "model": student_cfg.model,
-        "test_accuracy": distill["test_accuracy"], "params_training": strip["params_training"], "params": totals["params"],
+        "test_accuracy": accuracy, "params_training": strip["params_training"], "params": totals["params"],
         "macs": totals["macs"], "mul": totals["mul"], "add": totals["add"], "xnor": xnor,
         "operations": f"{_compact(totals['mul'])} / {_compact(totals['add'])}",
-        "precision_cell": precision if drop is None else f"{precision} ({drop:.2f})",
-        "deployed_accuracy": distill["test_accuracy"] - (drop or 0) / 100,
+        "precision_cell": (precision + (" QAT" if qat else "")) if drop is None else f"{precision}{' QAT' if qat else ''} ({drop:.2f})",
+        "deployed_accuracy": accuracy - (drop or 0) / 100,
         "peak_activation_kib": totals["peak_activation_bytes"] / 1024, "energy_uj_fp32": totals["energy_uj"]["fp32"],
         "energy_uj_int8": totals["energy_uj"]["int8"],
         "precision": precision, "energy_uj_deployed": totals["energy_uj"][precision],

@@ -1,0 +1,105 @@
+"""Quantization-aware distillation (`qat` on an INT8 student): fake quantization on the export's
+grids (ONNX Runtime's formulas for CNNs, the integer adder node's sums for AdderNets), and the
+qat stage between strip and export."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from onnx import TensorProto
+from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
+
+from conftest import assert_one_sentence, report_tables, run_tiny, tiny_config
+from kdforge.export.adder_int8 import quantized_layer
+from kdforge.export.int8_cpu import CANDIDATES, TENSORRT
+from kdforge.nn.adder import AdderConv2d
+from kdforge.nn.fake_quant import (FakeQuantAdderLayer, calibrate_fake_quant, scales_and_zero_points, with_fake_quant,
+                                   without_fake_quant)
+from kdforge.train.models import create_model
+
+STUDENTS = tiny_config('unused')['students']
+
+
+@pytest.mark.parametrize("kind,reduce_range,symmetric", [
+    (TensorProto.UINT8, False, False), (TensorProto.INT8, False, True), (TensorProto.INT8, True, True),
+    (TensorProto.UINT8, False, True), (TensorProto.INT8, False, False)])
+def test_scales_and_zero_points_are_onnx_runtimes(kind, reduce_range, symmetric):
+    rng = np.random.default_rng(0)
+    lo, hi = -np.abs(rng.standard_normal(50)) * 3, np.abs(rng.standard_normal(50)) * 2
+    lo[:5], hi[5:10] = 0.5, -0.5  # ranges that do not hold 0
+    qmin, qmax = get_qmin_qmax_for_qType(kind, reduce_range=reduce_range, symmetric=symmetric)
+    scale, zero = scales_and_zero_points(torch.tensor(lo), torch.tensor(np.maximum(hi, lo)), int(qmin), int(qmax), symmetric)
+    for i in range(50):
+        z, s = compute_scale_zp(np.float32(lo[i]), np.float32(max(hi[i], lo[i])), qmin, qmax, symmetric)
+        assert scale[i].item() == pytest.approx(float(s), rel=1e-6) and zero[i].item() == int(z)
+
+
+def test_a_fake_quantized_adder_layer_sums_as_the_integer_layer():
+    """Weights beyond the input's range included: the export clamps them and adds the removed part back."""
+    torch.manual_seed(0)
+    layer = AdderConv2d(4, 6, 3, padding=1)
+    with torch.no_grad():
+        layer.weight.mul_(0.5)
+        layer.weight[0, 0, 0, 0] = 9.0  # far outside the input's range
+    x = torch.rand(8, 4, 6, 6) * 2 - 0.3
+    fake = FakeQuantAdderLayer(layer)
+    calibrate_fake_quant(fake, x)
+    integer = quantized_layer(layer, float(x.min()), float(x.max()))
+    with torch.no_grad():
+        assert torch.allclose(fake(x), integer(x), atol=1e-4)
+        assert not torch.allclose(fake(x), layer(x), atol=1e-2)  # the grid is coarse enough to matter
+
+
+@pytest.mark.parametrize("scheme", [*CANDIDATES["x86-vnni"], *CANDIDATES["x86-avx2"], TENSORRT], ids=lambda s: s.name)
+def test_fake_quantization_wraps_the_integer_layers_and_unwraps_to_the_same_model(scheme):
+    torch.manual_seed(0)
+    model = create_model("resnet8", 10, 1).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(16, 1, 8, 8)
+    fake = with_fake_quant(model, scheme)
+    calibrate_fake_quant(fake, x)
+    with torch.no_grad():
+        noisy = fake(x)
+    plain = without_fake_quant(fake)
+    assert {k: v for k, v in plain.state_dict().items()}.keys() == before.keys()
+    with torch.no_grad():
+        assert 0 < (noisy - plain(x)).abs().max() < 0.1 * plain(x).abs().max()
+
+
+def test_adder_students_fake_quantize_their_adder_layers_only():
+    model = with_fake_quant(create_model("resnet8_adder", 10, 1), CANDIDATES["x86-vnni"][0])
+    wrapped = [type(m).__name__ for m in model.modules() if "FakeQuant" in type(m).__name__]
+    adders = sum(isinstance(m, AdderConv2d) for m in model.modules())
+    assert wrapped == ["FakeQuantAdderLayer"] * adders  # the stem's convolution and the classifier stay float
+
+
+def test_qat_is_for_int8_students(tmp_path):
+    out = run_tiny(tmp_path, [{**STUDENTS[0], "qat": {"epochs": 1, "lr": 0.01}}])
+    assert_one_sentence(out, "qat fine-tunes an INT8 student")
+
+
+def test_a_qat_student_is_fine_tuned_between_strip_and_export_and_ships_from_it(tmp_path):
+    student = {**STUDENTS[1], "precision": "int8", "train": {"epochs": 2, "batch_size": 64, "lr": 0.1},
+               "qat": {"epochs": 1, "lr": 0.01}}
+    out = run_tiny(tmp_path, [student], export={"calibration_images": 64})
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "run" / "students" / "kd"
+    assert "[qat/kd] 1 epoch(s) through fake quantization" in out.stdout and (folder / "deploy.qat.pt").is_file()
+    verify = json.loads((folder / "verify.json").read_text())
+    assert verify["onnxruntime-int8"]["passed"] and not verify["onnxruntime-int8"]["cpu"]["float_layers"]
+    main = report_tables((tmp_path / "run" / "report" / "report.md").read_text())[0]
+    assert main[0]["precision (drop)"].startswith("int8 QAT (")
+    assert main[0]["test acc. (%)"] == f"{verify['onnxruntime']['accuracy_pytorch'] * 100:.2f}"  # the fine-tuned model's
+    first = (folder / "model.onnx").read_bytes()
+
+    # qat.lr changes the fine-tuning, and only what follows it reruns
+    raw = {**student, "qat": {"epochs": 1, "lr": 0.05}}
+    out = run_tiny(tmp_path, [raw], export={"calibration_images": 64})
+    assert out.returncode == 0, out.stderr
+    assert "[distill/kd] up to date" in out.stdout and "[qat/kd] 1 epoch(s)" in out.stdout
+    assert (folder / "model.onnx").read_bytes() != first
+    # qat.epochs sets its length
+    out = run_tiny(tmp_path, [{**student, "qat": {"epochs": 2, "lr": 0.05}}], export={"calibration_images": 64})
+    assert "[qat/kd] 2 epoch(s)" in out.stdout
+    assert len(json.loads((tmp_path / "run" / "manifest.json").read_text())["units"]["qat/kd"]["metrics"]["history"]) == 2
