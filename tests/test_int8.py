@@ -46,6 +46,8 @@ def test_an_fp16_student_ships_beside_fp32_and_its_tolerance_is_a_config_key(tmp
     assert "onnxruntime_fp16" in json.loads((folder / "profile.json").read_text())["latency"]
     out = run_tiny(tmp_path, [student], verify={"fp16_atol": verdict["max_abs_diff"] / 2})
     assert_one_sentence(out, "verify.fp16_atol=")
+    found = json.loads((folder / "verify.json").read_text())["onnxruntime-fp16"]["first_divergence"]
+    assert f"the first layer to diverge is {found['layer']}" in out.stderr  # a module of the student, mapped through its wrapper
 
 
 def test_fp16_adder_students_are_refused_at_the_config(tmp_path):

@@ -82,3 +82,16 @@ def test_past_the_float_mac_limit_the_export_stops_with_the_most_sensitive_layer
     assert "export.int8_max_float_macs=0.001" in message and "most sensitive layers are node_" in message
     assert message.count(".") and message.endswith(".") and "\n" not in message
     assert (tmp_path / "model.int8.onnx").is_file()  # kept for inspection
+
+
+def test_the_int8_file_minmax_breaks_names_the_layer_that_reads_the_outlier_channel(outlier_student, tmp_path):
+    from kdforge.export.divergence import first_divergence
+    from kdforge.export.int8_cpu import SCHEMES
+    from kdforge.export.quantize import quantize_int8
+
+    net, fp32, calibration, _, test = outlier_student
+    path = quantize_int8(fp32, tmp_path / "model.int8.onnx", calibration, SCHEMES[host_cpu()])
+    images = torch.stack([test[i][0] for i in range(64)])
+    found = first_divergence(path, net, images, fp32)
+    assert found["layer"] == "9" and found["relative_error"] > 0.5  # the classifier, reading zeros for all but channel 0
+

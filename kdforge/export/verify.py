@@ -68,18 +68,26 @@ def verify_int8(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray],
     return result
 
 
+def _where(result: dict) -> str:
+    found = result.get("first_divergence")
+    if not found:
+        return ""
+    return (f"; the first layer to diverge is {found['layer']} (tensor {found['tensor']}, relative error "
+            f"{found['relative_error']:.3g} against the logits' {found['logits_relative_error']:.3g})")
+
+
 def require_passed(result: dict, name: str, folder: Path) -> None:
     if not result["passed"] and "max_accuracy_drop" in result:
         other_cpu = result.get("cpu", {}).get("note")
         raise UserError(
             f"student '{name}' in INT8 agrees with PyTorch on {result['top1_agreement']:.2%} of the test images "
             f"(verify.int8_min_agreement={result['min_agreement']}) and loses {result['accuracy_drop'] * 100:.2f} points of "
-            f"accuracy (verify.int8_max_accuracy_drop={result['max_accuracy_drop']}){'; ' + other_cpu if other_cpu else ''}; "
-            f"the files are kept in {folder}."
+            f"accuracy (verify.int8_max_accuracy_drop={result['max_accuracy_drop']}){'; ' + other_cpu if other_cpu else ''}"
+            f"{_where(result)}; the files are kept in {folder}."
         )
     if not result["passed"]:
         raise UserError(
             f"student '{name}' on {result['backend']} differs from PyTorch (max |diff| {result['max_abs_diff']:.3g}, "
             f"top-1 agreement {result['top1_agreement']:.4f}) beyond {result.get('atol_key', 'verify.atol')}={result['atol']} / "
-            f"verify.min_agreement={result['min_agreement']}; the files are kept in {folder}."
+            f"verify.min_agreement={result['min_agreement']}{_where(result)}; the files are kept in {folder}."
         )

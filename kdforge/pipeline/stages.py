@@ -373,6 +373,7 @@ def run_verify(ctx: StageContext) -> StageResult:
         fp16 = ort_backend.session(folder / "model.fp16.onnx", threads=2)
         results["onnxruntime-fp16"] = verify_backend(model, lambda x: ort_backend.run(fp16, x), ctx.data().test, v.fp16_atol,
                                                      v.min_agreement, "onnxruntime-fp16", atol_key="verify.fp16_atol")
+    _locate_divergence(ctx, model, results)
     counts = compare_counts(model, _input_shape(ctx.data(), 1), folder / "model.onnx")
     path = folder / "verify.json"
     atomic.write_json(path, {**results, "counts": counts})
@@ -383,6 +384,22 @@ def run_verify(ctx: StageContext) -> StageResult:
     summary += f"; MACs ONNX = PyTorch ({sum(counts['onnx'].values()):,})" if counts["agree"] else f"; {counts['note']}"
     notes = [r["cpu"]["note"] for r in results.values() if r.get("cpu", {}).get("note")]
     return StageResult([path], {**results, "counts": counts}, _noted(summary, notes))
+
+
+_VERIFIED_FILES = {"onnxruntime": "model.onnx", "onnxruntime-int8": "model.int8.onnx", "onnxruntime-fp16": "model.fp16.onnx"}
+
+
+def _locate_divergence(ctx: StageContext, model: torch.nn.Module, results: dict) -> None:
+    """For each ONNX file that missed its tolerance, the first layer whose output diverges from
+    PyTorch's (kdforge.export.divergence), into its result."""
+    from kdforge.export.divergence import first_divergence
+
+    test = ctx.data().test
+    images = torch.stack([test[i][0] for i in range(min(64, len(test)))])
+    for name, result in results.items():
+        if not result["passed"] and name in _VERIFIED_FILES:
+            result["first_divergence"] = first_divergence(ctx.student_dir / _VERIFIED_FILES[name], model, images,
+                                                          ctx.student_dir / "model.onnx")
 
 
 def _deployed_students(ctx: StageContext) -> list:
