@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from kdforge.export import ort as ort_backend
+from kdforge.export.int8_cpu import instructions
 from kdforge.profile.latency import LatencySetup, call_timer, cpu_model, measure
 
 SHAPES = [  # net, N, C (= O), H (= W), stride
@@ -91,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    print(f"{cpu_model()}, {args.threads} threads, onnxruntime {ort.__version__}, torch {torch.__version__}; "
+    print(f"{cpu_model()} ({instructions()}), {args.threads} threads, onnxruntime {ort.__version__}, torch {torch.__version__}; "
           f"median ms per layer call over {args.rounds} interleaved rounds; {sad_instruction_count()}")
     print("| net | N x C x HxW | INT8 adder | FP32 adder | F.conv2d FP32 | ORT INT8 conv | INT8 adder / F.conv2d | "
           "INT8 adder / ORT INT8 | FP32 adder / INT8 adder |")
