@@ -35,6 +35,7 @@ demo: $(STAMP)
 # two workers: most tests wait on a child process's imports and single-threaded stages, so two
 # in turn keep both cores busy (19.6 min in series on a 2-core AVX2 machine)
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -n 2
 
 test-all: $(STAMP)

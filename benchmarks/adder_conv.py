@@ -111,7 +111,8 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    header = f"{'net':9s} {'N x C x HxW':16s} {'mode':8s} {'ref ms':>9s} {'ours ms':>9s} {'conv ms':>8s} {'ref/ours':>9s} {'ours/conv':>9s} {'mem ours/ref':>13s} {'ref MiB':>8s} {'ours MiB':>9s}"
+    header = (f"{'net':9s} {'N x C x HxW':16s} {'mode':8s} {'ref ms':>9s} {'ours ms':>9s} {'conv ms':>8s} {'ref/ours':>9s} "
+              f"{'ours/conv':>9s} {'mem ours/ref':>13s} {'ref MiB':>8s} {'ours MiB':>9s}")
     print(header)
     for net, (n, c, h) in shapes:
         for mode in ("fwd", "fwd+bwd"):

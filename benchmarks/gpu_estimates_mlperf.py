@@ -52,7 +52,8 @@ def main() -> None:
     print(f"ResNet-50 ({single['totals']['macs'] / 1e9:.2f} G MACs) at INT8: kdforge's estimate beside MLPerf Inference "
           f"(closed, NVIDIA, TensorRT); ratio = MLPerf / estimate (above 1: the GPU is slower than estimated for latency, "
           f"faster for throughput)")
-    print("| GPU | batch 1 est. (ms) | SingleStream p90 (ms) | ratio | kernels | batch 256 est. (img/s) | Offline (img/s) | ratio | MLPerf round, system |")
+    print("| GPU | batch 1 est. (ms) | SingleStream p90 (ms) | ratio | kernels | batch 256 est. (img/s) | Offline (img/s) | ratio "
+          "| MLPerf round, system |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, (latency_ms, throughput, where) in MLPERF.items():
         target = CATALOGUE[name]

@@ -83,14 +83,15 @@ def _cmd_export(args) -> None:
     export_onnx(model, torch.zeros(shape), out, args.opset, args.portable)
     print(f"written: {out} ({onnx_flavour(out)} ONNX)")
     if args.backend == "tensorrt":
-        from kdforge.export.adder_int8 import has_adder_layers
+        from kdforge.train.models.families import family_of_model
         from kdforge.export.fp16 import Float16Student
         from kdforge.export.tensorrt import build_engine
 
         source = out
         if args.fp16:
-            if has_adder_layers(model):
-                raise UserError(f"{args.model} has adder layers, whose TensorRT plugin computes in fp32 only; drop --fp16.")
+            refusal = family_of_model(model).refusal("fp16")
+            if refusal:
+                raise UserError(f"{args.model} has adder layers: {refusal}; drop --fp16.")
             source = export_onnx(Float16Student(model), torch.zeros(shape), out.with_suffix(".fp16.onnx"), args.opset)
         engine = build_engine(source, out.with_suffix(".engine"), shape)
         print(f"written: {engine} (TensorRT, {'fp16' if args.fp16 else 'fp32'}, from {source.name})")

@@ -161,10 +161,11 @@ class StudentConfig(ModelSection):
     @field_validator("precision")
     @classmethod
     def _fp16_has_kernels(cls, precision, info):
-        adder = str(info.data.get("model", "")).endswith("_adder") or info.data.get("family") == "adder"
-        if precision == "fp16" and adder:
-            raise ValueError("fp16 covers CNN and binary students; kdforge's adder kernels are fp32 or integer, so ship an "
-                             "AdderNet as int8 or fp32")
+        from kdforge.train.models.families import family_of_section
+
+        refusal = family_of_section(str(info.data.get("model", "")), info.data.get("family")).refusal(precision)
+        if refusal:
+            raise ValueError(f"{precision} covers CNN and binary students; {refusal}")
         return precision
 
     @model_validator(mode="after")

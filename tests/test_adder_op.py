@@ -160,4 +160,5 @@ def test_cuda_kernel_matches_cpu():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     x, w = _inputs(1, 1)
-    torch.testing.assert_close(adder_conv2d(x.cuda(), w.cuda(), [1, 1], [1, 1], 0.2).cpu(), adder_conv2d(x, w, [1, 1], [1, 1], 0.2), rtol=1e-5, atol=1e-4)
+    on_gpu = adder_conv2d(x.cuda(), w.cuda(), [1, 1], [1, 1], 0.2).cpu()
+    torch.testing.assert_close(on_gpu, adder_conv2d(x, w, [1, 1], [1, 1], 0.2), rtol=1e-5, atol=1e-4)

@@ -67,6 +67,8 @@ def test_export_command_writes_onnx_and_refuses_tensorrt_without_it(tmp_path):
     assert out.returncode == 0 and "custom ONNX" in out.stdout and (tmp_path / "model.onnx").is_file()
     out = _kdforge("export", tmp_path / "deploy.pt", "--backend", "tensorrt", "-o", tmp_path / "t.onnx")
     assert out.returncode == 2 and ("TensorRT is not installed" in out.stderr or "no CUDA" in out.stderr or "GPU" in out.stderr)
+    out = _kdforge("export", tmp_path / "deploy.pt", "--backend", "tensorrt", "--fp16", "-o", tmp_path / "t.onnx")
+    assert out.returncode == 2 and "has adder layers" in out.stderr and "drop --fp16" in out.stderr  # before TensorRT is looked for
 
 
 def test_profile_command_on_a_training_checkpoint(tmp_path):
@@ -91,6 +93,7 @@ def test_without_onnxruntime_a_run_names_the_extra_to_install_before_it_trains(t
     (tmp_path / "onnxruntime" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
     from pathlib import Path
 
-    out = kdforge_cli("run", Path(__file__).parents[1] / "configs" / "digits_demo.yaml", "--run-dir", tmp_path / "run", env={"PYTHONPATH": str(tmp_path)})
+    demo = Path(__file__).parents[1] / "configs" / "digits_demo.yaml"
+    out = kdforge_cli("run", demo, "--run-dir", tmp_path / "run", env={"PYTHONPATH": str(tmp_path)})
     assert_one_sentence(out, "install kdforge with pip install 'kdforge[cpu]', or 'kdforge[gpu]'")
     assert not (tmp_path / "run").exists()

@@ -29,7 +29,7 @@ def test_an_int8_student_runs_through_every_stage(tmp_path):
     assert (folder / "model.int8.onnx").is_file() and "calibrated on 64 training images" in out.stdout
     verdict = json.loads((folder / "verify.json").read_text())["onnxruntime-int8"]
     assert verdict["passed"] and verdict["accuracy_drop"] <= 0.02
-    assert "onnxruntime_int8" in json.loads((folder / "profile.json").read_text())["latency"]
+    assert "onnxruntime-int8" in json.loads((folder / "profile.json").read_text())["latency"]
     main, details = report_tables((tmp_path / "run" / "report" / "report.md").read_text())[:2]
     assert main[0]["precision (drop)"] == f"int8 ({verdict['accuracy_drop'] * 100:.2f})"
     assert float(main[0]["ORT p50 (ms)"].split(" ±")[0]) > 0
@@ -43,7 +43,7 @@ def test_an_fp16_student_ships_beside_fp32_and_its_tolerance_is_a_config_key(tmp
     folder = tmp_path / "run" / "students" / "ce"
     verdict = json.loads((folder / "verify.json").read_text())["onnxruntime-fp16"]
     assert verdict["passed"] and 0 < verdict["max_abs_diff"] <= 0.1
-    assert "onnxruntime_fp16" in json.loads((folder / "profile.json").read_text())["latency"]
+    assert "onnxruntime-fp16" in json.loads((folder / "profile.json").read_text())["latency"]
     out = run_tiny(tmp_path, [student], verify={"fp16_atol": verdict["max_abs_diff"] / 2})
     assert_one_sentence(out, "verify.fp16_atol=")
     found = json.loads((folder / "verify.json").read_text())["onnxruntime-fp16"]["first_divergence"]

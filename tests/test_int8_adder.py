@@ -225,7 +225,8 @@ def test_only_dequantize_quantize_pairs_of_equal_parameters_are_dropped():
     from onnx import TensorProto, helper, numpy_helper
 
     def q_params(name, scale, zero_point):
-        return [numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s"), numpy_helper.from_array(np.array(zero_point, np.uint8), f"{name}_z")]
+        return [numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s"),
+                numpy_helper.from_array(np.array(zero_point, np.uint8), f"{name}_z")]
     nodes = [helper.make_node("DequantizeLinear", ["x", "a_s", "a_z"], ["d"]),
              helper.make_node("QuantizeLinear", ["d", "a_s", "a_z"], ["q_same"]),
              helper.make_node("QuantizeLinear", ["d", "b_s", "b_z"], ["q_other"]),
@@ -263,7 +264,7 @@ def test_an_int8_adder_student_runs_through_every_stage(tmp_path):
     verify = json.loads((folder / "verify.json").read_text())
     assert verify["onnxruntime-int8"]["passed"] and verify["onnxruntime-int8 vs pytorch-int8"]["passed"]
     assert verify["onnxruntime-int8 vs pytorch-int8"]["top1_agreement"] >= 0.99
-    assert "onnxruntime_int8" in json.loads((folder / "profile.json").read_text())["latency"]
+    assert "onnxruntime-int8" in json.loads((folder / "profile.json").read_text())["latency"]
     twin = verify["onnxruntime-int8 vs pytorch-int8"]
     if twin["max_abs_diff"] > 0:  # the tolerance is the config's: below the measured difference the stage fails
         out = run_tiny(tmp_path, [student], export={"calibration_images": 64}, verify={"int8_reference_atol": twin["max_abs_diff"] / 2})

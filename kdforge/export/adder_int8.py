@@ -206,7 +206,3 @@ def _fused(graph: fx.GraphModule, images: torch.Tensor, batch_size: int = 64) ->
     graph.delete_all_unused_submodules()
     graph.recompile()
     return graph
-
-
-def has_adder_layers(model: nn.Module) -> bool:
-    return any(isinstance(m, AdderConv2d) for m in model.modules())

@@ -26,7 +26,8 @@ class AdderConv2d(nn.Module):
         return adder_conv2d(x, self.weight, [s, s], [p, p], self.eta)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, eta={self.eta}"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, eta={self.eta}")
 
 
 def to_addernet(model: nn.Module, keep: tuple[str, ...], eta: float = 0.2) -> nn.Module:

@@ -34,6 +34,7 @@ from torch import nn
 from kdforge.export.int8_cpu import IntegerScheme
 from kdforge.nn.adder import AdderConv2d
 from kdforge.nn.adder_op import adder_conv2d
+from kdforge.train.models.families import ADDER, family_of_model
 
 
 def _onnx_type(kind: str):
@@ -139,7 +140,7 @@ def _wrapped(module: nn.Module, scheme: IntegerScheme, adder: bool) -> nn.Module
 def with_fake_quant(model: nn.Module, scheme: IntegerScheme) -> nn.Module:
     """`model` with its integer layers fake-quantized (in place): an AdderNet's adder layers (the
     stem and classifier stay float, as its export keeps them), else every Conv2d and Linear."""
-    adder = any(isinstance(m, AdderConv2d) for m in model.modules())
+    adder = family_of_model(model) is ADDER
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             wrapper = _wrapped(child, scheme, adder)

@@ -27,6 +27,7 @@ from kdforge.train.device import resolve_device
 from kdforge.train.evaluation import generalized_accuracy
 from kdforge.train.methods import method_class, teacher_method, uses_teacher
 from kdforge.train.models.build import build_network
+from kdforge.train.models.families import ADDER, family_of_model
 from kdforge.train.trainer import accuracy, fit, predict, seed_everything
 from kdforge.train.weights import load_into, network_weights
 from kdforge.untrusted import load_torch
@@ -201,12 +202,11 @@ def run_qat(ctx: StageContext) -> StageResult:
     from kdforge.export.int8_cpu import SCHEMES, target_of
     from kdforge.train.qat import QuantizationAwareDistiller
 
-    from kdforge.export.adder_int8 import has_adder_layers
 
     s = ctx.student
     model, spec = load_deployed(ctx.student_dir / "deploy.pt", s)
     scheme = SCHEMES[target_of(ctx.cfg.export.int8_cpu)]
-    how = "uint8 SAD, the integer adder node's" if has_adder_layers(model) else f"{scheme.name} for {scheme.target}"
+    how = "uint8 SAD, the integer adder node's" if family_of_model(model) is ADDER else f"{scheme.name} for {scheme.target}"
     distiller = QuantizationAwareDistiller(model, _trained_teacher(ctx), scheme, _calibration_images(ctx))
     train = s.train.model_copy(update={"epochs": s.qat.epochs, "lr": s.qat.lr, "schedule": "cosine"})
     result = fit(distiller, ctx.data(), train, ctx.student_dir / "qat_checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
@@ -282,11 +282,10 @@ def _export_fp16(ctx: StageContext, model: torch.nn.Module, shape: tuple) -> Pat
 def _tensorrt_source(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, shape: tuple) -> tuple[Path, str]:
     """The ONNX file the engine is built from, whose tensors carry its precision, and that
     precision: TensorRT networks are strongly typed (kdforge.export.tensorrt)."""
-    from kdforge.export.adder_int8 import has_adder_layers
     from kdforge.export.int8_cpu import TENSORRT
     from kdforge.export.quantize import quantize_int8
 
-    if has_adder_layers(model):
+    if family_of_model(model) is ADDER:
         return fp32_path, "fp32: the adder plugin computes in fp32"
     if ctx.student.precision == "int8":
         path = ctx.student_dir / "model.int8.tensorrt.onnx"
@@ -320,13 +319,12 @@ def _export_int8(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, sha
     """model.int8.onnx: adder layers on kdforge's integer node (exact integer sums on every CPU),
     CNN and binary students by ONNX Runtime's quantizer in the integer scheme of `export.int8_cpu`;
     (path, the export's metrics of it, how)."""
-    from kdforge.export.adder_int8 import has_adder_layers
     from kdforge.export.int8_cpu import mark, target_of
     from kdforge.export.int8_search import Gate, search_int8
 
     path, e = ctx.student_dir / "model.int8.onnx", ctx.cfg.export
     images = _calibration_images(ctx)
-    if has_adder_layers(model):
+    if family_of_model(model) is ADDER:
         export_onnx(_int8_adder_twin(ctx, model), torch.zeros(shape), path, e.opset, e.portable)
         mark(path, "any", "uint8 SAD, exact on every CPU", f"minmax, {len(images)} images")
         return path, {"calibration_images": len(images), "int8_cpu": "any"}, "integer adder layers"
@@ -348,7 +346,6 @@ def _export_int8(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, sha
 
 def run_verify(ctx: StageContext) -> StageResult:
     from kdforge.export import ort as ort_backend
-    from kdforge.export.adder_int8 import has_adder_layers
     from kdforge.export.int8_cpu import targets
 
     model, _ = load_deployed(_deployed_path(ctx), ctx.student)
@@ -365,7 +362,7 @@ def run_verify(ctx: StageContext) -> StageResult:
         run_int8 = lambda x: ort_backend.run(int8, x)  # noqa: E731
         results["onnxruntime-int8"] = verify_int8(model, run_int8, ctx.data().test, v.int8_min_agreement, v.int8_max_accuracy_drop)
         results["onnxruntime-int8"]["cpu"] = targets(folder / "model.int8.onnx")
-        if has_adder_layers(model):  # the integer kernels against PyTorch's integer reference
+        if family_of_model(model) is ADDER:  # the integer kernels against PyTorch's integer reference
             results["onnxruntime-int8 vs pytorch-int8"] = verify_backend(
                 _int8_adder_twin(ctx, model), run_int8, ctx.data().test, v.int8_reference_atol, v.min_agreement,
                 "onnxruntime-int8 vs pytorch-int8", atol_key="verify.int8_reference_atol")
@@ -411,7 +408,7 @@ def _deployed_students(ctx: StageContext) -> list:
         model, spec = load_deployed(_deployed_path(ctx, s), s)
         files = {"onnxruntime": folder / "model.onnx"}
         if s.precision != "fp32":
-            files[f"onnxruntime_{s.precision}"] = folder / f"model.{s.precision}.onnx"
+            files[f"onnxruntime-{s.precision}"] = folder / f"model.{s.precision}.onnx"
         deployed.append(DeployedStudent(s.name, model, (spec["in_channels"], spec["image_size"], spec["image_size"]), files,
                                         folder / "model.engine" if ctx.cfg.export.tensorrt else None))
     return deployed
@@ -473,7 +470,8 @@ def run_report(ctx: StageContext) -> StageResult:
     histories.update({s.name: ctx.metrics(f"distill/{s.name}").get("history") for s in ctx.cfg.students})
     paths = write_report(ctx.run_dir / "report", rows, context, layers, {k: v for k, v in histories.items() if v})
     best = max(rows, key=lambda r: r["test_accuracy"])
-    return StageResult(paths, {"students": len(rows)}, f"{len(rows)} students; best {best['student']} at {best['test_accuracy'] * 100:.2f}%; {paths[0]}")
+    summary = f"{len(rows)} students; best {best['student']} at {best['test_accuracy'] * 100:.2f}%; {paths[0]}"
+    return StageResult(paths, {"students": len(rows)}, summary)
 
 
 STAGE_FUNCTIONS = {

@@ -74,7 +74,7 @@ def _estimate_cells(profile: dict) -> dict:
 def _latency_cells(lat: dict, precision: str) -> dict:
     """The latency columns' medians, and under "latency_figures" their whole figures (interval,
     stability, rounds); "deployed_p50_ms" is the file shipped at the student's precision."""
-    sources = {**LATENCY_SOURCES, "deployed_p50_ms": "onnxruntime" if precision == "fp32" else f"onnxruntime_{precision}"}
+    sources = {**LATENCY_SOURCES, "deployed_p50_ms": "onnxruntime" if precision == "fp32" else f"onnxruntime-{precision}"}
     figures = {key: {k: lat[backend][k] for k in ("p50_ms", "ci_low_ms", "ci_high_ms", "stable", "rounds")}
                for key, backend in sources.items() if backend in lat}
     return {**{key: figures[key]["p50_ms"] if key in figures else None for key in sources}, "latency_figures": figures}
@@ -306,7 +306,7 @@ def markdown(rows: list[dict], context: dict, figures: dict[str, list[Path]], pl
     return (f"# kdforge report: {context['name']}\n\n{_lead(context)}\n\n## Which student to ship\n\n{recommended}\n\n"
             f"{_recommendation_rule()}\n\n{main}\n\n{images('tradeoff')}\n\n"
             f"Pareto front (shipped files' ONNX Runtime latency vs accuracy): {front}.\n\n"
-            + (f"## Against plain training\n\n" + "\n".join(f"- {line}" for line in plain) + "\n\n" if plain else "")
+            + ("## Against plain training\n\n" + "\n".join(f"- {line}" for line in plain) + "\n\n" if plain else "")
             + f"## All measurements per student\n\n{details}\n\n{notes}\n\n"
             f"## Batch sweep, per deployed graph\n\n{_markdown_table(*_sweep_rows(rows), left=2)}\n\n"
             f"## Cost per layer, per deployed graph\n\n{images('layers')}\n\n## Training and cost\n\n{images('other')}\n")

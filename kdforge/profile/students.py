@@ -13,7 +13,7 @@ from kdforge.profile.identity import onnx_digest, torch_digest
 @dataclass
 class DeployedStudent:
     """What one student ships: its eager module, its ONNX files by backend name
-    ("onnxruntime", "onnxruntime_int8", ...), and its TensorRT engine where built."""
+    ("onnxruntime", "onnxruntime-int8", ...: the keys of verify.json), and its TensorRT engine where built."""
     name: str
     model: object
     input_shape: tuple  # one image: (C, H, W)

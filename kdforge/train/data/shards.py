@@ -84,7 +84,8 @@ class ShardImages(ImageFolder):
 
         if self._reader is None:
             spec = [{"url": str(self.folder / s["url"]), "nsamples": s["nsamples"]} for s in self.shards]
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # wids prints a summary of every dataset it opens
+            # wids prints a summary of every dataset it opens
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 self._reader = wids.ShardListDataset(spec, transformations=[], cache_dir=str(self.folder), keep=True,
                                                      lru_size=min(len(spec), 256))
             self._reader.check_cache_misses = lambda: None  # random access across shards is the point here

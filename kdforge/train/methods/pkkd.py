@@ -47,6 +47,7 @@ from torch import nn
 from kdforge.errors import UserError
 from kdforge.nn.adder import AdderConv2d
 from kdforge.train.methods.base import Distiller, NoOptions
+from kdforge.train.models.families import ADDER, family_of_model
 from kdforge.train.methods.kd import kd_loss
 from kdforge.train.methods.registry import register_method
 from kdforge.train.models.base import kaiming_init
@@ -124,7 +125,7 @@ class PKKD(Distiller):
 
     def __init__(self, student, teacher, options, example=None):
         layers = last_conv_per_stage(student, (AdderConv2d, nn.Conv2d))
-        if options.teacher == "twin" and not any(isinstance(m, AdderConv2d) for m in student.modules()):
+        if options.teacher == "twin" and family_of_model(student) is not ADDER:
             raise UserError("pkkd with teacher: twin distils AdderNet students; choose a *_adder model, or teacher: pipeline for a CNN student.")
         self.trains_teacher = options.progressive
         super().__init__(student, cnn_twin(student) if teacher is None else teacher, options, example)

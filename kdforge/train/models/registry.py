@@ -11,11 +11,21 @@ import torch
 from kdforge.errors import UserError, printable, reason
 
 _MODELS: dict[str, Callable] = {}
+_FAMILIES: dict[str, str] = {}
 
 
-def register_model(fn: Callable) -> Callable:
+def register_model(fn: Callable, family: str | None = None) -> Callable:
+    """Registers `fn` under its name; `family` ("adder", "binary") where it builds a multiplier-light
+    twin (kdforge.train.models.families)."""
     _MODELS[fn.__name__] = fn
+    if family is not None:
+        _FAMILIES[fn.__name__] = family
     return fn
+
+
+def model_family(name: str) -> str | None:
+    """The family a registered model was registered as, or None (a CNN, or not a registered name)."""
+    return _FAMILIES.get(name)
 
 
 def list_models() -> list[str]:

@@ -23,7 +23,7 @@ def _register(cnn: str, family: str):
         return transform(model_builder(cnn)(num_classes=num_classes, in_channels=in_channels), keep=("stem.0",), **options)
     builder.__name__ = f"{cnn}_{family}"
     builder.__doc__ = doc.format(cnn)
-    register_model(builder)
+    register_model(builder, family=family)
 
 
 for _cnn in _CNNS:
