@@ -330,12 +330,12 @@ def parse_config(raw: Any, source: str = "config") -> Config:
 
 
 def _require_teacher(cfg: Config, source: str) -> None:
-    from kdforge.train.methods import uses_teacher
+    from kdforge.train.methods import method_class, uses_teacher
 
     for i, student in enumerate(cfg.students):
         if cfg.teacher is None and uses_teacher(student):
             raise UserError(f"{source}: key 'teacher' is required: students[{i}] uses method '{student.method}', which learns from a teacher"
-                            f"{' with these options' if student.method == 'pkkd' else ''}.")
+                            f"{' with these options' if method_class(student.method).teacher_by_options() else ''}.")
 
 
 def _validate_method_options(cfg: Config, source: str) -> None:

@@ -160,6 +160,21 @@ def test_a_method_below_plain_training_is_named_with_what_its_validation_curve_d
     ]  # kd is ahead; a baseline within a point is not flagged; a model without a plain twin gets no line
 
 
+def test_which_method_is_the_baseline_and_which_claims_to_beat_it_are_facts_of_the_methods():
+    from kdforge.profile.report import against_plain_training
+    from kdforge.train.methods import register_method
+    from kdforge.train.methods.kd import KnowledgeDistillation
+
+    @register_method("test_claims_to_beat_plain_training")
+    class Claiming(KnowledgeDistillation):
+        beats_baseline = True
+
+    rows = [{"student": name, "method": method, "model": "m", "test_accuracy": acc} for name, method, acc in (
+        ("plain", "ce", 0.98), ("kd", "kd", 0.979), ("claims", "test_claims_to_beat_plain_training", 0.979))]
+    lines = against_plain_training(rows, {})
+    assert [line.split(" ")[0] for line in lines[1:]] == ["claims"]  # 0.1 below: flagged for the claiming method only
+
+
 def test_the_tradeoff_plot_labels_a_crowded_corner_once_and_a_distant_point_by_itself():
     from kdforge.profile.plots import _labels
 

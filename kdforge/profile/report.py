@@ -227,19 +227,21 @@ def _curve(history: list[dict]) -> str:
 
 def against_plain_training(rows: list[dict], histories: dict[str, list[dict]]) -> list[str]:
     """Per model with a student trained by cross-entropy alone, every other method's accuracy
-    against it, and for each more than RECOMMEND_WITHIN points below it (a PKKD student: below
-    it at all, the relation its paper claims) the measured shape of its validation curve."""
+    against it, and for each more than RECOMMEND_WITHIN points below it (a method whose paper
+    claims to beat it, `beats_baseline`: below it at all) the measured shape of its validation curve."""
+    from kdforge.train.methods import method_class
+
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        plain = next((r for r in rows if r["model"] == model and r["method"] == "ce"), None)
-        others = [r for r in rows if r["model"] == model and r["method"] != "ce"]
+        plain = next((r for r in rows if r["model"] == model and method_class(r["method"]).baseline), None)
+        others = [r for r in rows if r["model"] == model and not method_class(r["method"]).baseline]
         if plain is None or not others:
             continue
         deltas = [(r, (r["test_accuracy"] - plain["test_accuracy"]) * 100) for r in others]
         lines.append(f"{model}, against {plain['student']} (cross-entropy alone, {plain['test_accuracy'] * 100:.2f}%): "
                      + ", ".join(f"{r['student']} {delta:+.2f}" for r, delta in deltas) + " points.")
         for r, delta in deltas:
-            if delta < -RECOMMEND_WITHIN or (r["method"] == "pkkd" and delta < 0):
+            if delta < -RECOMMEND_WITHIN or (method_class(r["method"]).beats_baseline and delta < 0):
                 lines.append(f"{r['student']} ({r['method']}) is {-delta:.2f} points below {plain['student']}: "
                              f"{_curve(histories.get(r['student'], []))}.")
     return lines

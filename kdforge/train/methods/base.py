@@ -10,6 +10,8 @@ them. `deployable()` returns the student as it ships, `deploy_transforms` the ar
 changes (see models/plain.py) that rebuild it from its registered name.
 
 `example` is a small input batch, for methods that size connectors from feature shapes.
+`baseline` marks the method every other is compared with in the report (plain training);
+`beats_baseline` a method whose paper claims it does, so that the report explains any shortfall.
 `teacher_method` names the method the teacher stage trains the teacher with (TOFD's teacher
 carries auxiliary heads); `load_teacher_state` takes that stage's checkpoint.
 """
@@ -36,6 +38,8 @@ class Distiller(nn.Module):
     training_only: ClassVar[tuple[str, ...]] = ("teacher",)
     teacher_modules: ClassVar[tuple[str, ...]] = ("teacher",)
     deploy_transforms: ClassVar[tuple[str, ...]] = ()
+    baseline: ClassVar[bool] = False
+    beats_baseline: ClassVar[bool] = False
     epochs: int = 1
 
     def __init__(self, student: nn.Module, teacher: Optional[nn.Module], options: BaseModel, example: Optional[torch.Tensor] = None):
@@ -51,6 +55,11 @@ class Distiller(nn.Module):
         """Whether this method, with these options, learns from the run's teacher (the teacher
         stage trains it and the distill stage loads it)."""
         return cls.needs_teacher
+
+    @classmethod
+    def teacher_by_options(cls) -> bool:
+        """Whether its options decide if it learns from the run's teacher (it overrides uses_teacher)."""
+        return cls.uses_teacher.__func__ is not Distiller.uses_teacher.__func__
 
     def train(self, mode: bool = True):
         super().train(mode)

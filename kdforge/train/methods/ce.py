@@ -10,6 +10,7 @@ from kdforge.train.methods.registry import register_method
 class CrossEntropy(Distiller):
     needs_teacher = False
     training_only = ()
+    baseline = True
 
     def forward(self, images, labels, progress):
         logits = self.student(images)

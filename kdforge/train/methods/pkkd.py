@@ -118,6 +118,7 @@ class PKKD(Distiller):
     needs_teacher = False
     trains_teacher = True
     training_only = ("teacher", "aligners")
+    beats_baseline = True  # the paper's claim: PKKD's AdderNet beats the AdderNet trained alone
 
     @classmethod
     def uses_teacher(cls, options: PKKDOptions) -> bool:
