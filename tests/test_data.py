@@ -90,3 +90,17 @@ def test_random_crop_flip_shifts_and_mirrors():
         assert any(torch.equal(img[0, 1:3, 1:3], ref[0, 1 + dy:3 + dy, 1 + dx:3 + dx])
                    for ref in (x[0], mirrored[0]) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
     assert not torch.equal(out, x)
+
+
+def test_no_validation_split_runs_every_stage(tmp_path):
+    """data.val_fraction: 0 (the key's lower bound): training keeps the images, epochs report no
+    validation accuracy, strip probes training images."""
+    from conftest import run_tiny, tiny_config
+
+    from kdforge.train.data import digits
+
+    bundle = digits.load(0.0, 0.2, 0)
+    assert len(bundle.val) == 0 and len(bundle.train) + len(bundle.test) == 1797
+    out = run_tiny(tmp_path, tiny_config("unused")["students"][:1], data={"name": "digits", "val_fraction": 0})
+    assert out.returncode == 0, out.stderr
+    assert "1437/0/360 train/val/test" in out.stdout

@@ -184,7 +184,8 @@ def run_strip(ctx: StageContext) -> StageResult:
     distiller, _ = build_distiller(ctx, for_training=False)
     checkpoint = ctx.student_dir / "checkpoint.pt"
     load_into(distiller.load_state_dict, _distiller_state(checkpoint, "student checkpoint"), checkpoint)
-    probe = torch.stack([data.val[i][0] for i in range(min(16, len(data.val)))])
+    probed = data.val if len(data.val) else data.train  # data.val_fraction: 0
+    probe = torch.stack([probed[i][0] for i in range(min(16, len(probed)))])
     deployed = strip(distiller, probe)
     spec = {"model": s.model, "model_args": s.model_args, "family": s.family, "stages": s.stages, "classifier": s.classifier,
             "num_classes": data.num_classes, "in_channels": data.in_channels,

@@ -80,6 +80,8 @@ def predict(model: torch.nn.Module, dataset, device: torch.device, batch_size: i
         logits.append(model(x.to(device)).float().cpu())
         labels.append(torch.as_tensor(y))
     model.train(was_training)
+    if not logits:  # an empty split (data.val_fraction: 0)
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(logits), torch.cat(labels)
 
 

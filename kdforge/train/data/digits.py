@@ -15,12 +15,14 @@ def load(val_fraction: float, test_fraction: float, seed: int) -> DataBundle:
     labels = torch.from_numpy(digits.target).long()
     idx = list(range(len(labels)))
     rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=labels)
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed, stratify=labels[rest])
+    train, val = rest, []  # data.val_fraction: 0, no validation split
+    if val_fraction > 0:
+        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed, stratify=labels[rest])
     mean, std = channel_stats(images[train])
     images = normalize(images, mean, std)
 
     def subset(ids):
-        ids = torch.tensor(sorted(ids))
+        ids = torch.tensor(sorted(ids), dtype=torch.long)
         return tensor_dataset(images[ids], labels[ids])
 
     return DataBundle(subset(train), subset(val), subset(test), 10, 1, 8, mean, std, [str(d) for d in range(10)])
