@@ -93,13 +93,13 @@ def test_a_qat_student_is_fine_tuned_between_strip_and_export_and_ships_from_it(
     assert main[0]["test acc. (%)"] == f"{verify['onnxruntime']['accuracy_pytorch'] * 100:.2f}"  # the fine-tuned model's
     first = (folder / "model.onnx").read_bytes()
 
-    # qat.lr changes the fine-tuning, and only what follows it reruns
-    raw = {**student, "qat": {"epochs": 1, "lr": 0.05}}
-    out = run_tiny(tmp_path, [raw], export={"calibration_images": 64})
+    distilled = (folder / "metrics.jsonl").read_text()
+
+    # qat.epochs sets its length and qat.lr its learning rate; only the stages from qat on rerun
+    out = run_tiny(tmp_path, [{**student, "qat": {"epochs": 2, "lr": 0.03}}], export={"calibration_images": 64})
     assert out.returncode == 0, out.stderr
-    assert "[distill/kd] up to date" in out.stdout and "[qat/kd] 1 epoch(s)" in out.stdout
-    assert (folder / "model.onnx").read_bytes() != first
-    # qat.epochs sets its length
-    out = run_tiny(tmp_path, [{**student, "qat": {"epochs": 2, "lr": 0.05}}], export={"calibration_images": 64})
-    assert "[qat/kd] 2 epoch(s)" in out.stdout
+    assert "[distill/kd] up to date" in out.stdout and "[qat/kd] 2 epoch(s)" in out.stdout
     assert len(json.loads((tmp_path / "run" / "manifest.json").read_text())["units"]["qat/kd"]["metrics"]["history"]) == 2
+    steps = [json.loads(line) for line in (folder / "qat" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[0]["lr"] == pytest.approx(0.03)  # the cosine schedule's first step
+    assert (folder / "metrics.jsonl").read_text() == distilled and (folder / "model.onnx").read_bytes() != first

@@ -210,7 +210,9 @@ def run_qat(ctx: StageContext) -> StageResult:
     how = "uint8 SAD, the integer adder node's" if family_of_model(model) is ADDER else f"{scheme.name} for {scheme.target}"
     distiller = QuantizationAwareDistiller(model, _trained_teacher(ctx), scheme, _calibration_images(ctx))
     train = s.train.model_copy(update={"epochs": s.qat.epochs, "lr": s.qat.lr, "schedule": "cosine"})
-    result = fit(distiller, ctx.data(), train, ctx.student_dir / "qat_checkpoint.pt", ctx.unit.fingerprint, ctx.device(),
+    checkpoint = ctx.student_dir / "qat" / "checkpoint.pt"  # its own folder: metrics.jsonl and tensorboard/ beside it
+    checkpoint.parent.mkdir(exist_ok=True)
+    result = fit(distiller, ctx.data(), train, checkpoint, ctx.unit.fingerprint, ctx.device(),
                  ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"{s.name} (qat)",
                  workers=loader_workers(ctx.cfg.data), backend=ctx.cfg.data.backend)
     path = ctx.student_dir / "deploy.qat.pt"
@@ -220,7 +222,7 @@ def run_qat(ctx: StageContext) -> StageResult:
                "fp32_test_accuracy_before": before}
     summary = (f"{s.qat.epochs} epoch(s) through fake quantization ({how}): emulated INT8 test accuracy "
                f"{metrics['test_accuracy'] * 100:.2f}% (FP32 before QAT {before * 100:.2f}%){_resumed(metrics)}")
-    return StageResult([ctx.student_dir / "qat_checkpoint.pt", path], metrics, summary)
+    return StageResult([checkpoint, path], metrics, summary)
 
 
 def _trained_teacher(ctx: StageContext):
