@@ -9,7 +9,7 @@ import torch
 
 from conftest import report_tables, assert_one_sentence, run_tiny, tiny_config
 from kdforge.errors import UserError
-from kdforge.export.int8_cpu import CANDIDATES, SCHEMES
+from kdforge.export.int8_cpu import CANDIDATES, SCHEMES, host_cpu
 from kdforge.export.onnx_export import export_onnx
 from kdforge.export.quantize import quantize_int8
 from kdforge.export.verify import require_passed, verify_int8
@@ -29,6 +29,10 @@ def test_an_int8_student_runs_through_every_stage(tmp_path):
     assert (folder / "model.int8.onnx").is_file() and "calibrated on 64 training images" in out.stdout
     verdict = json.loads((folder / "verify.json").read_text())["onnxruntime-int8"]
     assert verdict["passed"] and verdict["accuracy_drop"] <= 0.02
+    cpu = verdict["cpu"]  # export.int8_cpu auto: made for this host, so verify adds no note
+    assert (cpu["made_for"], cpu["host"], cpu["note"]) == (host_cpu(), host_cpu(), None)
+    assert cpu["scheme"] in {s.name for s in CANDIDATES[host_cpu()]}
+    assert "is made for" not in out.stdout
     assert "onnxruntime-int8" in json.loads((folder / "profile.json").read_text())["latency"]
     main, details = report_tables((tmp_path / "run" / "report" / "report.md").read_text())[:2]
     assert main[0]["precision (drop)"] == f"int8 ({verdict['accuracy_drop'] * 100:.2f})"

@@ -34,9 +34,8 @@ def test_the_ablation_is_four_configs_that_differ_in_the_two_switches():
     assert len(ABLATION) == 4 and cells == {(True, True), (True, False), (False, True), (False, False)}
 
 
-def _fast_or_slow(path):  # the full method in `make test`; the ImageNet pair (100 s) and the other three ablation cells under `slow`
-    fast = path.stem == "cifar10_pkkd_ablation_kernel_progressive"
-    return pytest.param(path, marks=() if fast else pytest.mark.slow, id=path.stem)
+def _fast_or_slow(path):  # each a pipeline of 35-100 s: under `slow` (test_own_models runs PKKD end to end in `make test`)
+    return pytest.param(path, marks=pytest.mark.slow, id=path.stem)
 
 
 @pytest.mark.parametrize("path", [_fast_or_slow(p) for p in ABLATION + [CONFIGS / "imagenet_pkkd_resnet152_resnet18.yaml"]])
