@@ -203,7 +203,6 @@ def run_qat(ctx: StageContext) -> StageResult:
     from kdforge.export.int8_cpu import SCHEMES, target_of
     from kdforge.train.qat import QuantizationAwareDistiller
 
-
     s = ctx.student
     model, spec = load_deployed(ctx.student_dir / "deploy.pt", s)
     scheme = SCHEMES[target_of(ctx.cfg.export.int8_cpu)]
