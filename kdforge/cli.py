@@ -21,6 +21,8 @@ def _cmd_run(args) -> None:
     from kdforge.pipeline.runner import run_pipeline
 
     cfg = load_config(args.config, tuple(args.set or ()))
+    for notice in cfg.notices():
+        print(f"kdforge: notice: {notice}.", file=sys.stderr)
     if args.run_dir is not None:
         cfg.run_dir = args.run_dir
     only = args.only if args.command == "run" else [args.stage]
@@ -65,36 +67,44 @@ def _cmd_models(args) -> None:
 
 
 def _cmd_export(args) -> None:
-    import torch
-
+    """Builds the artifacts named by --deploy (kdforge.export.artifacts) from a deploy.pt, in the registry's order."""
     from pydantic import ValidationError
 
     from kdforge.config import ExportConfig
-    from kdforge.export.onnx_export import export_onnx, onnx_flavour
+    from kdforge.export.artifacts import ExportJob, artifact, deploy_names, registered
     from kdforge.export.strip import load_deployed
+    from kdforge.train.models.families import family_of_model
 
+    if args.list:
+        for entry in registered():
+            print(f"{entry.name:20s} {entry.label}: <stem>{entry.suffix}" + (f" (also: {', '.join(entry.aliases)})" if entry.aliases else ""))
+        return
+    if args.model is None:
+        raise UserError("kdforge export needs a deploy.pt (or --list for the artifacts it can build).")
     try:
-        ExportConfig(opset=args.opset)  # the config's own range for the key
+        export = ExportConfig(opset=args.opset, portable=args.portable)  # the config's own range for the key
     except ValidationError as e:
         raise UserError(f"--opset {args.opset}: {e.errors()[0]['msg'].removeprefix('Value error, ')}.") from None
+    flags = {name: "--deploy " + name for name in args.deploy or []}
+    flags.update({"tensorrt": "--backend tensorrt"} if args.backend == "tensorrt" else {})
+    flags.update({"fp16": "--fp16"} if args.fp16 else {})
+    try:
+        names = deploy_names(list(flags))
+    except ValueError as e:
+        raise UserError(f"--deploy: {e}.") from None
     model, spec = load_deployed(args.model)
+    family = family_of_model(model)
+    for asked, flag in flags.items():
+        refusal = artifact(asked).refusal(family)
+        if refusal:
+            raise UserError(f"{args.model} is a {family.name} student, which cannot deploy {artifact(asked).name}: {refusal}; drop {flag}.")
     out = args.output or args.model.with_name("model.onnx")
-    shape = (2, spec["in_channels"], spec["image_size"], spec["image_size"])
-    export_onnx(model, torch.zeros(shape), out, args.opset, args.portable)
-    print(f"written: {out} ({onnx_flavour(out)} ONNX)")
-    if args.backend == "tensorrt":
-        from kdforge.train.models.families import family_of_model
-        from kdforge.export.fp16 import Float16Student
-        from kdforge.export.tensorrt import build_engine
-
-        source = out
-        if args.fp16:
-            refusal = family_of_model(model).refusal("fp16")
-            if refusal:
-                raise UserError(f"{args.model} has adder layers: {refusal}; drop --fp16.")
-            source = export_onnx(Float16Student(model), torch.zeros(shape), out.with_suffix(".fp16.onnx"), args.opset)
-        engine = build_engine(source, out.with_suffix(".engine"), shape)
-        print(f"written: {engine} (TensorRT, {'fp16' if args.fp16 else 'fp32'}, from {source.name})")
+    job = ExportJob(model=model, folder=out.parent, input_shape=(spec["in_channels"], spec["image_size"], spec["image_size"]),
+                    deploy=names, family=family, export=export, stem=out.name.removesuffix(".onnx"))
+    for name in names:
+        built = artifact(name).build(job)
+        if built is not None:
+            print(f"written in {job.folder}: {built.summary}")
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -170,11 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--wait", action="store_true", help="wait for another kdforge process using the run directory")
     stage.set_defaults(func=_cmd_run)
 
-    export = sub.add_parser("export", help="export a deploy.pt to ONNX (and a TensorRT engine)")
-    export.add_argument("model", type=Path)
-    export.add_argument("-o", "--output", type=Path, default=None, help="the .onnx path (default: beside the model)")
-    export.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx")
-    export.add_argument("--fp16", action="store_true", help="fp16 TensorRT engine")
+    export = sub.add_parser("export", help="build a deploy.pt's deployable artifacts: ONNX files, TensorRT engines, ...")
+    export.add_argument("model", type=Path, nargs="?")
+    export.add_argument("-o", "--output", type=Path, default=None, help="the .onnx path (default: beside the model); the "
+                        "other files take its stem")
+    export.add_argument("--deploy", nargs="+", metavar="ARTIFACT", help="what to build besides model.onnx (see --list)")
+    export.add_argument("--list", action="store_true", help="the artifacts kdforge can build")
+    export.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx", help="tensorrt: --deploy tensorrt")
+    export.add_argument("--fp16", action="store_true", help="--deploy fp16 (a TensorRT engine then takes fp16)")
     export.add_argument("--portable", action="store_true", help="standard ONNX operators only")
     export.add_argument("--opset", type=int, default=18)
     export.set_defaults(func=_cmd_export)

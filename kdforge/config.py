@@ -8,7 +8,7 @@ options are validated by the method's own `Options` model, model names against t
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationError, field_validator, model_validator
 
 from kdforge.errors import UserError, printable, printable_name
 from kdforge.export.int8_cpu import CALIBRATORS, CPU_TARGETS
@@ -151,29 +151,42 @@ class StudentConfig(ModelSection):
     method: str
     options: dict[str, Any] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description=(
-        "also ship model.<precision>.onnx: int8 (CNN and binary students by ONNX Runtime's quantizer, AdderNets on kdforge's "
-        "integer adder node) or fp16 (CNN and binary students: fp16 weights and arithmetic, fp32 input and logits)"))
+    deploy: Optional[list[str]] = Field(None, description=(
+        "what the student ships, entries of the artifact registry (kdforge/export/artifacts/, `kdforge export --list`): "
+        "fp32 (model.onnx, always), fp16, int8, tensorrt, openvino, ...; default [fp32]"))
+    precision: Optional[Literal["fp32", "fp16", "int8"]] = Field(None, description=(
+        "the narrowest precision the student ships, read from `deploy`; `precision: int8` alone is the older spelling of "
+        "deploy: [fp32, int8]"))
     qat: Optional[QatConfig] = Field(None, description=(
         "INT8 students: fine-tune through fake quantization after distillation, against the FP32 student and its teacher; "
         "the INT8 files are then exported from the fine-tuned student"))
-
-    @field_validator("precision")
-    @classmethod
-    def _fp16_has_kernels(cls, precision, info):
-        from kdforge.train.models.families import family_of_section
-
-        refusal = family_of_section(str(info.data.get("model", "")), info.data.get("family")).refusal(precision)
-        if refusal:
-            raise ValueError(f"{precision} covers CNN and binary students; {refusal}")
-        return precision
+    _notices: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
-    def _qat_of_int8(self):
+    def _resolve_deploy(self):
+        if self.precision is not None and self.deploy is None:
+            self._notices.append(f"student '{self.name}': precision: {self.precision} is now written "
+                                 f"deploy: [fp32{', ' + self.precision if self.precision != 'fp32' else ''}]; read as that")
+        self.set_deploy([*(self.deploy or []), *([self.precision] if self.precision else [])])
         if self.qat is not None and self.precision != "int8":
-            raise ValueError(f"qat fine-tunes an INT8 student; student '{self.name}' has precision {self.precision} "
-                             f"(set precision: int8, or drop qat)")
+            raise ValueError(f"qat fine-tunes an INT8 student; student '{self.name}' ships {self.precision} "
+                             f"(add int8 to its deploy list, or drop qat)")
         return self
+
+    def set_deploy(self, requested: list[str]) -> None:
+        """Resolves `requested` against the artifact registry into `deploy`, refusing in one sentence
+        what this student's family cannot ship, and sets `precision` to the narrowest it ships."""
+        from kdforge.export.artifacts import artifact, deploy_names
+        from kdforge.train.models.families import family_of_section
+
+        names = deploy_names(requested)
+        family = family_of_section(self.model, self.family)
+        for name in names:
+            refusal = artifact(name).refusal(family)
+            if refusal:
+                raise ValueError(f"student '{self.name}' cannot deploy {name}: {refusal}")
+        self.deploy = list(names)
+        self.precision = max((artifact(n).precision for n in names), key=("fp32", "fp16", "int8").index)
 
     @field_validator("train")
     @classmethod
@@ -196,8 +209,9 @@ class ExportConfig(Section):
     opset: int = Field(18, ge=18, description="ONNX opset of the exported files: torch's exporter writes 18 and converts "
                        "upwards only")
     portable: bool = Field(False, description="standard ONNX operators only (adder layers too): any runtime, slowly")
-    tensorrt: bool = Field(False, description="also build a TensorRT engine (needs TensorRT and a CUDA GPU)")
-    fp16: bool = Field(False, description="build the TensorRT engine in fp16")
+    tensorrt: bool = Field(False, description="the older spelling of `tensorrt` in every student's deploy list")
+    fp16: bool = Field(False, description="the older spelling of `fp16` in the deploy list of every student with a TensorRT "
+                       "engine that can ship fp16 (the engine takes the student's narrowest precision)")
     calibration_images: int = Field(256, ge=1, description="training images that calibrate an INT8 student's activation ranges")
     calibration: Literal[CALIBRATORS] = Field("minmax", description=(
         "how those images set each activation's range: ONNX Runtime's MinMax, Percentile (99.999%) or Entropy calibrator"))
@@ -286,6 +300,7 @@ class Config(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
+    _notices: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_student_names(self):
@@ -294,6 +309,28 @@ class Config(Section):
         if dupes:
             raise ValueError(f"student names must be unique; '{dupes[0]}' appears more than once")
         return self
+
+    @model_validator(mode="after")
+    def _older_export_spellings(self):
+        """export.tensorrt and export.fp16 still work, each with a notice, as entries of every student's deploy list."""
+        from kdforge.train.models.families import family_of_section
+
+        if self.export.tensorrt:
+            self._notices.append("export.tensorrt: true is now `tensorrt` in a student's deploy list; read as that for every student")
+        if self.export.fp16:
+            self._notices.append("export.fp16: true is now `fp16` in a student's deploy list; read as that for every student "
+                                 "with a TensorRT engine that can ship fp16")
+        for s in self.students:
+            extra = ["tensorrt"] if self.export.tensorrt else []
+            if self.export.fp16 and "tensorrt" in s.deploy + extra and not family_of_section(s.model, s.family).refusal("fp16"):
+                extra.append("fp16")
+            if extra:
+                s.set_deploy(s.deploy + extra)
+        return self
+
+    def notices(self) -> list[str]:
+        """One line per older spelling the config used, which kdforge read as its newer one."""
+        return self._notices + [n for s in self.students for n in s._notices]
 
     def resolved_run_dir(self) -> Path:
         return self.run_dir if self.run_dir is not None else Path("runs") / self.name

@@ -50,11 +50,14 @@ def kdforge_cli(*args, env: dict | None = None, **kwargs) -> subprocess.Complete
                           env={**os.environ, **(env or {})}, **kwargs)
 
 
-def assert_one_sentence(out, fragment: str, code: int = 2, prefix: str = "kdforge: error: ") -> None:
-    """The command ended with `code` and exactly one line on stderr that contains `fragment`."""
+def assert_one_sentence(out, fragment: str, code: int = 2, prefix: str = "kdforge: error: ", notices: int = 0) -> None:
+    """The command ended with `code` and exactly one line on stderr that contains `fragment`, after
+    `notices` lines of notices (an older config spelling read as its newer one)."""
     assert out.returncode == code, (out.returncode, out.stderr[-2000:])
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
+    assert all(line.startswith("kdforge: notice: ") for line in lines[:notices]), out.stderr
+    lines = lines[notices:]
     assert len(lines) == 1 and lines[0].startswith(prefix) and lines[0].endswith("."), out.stderr
     assert fragment in lines[0], lines[0]
 

@@ -64,11 +64,15 @@ def test_export_command_writes_onnx_and_refuses_tensorrt_without_it(tmp_path):
     save_deployed(tmp_path / "deploy.pt", create_model("resnet8_adder", 10, 1),
                   {"model": "resnet8_adder", "model_args": {}, "num_classes": 10, "in_channels": 1, "image_size": 8})
     out = _kdforge("export", tmp_path / "deploy.pt")
-    assert out.returncode == 0 and "custom ONNX" in out.stdout and (tmp_path / "model.onnx").is_file()
+    assert out.returncode == 0 and "model.onnx" in out.stdout and "custom" in out.stdout and (tmp_path / "model.onnx").is_file()
     out = _kdforge("export", tmp_path / "deploy.pt", "--backend", "tensorrt", "-o", tmp_path / "t.onnx")
     assert out.returncode == 2 and ("TensorRT is not installed" in out.stderr or "no CUDA" in out.stderr or "GPU" in out.stderr)
     out = _kdforge("export", tmp_path / "deploy.pt", "--backend", "tensorrt", "--fp16", "-o", tmp_path / "t.onnx")
-    assert out.returncode == 2 and "has adder layers" in out.stderr and "drop --fp16" in out.stderr  # before TensorRT is looked for
+    assert out.returncode == 2 and "adder student, which cannot deploy onnxruntime-fp16" in out.stderr and "drop --fp16" in out.stderr
+    out = _kdforge("export", tmp_path / "deploy.pt", "--deploy", "fp16", "-o", tmp_path / "t.onnx")  # before TensorRT is looked for
+    assert out.returncode == 2 and "drop --deploy fp16" in out.stderr
+    out = _kdforge("export", tmp_path / "deploy.pt", "--deploy", "tflite")
+    assert out.returncode == 2 and "'tflite' is not a deployable artifact" in out.stderr
 
 
 def test_profile_command_on_a_training_checkpoint(tmp_path):

@@ -39,3 +39,30 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML at line"):
         load_config(bad)
+
+
+def test_deploy_names_what_ships_and_the_older_spellings_still_read_with_a_notice(tmp_path):
+    raw = tiny_config(tmp_path / "run")
+    raw["students"][0]["deploy"] = ["int8"]
+    raw["students"][1]["precision"] = "fp16"
+    cfg = parse_config(raw)
+    assert cfg.students[0].deploy == ["onnxruntime", "onnxruntime-int8"] and cfg.students[0].precision == "int8"
+    assert cfg.students[1].deploy == ["onnxruntime", "onnxruntime-fp16"] and cfg.students[1].precision == "fp16"
+    assert cfg.students[2].deploy == ["onnxruntime"] and cfg.students[2].precision == "fp32"
+    assert cfg.notices() == ["student 'kd': precision: fp16 is now written deploy: [fp32, fp16]; read as that"]
+    raw = tiny_config(tmp_path / "run")
+    raw["export"] = {"tensorrt": True, "fp16": True}
+    cfg = parse_config(raw)
+    assert [s.deploy for s in cfg.students] == [["onnxruntime", "onnxruntime-fp16", "tensorrt"]] * 2 + [["onnxruntime", "tensorrt"]]
+    assert len(cfg.notices()) == 2  # the adder student (students[2]) cannot ship fp16: its engine stays fp32
+
+
+@pytest.mark.parametrize("deploy, message", [
+    (["tflite"], "'tflite' is not a deployable artifact; they are onnxruntime (fp32)"),
+    (["fp16"], "student 'ann' cannot deploy onnxruntime-fp16: kdforge's adder kernels"),
+])
+def test_a_deploy_entry_that_cannot_be_built_is_one_sentence(tmp_path, deploy, message):
+    raw = tiny_config(tmp_path / "run")
+    raw["students"][2]["deploy"] = deploy
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_config(raw)

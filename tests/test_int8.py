@@ -22,7 +22,7 @@ def test_an_int8_student_runs_through_every_stage(tmp_path):
     """A student that classifies (4 epochs, as the issue's tiny case): after one epoch it is at chance,
     and the top-1 of near-tied logits follows any rounding."""
     trained = {"epochs": 4, "batch_size": 64, "lr": 0.1}
-    out = run_tiny(tmp_path, [{**STUDENTS[1], "precision": "int8", "train": trained}], export={"calibration_images": 64},
+    out = run_tiny(tmp_path, [{**STUDENTS[1], "deploy": ["int8"], "train": trained}], export={"calibration_images": 64},
                    teacher={"model": "resnet8", "train": {**trained, "epochs": 3}})
     assert out.returncode == 0, out.stderr
     folder = tmp_path / "run" / "students" / "kd"
@@ -41,7 +41,7 @@ def test_an_int8_student_runs_through_every_stage(tmp_path):
 
 
 def test_an_fp16_student_ships_beside_fp32_and_its_tolerance_is_a_config_key(tmp_path):
-    student = {**STUDENTS[0], "precision": "fp16"}
+    student = {**STUDENTS[0], "deploy": ["fp16"]}
     out = run_tiny(tmp_path, [student])
     assert out.returncode == 0, out.stderr
     folder = tmp_path / "run" / "students" / "ce"
@@ -55,8 +55,8 @@ def test_an_fp16_student_ships_beside_fp32_and_its_tolerance_is_a_config_key(tmp
 
 
 def test_fp16_adder_students_are_refused_at_the_config(tmp_path):
-    out = run_tiny(tmp_path, [{**STUDENTS[2], "precision": "fp16"}])
-    assert_one_sentence(out, "students[0].precision")
+    out = run_tiny(tmp_path, [{**STUDENTS[2], "deploy": ["fp16"]}])
+    assert_one_sentence(out, "cannot deploy onnxruntime-fp16")
     assert "ship an AdderNet as int8 or fp32" in out.stderr and not (tmp_path / "run" / "teacher").exists()
 
 

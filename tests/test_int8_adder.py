@@ -252,7 +252,7 @@ def test_only_dequantize_quantize_pairs_of_equal_parameters_are_dropped():
 
 
 def test_an_int8_adder_student_runs_through_every_stage(tmp_path):
-    student = {**tiny_config("unused")["students"][2], "precision": "int8"}
+    student = {**tiny_config("unused")["students"][2], "deploy": ["int8"]}
     out = run_tiny(tmp_path, [student], export={"calibration_images": 64})
     assert out.returncode == 0, out.stderr
     folder = tmp_path / "run" / "students" / "ann"

@@ -98,7 +98,7 @@ def test_the_calibrator_sets_the_activation_ranges(tmp_path):
 
 def test_the_pipeline_names_each_files_cpu_and_verify_says_when_it_runs_elsewhere(tmp_path):
     other = "x86-avx2" if host_cpu().startswith("arm64") else "arm64"
-    student = {**STUDENTS[1], "precision": "int8"}
+    student = {**STUDENTS[1], "deploy": ["int8"]}
     export = {"calibration_images": 64, "int8_cpu": other, "calibration": "entropy"}
     loose = {"int8_min_agreement": 0.0, "int8_max_accuracy_drop": 1.0}  # a 1-epoch student: about naming, not accuracy
     out = run_tiny(tmp_path, [student], export=export, verify=loose)

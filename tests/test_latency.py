@@ -204,8 +204,8 @@ def test_a_report_times_each_distinct_graph_once_and_its_students_share_the_figu
         torch.manual_seed(seed)
         model = create_model(arch, 10, 1).eval()
         export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / f"{name}.onnx", 18)
-        students.append(DeployedStudent(name, model, (1, 8, 8), {"onnxruntime": tmp_path / f"{name}.onnx"},
-                                        engine=tmp_path / f"{name}.engine"))
+        students.append(DeployedStudent(name, model, (1, 8, 8), {"onnxruntime": tmp_path / f"{name}.onnx",
+                                                                 "tensorrt": tmp_path / f"{name}.engine"}))
     timed = time_students(students, batch=1, sweep=[1, 2], threads=1, setup=_setup(rounds=5, max_rounds=5))
     for backend in ("onnxruntime", "pytorch", "tensorrt", "tensorrt_gpu"):
         ce, kd, wide = (timed[s]["latency"][backend] for s in ("ce", "kd", "wide"))

@@ -110,7 +110,7 @@ def test_family_conversion_of_any_cnn_keeps_the_first_and_what_the_adder_node_ca
     (lambda raw: raw["teacher"].update(model="resnet8", stages=["stages.0"]), "stages and classifier name the modules"),
     (lambda raw: raw["teacher"].update(train={"epochs": 0}), "needs its weights"),
     (lambda raw: raw["students"][0].update(train={"epochs": 0}), "1 epoch or more"),
-    (lambda raw: raw["students"][0].update(model="own_models:tiny", family="adder", precision="fp16"), "fp16 covers"),
+    (lambda raw: raw["students"][0].update(model="own_models:tiny", family="adder", deploy=["fp16"]), "cannot deploy onnxruntime-fp16"),
     (lambda raw: raw["students"][0].update(model=".own:tiny"), "neither a registered model nor a factory"),
     (lambda raw: raw["students"][0].update(model="own_models:nothing"), "cannot import it (AttributeError"),
 ])
@@ -145,7 +145,7 @@ def own_run(tmp_path_factory):
                       "train": {"epochs": 0}}
     raw["students"] = [
         *({"name": m, "method": m, "model": "own_models:tiny", "train": TRAIN} for m in ("kd", "fitnet", "at")),
-        {"name": "pkkd", "method": "pkkd", "model": "own_models:tiny", "family": "adder", "precision": "int8", "train": TRAIN},
+        {"name": "pkkd", "method": "pkkd", "model": "own_models:tiny", "family": "adder", "deploy": ["int8"], "train": TRAIN},
         {"name": "ft", "method": "ce", "model": "own_models:tiny", "weights": str(root / "imagenet_like.pth"), "train": TRAIN},
     ]
     (root / "c.yaml").write_text(yaml.safe_dump(raw))

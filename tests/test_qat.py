@@ -80,7 +80,7 @@ def test_qat_is_for_int8_students(tmp_path):
 
 
 def test_a_qat_student_is_fine_tuned_between_strip_and_export_and_ships_from_it(tmp_path):
-    student = {**STUDENTS[1], "precision": "int8", "train": {"epochs": 2, "batch_size": 64, "lr": 0.1},
+    student = {**STUDENTS[1], "deploy": ["int8"], "train": {"epochs": 2, "batch_size": 64, "lr": 0.1},
                "qat": {"epochs": 1, "lr": 0.01}}
     out = run_tiny(tmp_path, [student], export={"calibration_images": 64})
     assert out.returncode == 0, out.stderr

@@ -59,10 +59,10 @@ def compare_counts(model: torch.nn.Module, input_shape: tuple, onnx_path: Path) 
 
 
 def verify_int8(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray], dataset, min_agreement: float,
-                max_accuracy_drop: float) -> dict:
+                max_accuracy_drop: float, backend: str = "onnxruntime-int8") -> dict:
     """An INT8 file against the FP32 PyTorch model: judged by top-1 agreement and the accuracy it
     loses, not by logit differences, which quantization makes large by design."""
-    result = verify_backend(model, run, dataset, float("inf"), min_agreement, "onnxruntime-int8")
+    result = verify_backend(model, run, dataset, float("inf"), min_agreement, backend)
     result.update(atol=None, max_accuracy_drop=max_accuracy_drop)
     result["passed"] = result["top1_agreement"] >= min_agreement and result["accuracy_drop"] <= max_accuracy_drop
     return result

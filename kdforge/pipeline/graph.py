@@ -42,7 +42,8 @@ def build_graph(cfg: Config) -> list[Unit]:
         units.append(Unit("teacher", deps=["data"], config_part={"teacher": _dump(cfg.teacher), "seed": cfg.seed,
                                                                  "method": teacher_method(cfg)}))
     for s in cfg.students:
-        trained = {k: v for k, v in _dump(s).items() if k != "qat"}  # a qat change re-runs qat and what follows only
+        # what the student ships (deploy, and the precision read from it) and its qat re-run only those stages and what follows
+        trained = {k: v for k, v in _dump(s).items() if k not in ("qat", "deploy", "precision")}
         parts = {
             "distill": ({"student": trained, "seed": cfg.seed}, ["data", "teacher"] if cfg.teacher is not None else ["data"]),
             "strip": ({}, [f"distill/{s.name}"]),
@@ -51,7 +52,7 @@ def build_graph(cfg: Config) -> list[Unit]:
             e = cfg.export
             parts["qat"] = ({"qat": _dump(s.qat), "int8_cpu": e.int8_cpu, "calibration_images": e.calibration_images,
                              "seed": cfg.seed}, [f"strip/{s.name}", "data"])
-        parts["export"] = ({"export": _dump(cfg.export)}, [f"qat/{s.name}" if s.qat is not None else f"strip/{s.name}"])
+        parts["export"] = ({"export": _dump(cfg.export), "deploy": s.deploy}, [f"qat/{s.name}" if s.qat is not None else f"strip/{s.name}"])
         parts["verify"] = ({"verify": _dump(cfg.verify)}, [f"export/{s.name}", "data"])
         units += [Unit(stage, s.name, deps, part) for stage, (part, deps) in parts.items()]
     units.append(Unit("profile", deps=[f"export/{s.name}" for s in cfg.students],

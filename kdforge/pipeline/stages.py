@@ -10,9 +10,8 @@ import torch
 
 from kdforge import atomic
 from kdforge.config import Config, StudentConfig
-from kdforge.export.onnx_export import export_onnx, onnx_flavour
 from kdforge.export.strip import load_deployed, save_deployed, strip, training_parameters
-from kdforge.export.verify import VERIFY_BATCH, compare_counts, require_passed, verify_backend, verify_int8
+from kdforge.export.verify import VERIFY_BATCH, compare_counts, require_passed
 from kdforge.pipeline.graph import Unit
 from kdforge.pipeline.manifest import Manifest
 from kdforge.profile import estimates, latency
@@ -245,57 +244,34 @@ def _deployed_path(ctx: StageContext, student: StudentConfig | None = None) -> P
     return folder / ("deploy.qat.pt" if s.qat is not None else "deploy.pt")
 
 
+def _job(ctx: StageContext, student: StudentConfig | None = None):
+    """The student's deployment (kdforge.export.artifacts.ExportJob): its deployed model, folder and deploy entries."""
+    from kdforge.export.artifacts import ExportJob
+
+    s = student or ctx.student
+    model, spec = load_deployed(_deployed_path(ctx, s), s)
+    data = ctx.data()
+    return ExportJob(model=model, folder=ctx.run_dir / "students" / s.name,
+                     input_shape=(spec["in_channels"], spec["image_size"], spec["image_size"]), deploy=tuple(s.deploy),
+                     family=family_of_model(model), export=ctx.cfg.export, verify=ctx.cfg.verify,
+                     calibration=lambda: _calibration_images(ctx), validation=lambda: _int8_validation(ctx),
+                     test=data.test, largest_batch=_largest_batch(ctx))
+
+
 def run_export(ctx: StageContext) -> StageResult:
-    model, spec = load_deployed(_deployed_path(ctx), ctx.student)
-    e = ctx.cfg.export
-    shape = (2, spec["in_channels"], spec["image_size"], spec["image_size"])
-    path = export_onnx(model, torch.zeros(shape), ctx.student_dir / "model.onnx", e.opset, e.portable)
-    size, flavour = path.stat().st_size, onnx_flavour(path)
-    outputs, summary = [path], f"model.onnx ({size / 1024:.0f} KiB, {flavour}), onnx checker passed"
-    metrics = {"onnx_bytes": size, "flavour": flavour, "tensorrt": e.tensorrt}
-    if ctx.student.precision == "int8":
-        int8, about, how = _export_int8(ctx, model, path, shape)
-        outputs.append(int8)
-        metrics.update(int8_onnx_bytes=int8.stat().st_size, **about)
-        summary += (f"; model.int8.onnx ({int8.stat().st_size / 1024:.0f} KiB, {how}, calibrated on "
-                    f"{about['calibration_images']} training images)")
-    if ctx.student.precision == "fp16":
-        fp16 = _export_fp16(ctx, model, shape)
-        outputs.append(fp16)
-        metrics.update(fp16_onnx_bytes=fp16.stat().st_size)
-        summary += f"; model.fp16.onnx ({fp16.stat().st_size / 1024:.0f} KiB)"
-    if e.tensorrt:
-        from kdforge.export.tensorrt import build_engine, require_tensorrt
+    """Builds every artifact the student deploys, in the registry's order."""
+    from kdforge.export.artifacts import artifact
 
-        require_tensorrt()  # before writing the engine's source file
-        source, precision = _tensorrt_source(ctx, model, path, shape)
-        outputs += [source, build_engine(source, ctx.student_dir / "model.engine", shape, _largest_batch(ctx))]
-        summary += f"; model.engine ({precision}, from {source.name})"
-    return StageResult(list(dict.fromkeys(outputs)), metrics, summary)
-
-
-def _export_fp16(ctx: StageContext, model: torch.nn.Module, shape: tuple) -> Path:
-    from kdforge.export.fp16 import Float16Student
-
-    e = ctx.cfg.export
-    return export_onnx(Float16Student(model), torch.zeros(shape), ctx.student_dir / "model.fp16.onnx", e.opset, e.portable)
-
-
-def _tensorrt_source(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, shape: tuple) -> tuple[Path, str]:
-    """The ONNX file the engine is built from, whose tensors carry its precision, and that
-    precision: TensorRT networks are strongly typed (kdforge.export.tensorrt)."""
-    from kdforge.export.int8_cpu import TENSORRT
-    from kdforge.export.quantize import quantize_int8
-
-    if family_of_model(model) is ADDER:
-        return fp32_path, "fp32: the adder plugin computes in fp32"
-    if ctx.student.precision == "int8":
-        path = ctx.student_dir / "model.int8.tensorrt.onnx"
-        return quantize_int8(fp32_path, path, _calibration_images(ctx).numpy(), TENSORRT, ctx.cfg.export.calibration), \
-            "int8, explicit Q/DQ"
-    if ctx.student.precision == "fp16" or ctx.cfg.export.fp16:
-        return _export_fp16(ctx, model, shape), "fp16"
-    return fp32_path, "fp32, TF32 off"
+    job = _job(ctx)
+    outputs, metrics, parts = [], {}, []
+    for name in job.deploy:
+        built = artifact(name).build(job)
+        if built is not None:
+            outputs += built.paths
+            metrics.update(built.metrics)
+            parts.append(built.summary)
+    metrics.setdefault("tensorrt", False)
+    return StageResult(list(dict.fromkeys(outputs)), metrics, "; ".join(p for p in parts if p))
 
 
 def _largest_batch(ctx: StageContext) -> int:
@@ -309,75 +285,31 @@ def _calibration_images(ctx: StageContext) -> torch.Tensor:
     return torch.stack([train[i][0] for i in range(min(ctx.cfg.export.calibration_images, len(train)))])
 
 
-def _int8_adder_twin(ctx: StageContext, model: torch.nn.Module) -> torch.nn.Module:
-    """The PyTorch INT8 twin of an AdderNet student (the same calibration as its export, so the
-    same scales): what model.int8.onnx is exported from and verified against."""
-    from kdforge.export.adder_int8 import quantize_adder_layers
-
-    return quantize_adder_layers(model, _calibration_images(ctx))
-
-
-def _export_int8(ctx: StageContext, model: torch.nn.Module, fp32_path: Path, shape: tuple) -> tuple[Path, dict, str]:
-    """model.int8.onnx: adder layers on kdforge's integer node (exact integer sums on every CPU),
-    CNN and binary students by ONNX Runtime's quantizer in the integer scheme of `export.int8_cpu`;
-    (path, the export's metrics of it, how)."""
-    from kdforge.export.int8_cpu import mark, target_of
-    from kdforge.export.int8_search import Gate, search_int8
-
-    path, e = ctx.student_dir / "model.int8.onnx", ctx.cfg.export
-    images = _calibration_images(ctx)
-    if family_of_model(model) is ADDER:
-        export_onnx(_int8_adder_twin(ctx, model), torch.zeros(shape), path, e.opset, e.portable)
-        mark(path, "any", "uint8 SAD, exact on every CPU", f"minmax, {len(images)} images")
-        return path, {"calibration_images": len(images), "int8_cpu": "any"}, "integer adder layers"
-    target, data = target_of(e.int8_cpu), ctx.data()
-    judged = data.val if len(data.val) else data.train  # data.val_fraction: 0 leaves the training split to judge on
-    count = len(judged) if len(data.val) else len(images)
-    val_images = torch.stack([judged[i][0] for i in range(count)]).numpy()
-    val_labels = np.array([int(judged[i][1]) for i in range(count)])
-    gate = Gate(ctx.cfg.verify.int8_min_agreement, ctx.cfg.verify.int8_max_accuracy_drop)
-    found = search_int8(fp32_path, path, target, e.calibration, images.numpy(), val_images, val_labels, gate,
-                        e.int8_max_float_macs)
-    floated = found["float_layers"]
-    how = f"ONNX Runtime QDQ {found['scheme']} for {target}, {e.calibration}"
-    if floated:
-        how += "; in float: " + ", ".join(f"{f['layer']} ({f['mac_share']:.1%} of the MACs)" for f in floated)
-    return path, {"calibration_images": len(images), "calibration": e.calibration, "int8_cpu": target,
-                  "int8_scheme": found["scheme"], "int8_search": found}, how
+def _int8_validation(ctx: StageContext) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels an INT8 file is judged on while it is searched: the validation split,
+    or with data.val_fraction: 0 the calibration images' share of the training split."""
+    data = ctx.data()
+    judged = data.val if len(data.val) else data.train
+    count = len(judged) if len(data.val) else min(ctx.cfg.export.calibration_images, len(judged))
+    images = torch.stack([judged[i][0] for i in range(count)]).numpy()
+    return images, np.array([int(judged[i][1]) for i in range(count)])
 
 
 def run_verify(ctx: StageContext) -> StageResult:
-    from kdforge.export import ort as ort_backend
-    from kdforge.export.int8_cpu import targets
+    """Each deployed artifact against PyTorch on the test split, by its entry's policy."""
+    from kdforge.export.artifacts import artifact
 
-    model, _ = load_deployed(_deployed_path(ctx), ctx.student)
-    v, folder = ctx.cfg.verify, ctx.student_dir
-    sess = ort_backend.session(folder / "model.onnx", threads=2)
-    runners = {"onnxruntime": lambda x: ort_backend.run(sess, x)}
-    if ctx.cfg.export.tensorrt:
-        from kdforge.export.tensorrt import engine_runner
-
-        runners["tensorrt"] = engine_runner(folder / "model.engine")
-    results = {name: verify_backend(model, run, ctx.data().test, v.atol, v.min_agreement, name) for name, run in runners.items()}
-    if ctx.student.precision == "int8":
-        int8 = ort_backend.session(folder / "model.int8.onnx", threads=2)
-        run_int8 = lambda x: ort_backend.run(int8, x)  # noqa: E731
-        results["onnxruntime-int8"] = verify_int8(model, run_int8, ctx.data().test, v.int8_min_agreement, v.int8_max_accuracy_drop)
-        results["onnxruntime-int8"]["cpu"] = targets(folder / "model.int8.onnx")
-        if family_of_model(model) is ADDER:  # the integer kernels against PyTorch's integer reference
-            results["onnxruntime-int8 vs pytorch-int8"] = verify_backend(
-                _int8_adder_twin(ctx, model), run_int8, ctx.data().test, v.int8_reference_atol, v.min_agreement,
-                "onnxruntime-int8 vs pytorch-int8", atol_key="verify.int8_reference_atol")
-    if ctx.student.precision == "fp16":
-        fp16 = ort_backend.session(folder / "model.fp16.onnx", threads=2)
-        results["onnxruntime-fp16"] = verify_backend(model, lambda x: ort_backend.run(fp16, x), ctx.data().test, v.fp16_atol,
-                                                     v.min_agreement, "onnxruntime-fp16", atol_key="verify.fp16_atol")
-    _locate_divergence(ctx, model, results)
-    counts = compare_counts(model, _input_shape(ctx.data(), 1), folder / "model.onnx")
-    path = folder / "verify.json"
+    job = _job(ctx)
+    results = {}
+    for name in job.deploy:
+        entry = artifact(name)
+        results.update(entry.verify(job, entry.open(entry.path(job), threads=2)))
+    _locate_divergence(job, results)
+    counts = compare_counts(job.model, _input_shape(ctx.data(), 1), job.path(".onnx"))
+    path = job.folder / "verify.json"
     atomic.write_json(path, {**results, "counts": counts})
     for result in results.values():
-        require_passed(result, ctx.unit.student, folder)
+        require_passed(result, ctx.unit.student, job.folder)
     summary = "; ".join(f"{name} vs PyTorch: max |diff| {r['max_abs_diff']:.2e}, top-1 agreement {r['top1_agreement'] * 100:.2f}%, "
                         f"accuracy {r['accuracy_backend'] * 100:.2f}%" for name, r in results.items())
     summary += f"; MACs ONNX = PyTorch ({sum(counts['onnx'].values()):,})" if counts["agree"] else f"; {counts['note']}"
@@ -385,34 +317,29 @@ def run_verify(ctx: StageContext) -> StageResult:
     return StageResult([path], {**results, "counts": counts}, _noted(summary, notes))
 
 
-_VERIFIED_FILES = {"onnxruntime": "model.onnx", "onnxruntime-int8": "model.int8.onnx", "onnxruntime-fp16": "model.fp16.onnx"}
-
-
-def _locate_divergence(ctx: StageContext, model: torch.nn.Module, results: dict) -> None:
-    """For each ONNX file that missed its tolerance, the first layer whose output diverges from
-    PyTorch's (kdforge.export.divergence), into its result."""
+def _locate_divergence(job, results: dict) -> None:
+    """For each standard ONNX file that missed its tolerance, the first layer whose output diverges
+    from PyTorch's (kdforge.export.divergence), into its result."""
+    from kdforge.export.artifacts import artifact, registered
     from kdforge.export.divergence import first_divergence
 
-    test = ctx.data().test
-    images = torch.stack([test[i][0] for i in range(min(64, len(test)))])
+    images = torch.stack([job.test[i][0] for i in range(min(64, len(job.test)))])
+    entries = {e.name for e in registered()}
     for name, result in results.items():
-        if not result["passed"] and name in _VERIFIED_FILES:
-            result["first_divergence"] = first_divergence(ctx.student_dir / _VERIFIED_FILES[name], model, images,
-                                                          ctx.student_dir / "model.onnx")
+        entry = artifact(name) if name in entries else None
+        if not result["passed"] and entry is not None and entry.locates_divergence:
+            result["first_divergence"] = first_divergence(entry.path(job), job.model, images, job.path(".onnx"))
 
 
 def _deployed_students(ctx: StageContext) -> list:
+    from kdforge.export.artifacts import artifact
     from kdforge.profile.students import DeployedStudent
 
     deployed = []
     for s in ctx.cfg.students:
-        folder = ctx.run_dir / "students" / s.name
-        model, spec = load_deployed(_deployed_path(ctx, s), s)
-        files = {"onnxruntime": folder / "model.onnx"}
-        if s.precision != "fp32":
-            files[f"onnxruntime-{s.precision}"] = folder / f"model.{s.precision}.onnx"
-        deployed.append(DeployedStudent(s.name, model, (spec["in_channels"], spec["image_size"], spec["image_size"]), files,
-                                        folder / "model.engine" if ctx.cfg.export.tensorrt else None))
+        job = _job(ctx, s)
+        files = {name: artifact(name).path(job) for name in job.deploy}
+        deployed.append(DeployedStudent(s.name, job.model, job.input_shape, files))
     return deployed
 
 

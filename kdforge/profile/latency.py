@@ -203,14 +203,14 @@ def environment() -> dict:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
-def _input(input_shape) -> np.ndarray:
+def example_input(input_shape) -> np.ndarray:
     return np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
 
 
 def onnxruntime_timer(session, input_shape) -> Timer:
     from kdforge.export import ort as ort_backend
 
-    x = _input(input_shape)
+    x = example_input(input_shape)
     return call_timer(lambda: ort_backend.run(session, x))
 
 
@@ -218,7 +218,7 @@ def pytorch_timer(model, input_shape) -> Timer:
     """Eager PyTorch on the CPU; run it inside `torch_threads`."""
     import torch
 
-    x = torch.from_numpy(_input(input_shape))
+    x = torch.from_numpy(example_input(input_shape))
 
     def infer():
         with torch.inference_mode():

@@ -11,7 +11,7 @@ from kdforge.profile.plots import layer_cost_plot, pareto_front, tradeoff_plot, 
 
 LATENCY = "latency"  # a column format: the median with its spread, or marked unstable
 COMPACT = "compact"  # a column format: 3 significant digits with k, M, G
-LATENCY_SOURCES = {"ort_p50_ms": "onnxruntime", "torch_p50_ms": "pytorch", "trt_p50_ms": "tensorrt"}
+LATENCY_SOURCES = {"ort_p50_ms": "onnxruntime", "torch_p50_ms": "pytorch"}  # and "<artifact>_p50_ms" per other deployed file
 RECOMMEND_WITHIN = 1.0  # points of accuracy below the most accurate that a recommendation gives up for speed
 
 MAIN_COLUMNS = [  # what decides which student to ship; the rest is in DETAIL_COLUMNS
@@ -26,21 +26,41 @@ DETAIL_COLUMNS = [
     ("xnor", "XNOR", "{:,}"), ("peak_activation_kib", "peak act. (KiB)", "{:,.1f}"),
     ("energy_uj_fp32", "energy fp32 (uJ, est.)", "{:.3f}"), ("energy_uj_deployed", "energy at precision (uJ, est.)", "{:.3f}"),
     ("ort_p50_ms", "ORT p50 fp32 (ms)", LATENCY), ("ort_p90_ms", "ORT p90 fp32 (ms)", "{:.3f}"),
-    ("torch_p50_ms", "PyTorch p50 (ms)", LATENCY), ("trt_p50_ms", "TensorRT p50 (ms)", LATENCY),
+    ("torch_p50_ms", "PyTorch p50 (ms)", LATENCY),
     ("max_abs_diff", "max abs diff ORT vs PyTorch", "{:.2e}"), ("onnx_flavour", "ONNX", "{}"),
     ("int8_target", "INT8 made for", "{}"),
 ]
 
 
 def main_columns(context: dict) -> list[tuple[str, str, str]]:
-    """The deciding columns, then per configured target its latency estimate."""
-    return MAIN_COLUMNS + [(f"est_{name}_us", f"{name} {context['precision']} est. (us)", "{:,.1f}")
-                           for name in context.get("targets", [])]
+    """The deciding columns, with per other runtime a student ships on (kdforge.export.artifacts) its
+    latency at the shipped precision, then per configured target its latency estimate."""
+    runtimes = [(_runtime_key(r), f"{r} p50 (ms)", LATENCY) for r in context.get("runtimes", [])]
+    return MAIN_COLUMNS + runtimes + [(f"est_{name}_us", f"{name} {context['precision']} est. (us)", "{:,.1f}")
+                                      for name in context.get("targets", [])]
 
 
 def detail_columns(context: dict) -> list[tuple[str, str, str]]:
-    """Everything else measured per student; where TensorRT ran on a target's kind of GPU, its ratio to the estimate."""
-    return DETAIL_COLUMNS + [(f"trt_over_est_{name}", f"TensorRT / {name} est.", "{:.2f}") for name in context.get("targets", [])]
+    """Everything else measured per student, each other deployed file's latency among it; where
+    TensorRT ran on a target's kind of GPU, its ratio to the estimate."""
+    files = [(f"{name}_p50_ms", f"{label} p50 (ms)", LATENCY) for name, label in context.get("artifacts", [])]
+    at = next(i for i, c in enumerate(DETAIL_COLUMNS) if c[0] == "torch_p50_ms") + 1
+    return DETAIL_COLUMNS[:at] + files + DETAIL_COLUMNS[at:] + [
+        (f"trt_over_est_{name}", f"TensorRT / {name} est.", "{:.2f}") for name in context.get("targets", [])]
+
+
+def _runtime_key(runtime: str) -> str:
+    return f"{runtime.lower().replace(' ', '_')}_shipped_p50_ms"
+
+
+def deployed_columns(rows: list[dict]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The runtimes other than ONNX Runtime that any student ships on, and every deployed file but
+    model.onnx in ONNX Runtime as (artifact, label), in the registry's order."""
+    from kdforge.export.artifacts import registered
+
+    shipped = {name for r in rows for name in r.get("deployed_artifacts", [])}
+    entries = [e for e in registered() if e.name in shipped and e.name != "onnxruntime"]
+    return list(dict.fromkeys(e.runtime for e in entries if e.runtime != "ONNX Runtime")), [(e.name, e.label) for e in entries]
 
 
 def _compact(value: float) -> str:
@@ -73,11 +93,20 @@ def _estimate_cells(profile: dict) -> dict:
 
 def _latency_cells(lat: dict, precision: str) -> dict:
     """The latency columns' medians, and under "latency_figures" their whole figures (interval,
-    stability, rounds); "deployed_p50_ms" is the file shipped at the student's precision."""
-    sources = {**LATENCY_SOURCES, "deployed_p50_ms": "onnxruntime" if precision == "fp32" else f"onnxruntime-{precision}"}
+    stability, rounds), and the artifacts timed; "deployed_p50_ms" is ONNX Runtime's file at the
+    student's precision, and "<runtime>_shipped_p50_ms" each other runtime's at it (else at fp32)."""
+    from kdforge.export.artifacts import registered
+
+    entries = [e for e in registered() if e.name in lat]
+    sources = {**LATENCY_SOURCES, **{f"{e.name}_p50_ms": e.name for e in entries if e.name != "onnxruntime"}}
+    for runtime in dict.fromkeys(e.runtime for e in entries):
+        on_it = {e.precision: e.name for e in entries if e.runtime == runtime}
+        key = "deployed_p50_ms" if runtime == "ONNX Runtime" else _runtime_key(runtime)
+        sources[key] = on_it.get(precision, on_it.get("fp32"))
     figures = {key: {k: lat[backend][k] for k in ("p50_ms", "ci_low_ms", "ci_high_ms", "stable", "rounds")}
                for key, backend in sources.items() if backend in lat}
-    return {**{key: figures[key]["p50_ms"] if key in figures else None for key in sources}, "latency_figures": figures}
+    return {**{key: figures[key]["p50_ms"] if key in figures else None for key in sources},
+            "latency_figures": figures, "deployed_artifacts": [e.name for e in entries]}
 
 
 def label_graphs(rows: list[dict]) -> dict[str, list[str]]:
@@ -367,6 +396,7 @@ def write_report(folder: Path, rows: list[dict], context: dict, layers: dict[str
     """`layers`: per student its layer costs (plotted once per deployed graph); `histories`:
     per-epoch training records by network (teacher and students) for the curves."""
     context["shared_graphs"] = label_graphs(rows)
+    context["runtimes"], context["artifacts"] = deployed_columns(rows)
     tolerance = context["latency_setup"]["tolerance"]
     figures = {
         "tradeoff": [tradeoff_plot(rows, "deployed_p50_ms", f"ONNX Runtime latency p50 at the shipped precision (ms, batch "
