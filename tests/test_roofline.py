@@ -13,6 +13,7 @@ from conftest import assert_one_sentence, kdforge_cli
 from kdforge.nn.adder import AdderConv2d
 from kdforge.profile.counts import count_costs
 from kdforge.profile.report import student_row
+from kdforge.results import ExportRecord, ProfileRecord, VerifyRecord
 from kdforge.profile.estimates import estimate
 from kdforge.profile.roofline import layer_seconds
 from kdforge.profile.targets import CATALOGUE, measured_cpu
@@ -92,8 +93,13 @@ def test_a_tensorrt_measurement_on_the_same_gpu_sits_beside_the_estimate():
                "estimates": {name: {"total_ms": estimate_ms, "gpu_name_contains": CATALOGUE[name].gpu_name_contains}
                              for name in ("h100", "t4")},
                "environment": {"gpu": "NVIDIA H100 80GB HBM3"}}
-    student = type("S", (), {"method": "kd", "model": "resnet8"})()
-    row = student_row("kd", student, {"test_accuracy": 0.9}, {"params_training": 1}, {"onnxruntime": {"max_abs_diff": 0}},
-                      profile, {"flavour": "standard"})
+    student = type("S", (), {"method": "kd", "model": "resnet8", "precision": "fp32", "qat": None})()
+    verdict = {"backend": "onnxruntime", "samples": 1, "max_abs_diff": 0, "top1_agreement": 1, "accuracy_pytorch": 0.9,
+               "accuracy_backend": 0.9, "accuracy_drop": 0, "atol": 1e-3, "atol_key": "verify.atol", "min_agreement": 0.99,
+               "passed": True}
+    counts = {"pytorch": {}, "onnx": {}, "agree": True, "note": ""}
+    row = student_row("kd", student, {"test_accuracy": 0.9}, {"params_training": 1},
+                      VerifyRecord.from_json({"onnxruntime": verdict, "counts": counts}), ProfileRecord.model_validate(profile),
+                      ExportRecord(onnx_bytes=1, flavour="standard"))
     assert row["trt_over_est_h100"] == pytest.approx(3.0) and row["trt_over_est_t4"] is None
     assert row["est_t4_us"] == estimate_ms * 1e3

@@ -19,7 +19,7 @@ from kdforge.profile.counts import count_costs
 from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
 from kdforge.profile.report import student_row, write_report
 from kdforge.profile.targets import target
-from kdforge.safe_files import read_json
+from kdforge.results import ExportRecord, ProfileRecord, VerifyRecord, read_record
 from kdforge.train.data import DataBundle, batch_augmentation, build_data, loader_workers
 from kdforge.train import distributed
 from kdforge.train.device import resolve_device
@@ -270,8 +270,8 @@ def run_export(ctx: StageContext) -> StageResult:
             outputs += built.paths
             metrics.update(built.metrics)
             parts.append(built.summary)
-    metrics.setdefault("tensorrt", False)
-    return StageResult(list(dict.fromkeys(outputs)), metrics, "; ".join(p for p in parts if p))
+    record = ExportRecord.model_validate(metrics).model_dump(exclude_unset=True)
+    return StageResult(list(dict.fromkeys(outputs)), record, "; ".join(p for p in parts if p))
 
 
 def _largest_batch(ctx: StageContext) -> int:
@@ -307,7 +307,7 @@ def run_verify(ctx: StageContext) -> StageResult:
     _locate_divergence(job, results)
     counts = compare_counts(job.model, _input_shape(ctx.data(), 1), job.path(".onnx"))
     path = job.folder / "verify.json"
-    atomic.write_json(path, {**results, "counts": counts})
+    atomic.write_json(path, VerifyRecord.from_json({**results, "counts": counts}).to_json())
     for result in results.values():
         require_passed(result, ctx.unit.student, job.folder)
     summary = "; ".join(f"{name} vs PyTorch: max |diff| {r['max_abs_diff']:.2e}, top-1 agreement {r['top1_agreement'] * 100:.2f}%, "
@@ -360,7 +360,7 @@ def run_profile(ctx: StageContext) -> StageResult:
         profile = {"costs": costs, **timed[s.name], "environment": environment,
                    "estimates": {name: estimates.estimate(costs, target(name, p.threads), p.precision) for name in p.targets}}
         paths.append(ctx.run_dir / "students" / s.name / "profile.json")
-        atomic.write_json(paths[-1], profile)
+        atomic.write_json(paths[-1], ProfileRecord.model_validate(profile).model_dump(exclude_unset=True))
     figures = [f for t in timed.values() for f in t["latency"].values()]
     graphs = {t["latency"]["onnxruntime"]["graph"] for t in timed.values()}
     unstable = sorted({s for s, t in timed.items() for f in t["latency"].values() if not f["stable"]})
@@ -372,19 +372,16 @@ def run_profile(ctx: StageContext) -> StageResult:
     ))
 
 
-def _read_json(path: Path) -> dict:
-    return read_json(path, "stage record")
-
-
 def run_report(ctx: StageContext) -> StageResult:
     rows, environment, layers = [], None, {}
     for s in ctx.cfg.students:
         folder = ctx.run_dir / "students" / s.name
-        profile = _read_json(folder / "profile.json")
-        environment = profile["environment"]
-        layers[s.name] = profile["costs"]["layers"]
+        profile = read_record(folder / "profile.json", ProfileRecord.model_validate)
+        environment = profile.environment
+        layers[s.name] = profile.costs["layers"]
         rows.append(student_row(s.name, s, ctx.metrics(f"distill/{s.name}"), ctx.metrics(f"strip/{s.name}"),
-                                _read_json(folder / "verify.json"), profile, ctx.metrics(f"export/{s.name}")))
+                                read_record(folder / "verify.json", VerifyRecord.from_json), profile,
+                                ExportRecord.model_validate(ctx.metrics(f"export/{s.name}"))))
     p = ctx.cfg.profile
     teacher = ctx.cfg.teacher
     context = {

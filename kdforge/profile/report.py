@@ -8,6 +8,7 @@ from pathlib import Path
 from kdforge import atomic
 from kdforge.profile.latency import figure_text, noise_interval
 from kdforge.profile.plots import layer_cost_plot, pareto_front, tradeoff_plot, training_curves_plot
+from kdforge.results import ExportRecord, LatencyFigure, ProfileRecord, VerifyRecord
 
 LATENCY = "latency"  # a column format: the median with its spread, or marked unstable
 COMPACT = "compact"  # a column format: 3 significant digits with k, M, G
@@ -81,17 +82,17 @@ def _cell(row: dict, key: str, fmt: str) -> str:
     return fmt.format(value).rstrip("%")
 
 
-def _estimate_cells(profile: dict) -> dict:
-    cells, measured = {}, profile["latency"].get("tensorrt", {}).get("p50_ms")
-    gpu = profile.get("environment", {}).get("gpu") or ""
-    for name, estimate in profile.get("estimates", {}).items():
+def _estimate_cells(profile: ProfileRecord) -> dict:
+    cells, measured = {}, profile.latency["tensorrt"].p50_ms if "tensorrt" in profile.latency else None
+    gpu = profile.environment.get("gpu") or ""
+    for name, estimate in profile.estimates.items():
         cells[f"est_{name}_us"] = estimate["total_ms"] * 1e3
         same_kind = bool(estimate.get("gpu_name_contains")) and estimate["gpu_name_contains"] in gpu
         cells[f"trt_over_est_{name}"] = measured / estimate["total_ms"] if measured and same_kind else None
     return cells
 
 
-def _latency_cells(lat: dict, precision: str) -> dict:
+def _latency_cells(lat: dict[str, LatencyFigure], precision: str) -> dict:
     """The latency columns' medians, and under "latency_figures" their whole figures (interval,
     stability, rounds), and the artifacts timed; "deployed_p50_ms" is ONNX Runtime's file at the
     student's precision, and "<runtime>_shipped_p50_ms" each other runtime's at it (else at fp32)."""
@@ -103,7 +104,7 @@ def _latency_cells(lat: dict, precision: str) -> dict:
         on_it = {e.precision: e.name for e in entries if e.runtime == runtime}
         key = "deployed_p50_ms" if runtime == "ONNX Runtime" else _runtime_key(runtime)
         sources[key] = on_it.get(precision, on_it.get("fp32"))
-    figures = {key: {k: lat[backend][k] for k in ("p50_ms", "ci_low_ms", "ci_high_ms", "stable", "rounds")}
+    figures = {key: lat[backend].model_dump(include={"p50_ms", "ci_low_ms", "ci_high_ms", "stable", "rounds"})
                for key, backend in sources.items() if backend in lat}
     return {**{key: figures[key]["p50_ms"] if key in figures else None for key in sources},
             "latency_figures": figures, "deployed_artifacts": [e.name for e in entries]}
@@ -135,14 +136,16 @@ def _interval(row: dict, key: str, tolerance: float) -> tuple[float, float]:
     return noise_interval(row["latency_figures"][key], tolerance)
 
 
-def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict, profile: dict, export: dict) -> dict:
-    totals, lat = profile["costs"]["totals"], profile["latency"]
-    precision = getattr(student_cfg, "precision", "fp32")
-    low = verify.get(f"onnxruntime-{precision}") if precision != "fp32" else None
-    drop = low["accuracy_drop"] * 100 if low else None
+def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: VerifyRecord, profile: ProfileRecord,
+                export: ExportRecord) -> dict:
+    totals, lat = profile.costs["totals"], profile.latency
+    precision = student_cfg.precision
+    low = next((v for k, v in verify.verdicts.items() if precision != "fp32" and k == f"onnxruntime-{precision}"), None)
+    drop = low.accuracy_drop * 100 if low else None
     xnor = totals.get("xnor", 0)
-    qat = getattr(student_cfg, "qat", None) is not None
-    accuracy = verify["onnxruntime"]["accuracy_pytorch"] if qat else distill["test_accuracy"]  # QAT fine-tuned what ships
+    qat = student_cfg.qat is not None
+    fp32 = verify.verdicts["onnxruntime"]
+    accuracy = fp32.accuracy_pytorch if qat else distill["test_accuracy"]  # QAT fine-tuned what ships
     return {**_estimate_cells(profile),
         "student": name, "method": student_cfg.method, "model": student_cfg.model,
         "test_accuracy": accuracy, "params_training": strip["params_training"], "params": totals["params"],
@@ -153,24 +156,24 @@ def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: dict
         "peak_activation_kib": totals["peak_activation_bytes"] / 1024, "energy_uj_fp32": totals["energy_uj"]["fp32"],
         "energy_uj_int8": totals["energy_uj"]["int8"],
         "precision": precision, "energy_uj_deployed": totals["energy_uj"][precision],
-        **_latency_cells(lat, precision), "ort_p90_ms": lat["onnxruntime"]["p90_ms"],
-        "graph_digest": lat["onnxruntime"].get("graph"),
+        **_latency_cells(lat, precision), "ort_p90_ms": lat["onnxruntime"].p90_ms,
+        "graph_digest": lat["onnxruntime"].graph,
         "precision_accuracy_drop": drop,
-        "max_abs_diff": verify["onnxruntime"]["max_abs_diff"], "onnx_flavour": export["flavour"],
+        "max_abs_diff": fp32.max_abs_diff, "onnx_flavour": export.flavour,
         "int8_target": _int8_target(export),
-        "sweep": profile.get("sweep", {}),
+        "sweep": profile.sweep,
     }
 
 
-def _int8_target(export: dict) -> str | None:
+def _int8_target(export: ExportRecord) -> str | None:
     """The CPU an INT8 file's integer settings are for, with its scheme, its calibrator and the
     layers the accuracy-aware search left in float (kdforge.export.int8_search)."""
-    if "int8_cpu" not in export:
+    if export.int8_cpu is None:
         return None
-    if export["int8_cpu"] == "any":
+    if export.int8_cpu == "any":
         return "any CPU (exact integer adder)"
-    floated = export.get("int8_search", {}).get("float_layers", [])
-    return f"{export['int8_cpu']} ({export['int8_scheme']}, {export['calibration']})" + (
+    floated = (export.int8_search or {}).get("float_layers", [])
+    return f"{export.int8_cpu} ({export.int8_scheme}, {export.calibration})" + (
         "; in float: " + ", ".join(f"{f['layer']} {f['mac_share']:.1%} of MACs" for f in floated) if floated else "")
 
 
