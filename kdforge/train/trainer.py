@@ -108,6 +108,44 @@ class Position:
     partial: dict = field(default_factory=dict)
 
 
+class TrainingState:
+    """What a run trains and what resumes it: the distiller, its optimizer, schedule and loss
+    scaler, the epoch history and the position, saved to and resumed from one checkpoint (of
+    this run only: its fingerprint must match)."""
+
+    def __init__(self, distiller: torch.nn.Module, cfg: TrainConfig, checkpoint: Path, fingerprint: str, device: torch.device):
+        self.distiller, self.cfg, self.checkpoint, self.fingerprint = distiller, cfg, checkpoint, fingerprint
+        self.optimizer = make_optimizer(distiller, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        self.history: list[dict] = []
+        self.position = self.resumed = self.saved = Position()
+
+    def resume(self) -> None:
+        """Continues from the checkpoint where it is this run's; `resumed` says from where."""
+        state = _load_resumable(self.checkpoint, self.fingerprint)
+        if state is not None:
+            self.distiller.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            self.history = state["history"]
+            self.position = Position(**state["position"]) if "position" in state else Position(state["epoch"] + 1)
+        self.resumed = self.saved = Position(self.position.epoch, self.position.step)
+
+    def save(self, at: Position) -> None:
+        if distributed.is_main():
+            atomic.save_torch(self.checkpoint, {
+                "fingerprint": self.fingerprint, "epoch": at.epoch - 1, "position": vars(at), "complete": at.epoch == self.cfg.epochs,
+                "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
+                "history": self.history,
+            })
+        self.saved = Position(at.epoch, at.step)
+
+
 def fit(
     distiller: torch.nn.Module,
     data: DataBundle,
@@ -127,21 +165,9 @@ def fit(
     seed_everything(seed)
     distiller.epochs = cfg.epochs
     distiller.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
-    optimizer = make_optimizer(distiller, cfg)
-    scheduler = make_scheduler(optimizer, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    history, position = [], Position()
-    state = _load_resumable(checkpoint, fingerprint)
-    if state is not None:
-        distiller.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        history = state["history"]
-        position = Position(**state["position"]) if "position" in state else Position(state["epoch"] + 1)
-    resumed = Position(position.epoch, position.step)
+    state = TrainingState(distiller, cfg, checkpoint, fingerprint, device)
+    state.resume()
+    position = state.position
 
     world = distributed.world_size()
     batches = EpochBatches(data.train, cfg, seed, world)
@@ -149,29 +175,16 @@ def fit(
     model = distiller
     if world > 1:
         model = DistributedDataParallel(distiller, find_unused_parameters=_has_unused_parameters(distiller, data.train, batches, device))
-    step_fn = torch.compile(model) if cfg.compile else model
     started = time.perf_counter()
     steps = len(batches)
     log = TrainingLog(checkpoint.parent, description, cfg.epochs, steps, position.epoch * steps + position.step, position.epoch,
                       cfg.log_every, enabled=distributed.is_main())
-    saved = Position(position.epoch, position.step)
-
-    def save(at: Position) -> None:
-        nonlocal saved
-        if distributed.is_main():
-            atomic.save_torch(checkpoint, {
-                "fingerprint": fingerprint, "epoch": at.epoch - 1, "position": vars(at), "complete": at.epoch == cfg.epochs,
-                "model": distiller.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rng_state(), "history": history,
-            })
-        saved = Position(at.epoch, at.step)
-
     previous_threads = torch.get_num_threads()
     if device.type == "cpu" and cfg.threads != "auto":
         set_threads(len(cpu_set()) if cfg.threads == "all" else cfg.threads)
-    threads = ThreadBudget() if device.type == "cpu" and cfg.threads == "auto" else None
-    run = EpochRun(step_fn, optimizer, scaler, device, augment, seed, cfg, checkpoint, log, save,
-                   getattr(data.train, "device_normalization", None), threads)
+    run = EpochRun(state, torch.compile(model) if cfg.compile else model, device=device, augment=augment, seed=seed, log=log,
+                   normalization=getattr(data.train, "device_normalization", None),
+                   threads=ThreadBudget() if device.type == "cpu" and cfg.threads == "auto" else None)
     try:
         for epoch in range(position.epoch, cfg.epochs):
             first = position.step if epoch == position.epoch else 0
@@ -179,16 +192,15 @@ def fit(
             batches.set_epoch(epoch, first)
             distiller.train()
             totals = run.epoch(loader, batches, epoch, first, steps, partial)
-            scheduler.step()
-            val_logits, val_labels = predict(distiller.student, data.val, device)
-            totals["val_accuracy"] = accuracy(val_logits, val_labels)
+            state.scheduler.step()
+            totals["val_accuracy"] = accuracy(*predict(distiller.student, data.val, device))
             totals["epoch"] = epoch
-            history.append(totals)
+            state.history.append(totals)
             log.end_epoch(epoch, totals)
-            save(Position(epoch + 1))
+            state.save(Position(epoch + 1))
             distributed.barrier()
     except KeyboardInterrupt as error:  # the checkpoint on disk is the last one saved
-        stop = Interrupted.of(error)
+        stop, saved = Interrupted.of(error), state.saved
         within = f" and {saved.step} of {steps} steps of the next" if saved.step else ""
         stop.progress = f"{saved.epoch} of {cfg.epochs} epochs{within} saved in {checkpoint}"
         raise stop from None
@@ -196,12 +208,12 @@ def fit(
         log.close()
         set_threads(previous_threads)
 
-    test_logits, test_labels = predict(distiller.student, data.test, device)
+    history = state.history
     return TrainResult(
         val_accuracy=history[-1]["val_accuracy"] if history else float("nan"),
-        test_accuracy=accuracy(test_logits, test_labels),
-        history=history, resumed_from_epoch=resumed.epoch, seconds=time.perf_counter() - started,
-        resumed_from_step=resumed.step,
+        test_accuracy=accuracy(*predict(distiller.student, data.test, device)),
+        history=history, resumed_from_epoch=state.resumed.epoch, seconds=time.perf_counter() - started,
+        resumed_from_step=state.resumed.step,
     )
 
 
@@ -302,18 +314,19 @@ class EpochRun:
     steps (and at the epoch's end): progress, metrics.jsonl, the non-finite check and the
     time-based checkpoint happen at those reads, so a GPU waits for the host only there."""
 
-    def __init__(self, step_fn, optimizer, scaler, device, augment, seed, cfg: TrainConfig, checkpoint: Path,
-                 log: TrainingLog, save: Callable[[Position], None], normalization, threads: Optional[ThreadBudget] = None):
-        self.step_fn, self.optimizer, self.scaler, self.device, self.augment = step_fn, optimizer, scaler, device, augment
-        self.seed, self.cfg, self.checkpoint, self.log, self.save, self.normalization = seed, cfg, checkpoint, log, save, normalization
-        self.threads = threads
+    def __init__(self, state: TrainingState, step_fn, *, device: torch.device, augment: Optional[Callable], seed: int,
+                 log: TrainingLog, normalization, threads: Optional[ThreadBudget] = None):
+        """`step_fn` is the distiller as it runs a step (wrapped for DDP, compiled); `state` owns what it updates and saves."""
+        self.state, self.step_fn, self.device, self.augment, self.seed = state, step_fn, device, augment, seed
+        self.cfg, self.optimizer, self.scaler = state.cfg, state.optimizer, state.scaler
+        self.log, self.normalization, self.threads = log, normalization, threads
 
     def _check_finite(self, window: dict[str, float], epoch: int) -> None:
         bad = [k for k, v in window.items() if not math.isfinite(v)]
         if bad:
             raise UserError(
                 f"loss '{bad[0]}' became {window[bad[0]]} at epoch {epoch + 1}; the last good checkpoint is kept at "
-                f"{self.checkpoint}; lower the learning rate or the loss weights."
+                f"{self.state.checkpoint}; lower the learning rate or the loss weights."
             )
 
     def epoch(self, loader, batches: EpochBatches, epoch: int, first: int, steps: int, partial: dict) -> dict:
@@ -360,7 +373,7 @@ class EpochRun:
                 window, window_steps, window_images, waited, window_started = {}, 0, 0, 0.0, time.perf_counter()
                 if step + 1 < steps and _save_due(last_save, cfg, device):
                     keys = sorted(sums)
-                    self.save(Position(epoch, step + 1, dict(zip(keys, distributed.all_reduce_sum([float(sums[k]) for k in keys], device)))))
+                    self.state.save(Position(epoch, step + 1, dict(zip(keys, distributed.all_reduce_sum([float(sums[k]) for k in keys], device)))))
                     last_save = time.monotonic()
             fetch_started = time.perf_counter()
         keys = sorted(k for k in sums if k not in ("correct", "seen")) + ["correct", "seen"]
