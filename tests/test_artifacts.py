@@ -73,6 +73,14 @@ def test_kdforge_export_builds_what_deploy_names(tmp_path, capsys):
     assert (tmp_path / "net.onnx").is_file() and (tmp_path / "net.fp16.onnx").is_file()
     assert main(["export", str(tmp_path / "deploy.pt"), "--deploy", "int8"]) == 2
     assert "calibrated on training images, which only `kdforge run` has" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "deploy.pt"), "--deploy", "tflite"]) == 2
+    assert "'tflite' is not a deployable artifact" in capsys.readouterr().err
+    adder = tmp_path / "adder" / "deploy.pt"
+    adder.parent.mkdir()
+    save_deployed(adder, create_model("resnet8_adder", 10, 1),
+                  {"model": "resnet8_adder", "model_args": {}, "num_classes": 10, "in_channels": 1, "image_size": 8})
+    assert main(["export", str(adder), "--deploy", "fp16"]) == 2  # refused before anything is written
+    assert "adder student, which cannot deploy onnxruntime-fp16" in capsys.readouterr().err and not (adder.parent / "model.onnx").exists()
     main(["export", "--list"])
     listed = capsys.readouterr().out
     assert "onnxruntime-int8" in listed and "tensorrt" in listed

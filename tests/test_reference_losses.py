@@ -10,7 +10,7 @@ torch.cdist changes algorithm (above 25 points).
 
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from torch import nn
 
 from kdforge.train.methods.at import ATOptions, attention_loss
@@ -134,8 +134,12 @@ def test_rkd_equals_repdistiller_at_every_batch_size(seed, batch, dim_s, dim_t, 
 
 @settings(max_examples=15, deadline=None)
 @given(seed=seeds, batch=batches, channels_s=st.integers(1, 32), channels_t=st.integers(1, 32), size=st.integers(1, 12))
+@example(seed=0, batch=174, channels_s=4, channels_t=2, size=1)
 def test_sp_equals_mdistiller(seed, batch, channels_s, channels_t, size):
-    s, t = maps(seed, batch, channels_s, channels_t, size)
+    # in float64: a sample whose ReLU map is all zero (4 channels of 1x1: one sample in 16) has a
+    # zero Gram row, which F.normalize divides by its eps of 1e-12, so both gradients reach 1e11 and
+    # float32's rounding of them differs beyond any tolerance (seed 0, batch 174, 4 -> 2 channels, 1x1)
+    s, t = (m.double() for m in maps(seed, batch, channels_s, channels_t, size))
     assert_same_loss(lambda a, b: SPOptions().gamma * similarity_loss(a, b), reference_sp, s, t)
 
 
