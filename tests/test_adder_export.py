@@ -94,3 +94,17 @@ def test_plain_onnx_runtime_without_the_operator_fails_with_a_sentence(adder_fil
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     with pytest.raises(UserError, match="not a readable ONNX file"):
         ort_backend.session(tmp_path / "junk.onnx")
+
+
+def test_loading_the_native_kernel_leaves_the_process_floating_point_state_alone():
+    """A shared library built with -ffast-math by GCC 12 sets flush-to-zero and denormals-are-zero
+    for every thread of the process that loads it; kdforge's must not (checked in a fresh process)."""
+    out = run_python(
+        "import ctypes, struct\n"
+        "from kdforge.export.ort import native_library\n"
+        "tiny = lambda: struct.unpack('d', struct.pack('Q', 1))[0] * 1.0 > 0  # the smallest subnormal survives a product\n"
+        "before = tiny()\n"
+        "library = native_library()\n"
+        "ctypes.CDLL(str(library))\n"
+        "print(before, tiny(), library is not None)\n")
+    assert out.split() == ["True", "True", "True"]

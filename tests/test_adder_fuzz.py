@@ -139,7 +139,7 @@ def asan(tmp_path_factory):
 
     def build(source: Path, name: str) -> Path:
         out = folder / name
-        flags = [f for f in ort_backend.NATIVE_FLAGS if f != "-ffast-math"]
+        flags = [f for f in ort_backend.NATIVE_FLAGS if f not in ort_backend.FAST_MATH]
         built = subprocess.run([compiler, *flags, "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer",
                                 "-o", str(out), str(source)], capture_output=True, text=True)
         assert built.returncode == 0, built.stderr

@@ -144,7 +144,13 @@ def _import_extensions():
 
 
 NATIVE_SOURCE = Path(__file__).with_name("adder_ort_op.c")
-NATIVE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC", "-Wl,-z,nodelete")
+# -ffast-math's parts spelled out: given -ffast-math itself, GCC 12 links crtfastmath.o into the
+# shared library, whose constructor turns on flush-to-zero and denormals-are-zero for the whole
+# process that loads it (measured: after the first adder session, numpy's and PyTorch's subnormals
+# became 0, and hypothesis refused to run in that process)
+FAST_MATH = ("-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros", "-fassociative-math", "-freciprocal-math",
+             "-ffinite-math-only")
+NATIVE_FLAGS = ("-O3", "-march=native", *FAST_MATH, "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC", "-Wl,-z,nodelete")
 
 
 def native_library() -> Path | None:
