@@ -1,5 +1,9 @@
 """OpenVINO as a deploy entry (kdforge/export/artifacts/openvino.py): it reads kdforge's standard
-ONNX files, computes in f32 as kdforge sets it, and the pipeline verifies, times and reports it."""
+ONNX files, computes in f32 as kdforge sets it, and the pipeline verifies, times and reports it.
+
+OpenVINO runs in a fresh process in every test (`in_fresh_process`, `run_tiny`), never in the test
+runner's: its CPU plugin's thread pool stays in the process that loaded it, and pytest-xdist
+workers that had run it in process were lost in the middle of later tests (3 runs of 3 here)."""
 
 import json
 
@@ -7,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import report_tables, tiny_config
+from conftest import report_tables, run_python, run_tiny, tiny_config
 from kdforge.config import parse_config
 from kdforge.errors import UserError
 from kdforge.export.artifacts import artifact
@@ -34,8 +38,33 @@ def _images(n: int = 16) -> np.ndarray:
     return np.random.default_rng(1).standard_normal((n, 1, 8, 8)).astype(np.float32)
 
 
+def in_fresh_process(check: str, *args) -> None:
+    """Runs this module's function `check(*args)` in a fresh interpreter."""
+    run_python(f"import sys; sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})\n"
+               f"from test_openvino import {check}\n{check}(*{tuple(map(str, args))!r})")
+
+
 @pytest.mark.parametrize("model_name, portable", [("resnet8", False), ("resnet8_binary", False), ("resnet8_adder", True)])
 def test_openvino_runs_kdforge_fp32_files_in_f32_as_pytorch_does(tmp_path, model_name, portable):
+    in_fresh_process("check_fp32_file", tmp_path, model_name, portable)
+
+
+def test_openvino_runs_the_fp16_and_int8_qdq_files(tmp_path):
+    in_fresh_process("check_fp16_and_int8_files", tmp_path)
+
+
+def test_a_file_with_kdforge_adder_nodes_is_refused_in_one_sentence(tmp_path):
+    in_fresh_process("check_adder_nodes_refused", tmp_path)
+    raw = tiny_config(tmp_path / "run")
+    raw["students"][2]["deploy"] = ["openvino-int8"]
+    with pytest.raises(UserError, match="student 'ann' cannot deploy openvino-int8: an AdderNet's INT8 file holds"):
+        parse_config(raw)
+
+
+def check_fp32_file(tmp_path, model_name, portable):
+    from pathlib import Path
+
+    tmp_path, portable = Path(tmp_path), portable == "True"
     model, path = _exported(tmp_path, model_name, portable=portable)
     run = artifact("openvino").open(path, threads=1)
     assert run.info["inference_precision"] == "f32"  # the hint reached the compiled model
@@ -47,13 +76,16 @@ def test_openvino_runs_kdforge_fp32_files_in_f32_as_pytorch_does(tmp_path, model
     assert (got.argmax(1) == expected.argmax(1)).all()
 
 
-def test_openvino_runs_the_fp16_and_int8_qdq_files(tmp_path):
+def check_fp16_and_int8_files(tmp_path):
+    from pathlib import Path
+
     from kdforge.export.fp16 import Float16Student
     from kdforge.export.int8_cpu import SCHEMES
     from kdforge.export.onnx_export import export_onnx
     from kdforge.export.ort import run, session
     from kdforge.export.quantize import quantize_int8
 
+    tmp_path = Path(tmp_path)
     model, path = _exported(tmp_path, "resnet8")
     fp16 = export_onnx(Float16Student(model), torch.zeros(2, 1, 8, 8), tmp_path / "m.fp16.onnx", 18)
     int8 = quantize_int8(path, tmp_path / "m.int8.onnx", _images(64), SCHEMES["x86-vnni"])
@@ -65,26 +97,21 @@ def test_openvino_runs_the_fp16_and_int8_qdq_files(tmp_path):
         assert np.abs(got - reference).max() <= 0.1 * np.abs(reference).max(), name
 
 
-def test_a_file_with_kdforge_adder_nodes_is_refused_in_one_sentence(tmp_path):
-    _, path = _exported(tmp_path, "resnet8_adder")
+def check_adder_nodes_refused(tmp_path):
+    from pathlib import Path
+
+    _, path = _exported(Path(tmp_path), "resnet8_adder")
     with pytest.raises(UserError, match="OpenVINO cannot compile .* the file needs an operator OpenVINO lacks"):
         artifact("openvino").open(path, threads=1)
-    raw = tiny_config(tmp_path / "run")
-    raw["students"][2]["deploy"] = ["openvino-int8"]
-    with pytest.raises(UserError, match="student 'ann' cannot deploy openvino-int8: an AdderNet's INT8 file holds"):
-        parse_config(raw)
 
 
 def test_the_pipeline_verifies_times_and_reports_openvino(tmp_path):
     """A CNN on model.onnx and model.int8.onnx, an AdderNet on its portable file, beside ONNX Runtime."""
-    from kdforge.pipeline.runner import run_pipeline
-
-    raw = tiny_config(tmp_path / "run")
-    del raw["teacher"]
-    ce, _, ann = raw["students"]
+    ce, _, ann = tiny_config("unused")["students"]
     trained = {"epochs": 4, "batch_size": 64, "lr": 0.1}  # a student that classifies: INT8 of one at chance follows any rounding
-    raw["students"] = [{**ce, "deploy": ["int8", "openvino", "openvino-int8"], "train": trained}, {**ann, "deploy": ["openvino"]}]
-    run_pipeline(parse_config(raw), log=lambda line: None)
+    out = run_tiny(tmp_path, [{**ce, "deploy": ["int8", "openvino", "openvino-int8"], "train": trained},
+                              {**ann, "deploy": ["openvino"]}], teacher=None)
+    assert out.returncode == 0, out.stderr
     students = tmp_path / "run" / "students"
     assert (students / "ann" / "model.portable.onnx").is_file() and not (students / "ce" / "model.portable.onnx").exists()
     for name, entries in (("ce", ("openvino", "openvino-int8")), ("ann", ("openvino",))):
