@@ -100,7 +100,8 @@ def _cmd_export(args) -> None:
             raise UserError(f"{args.model} is a {family.name} student, which cannot deploy {artifact(asked).name}: {refusal}; drop {flag}.")
     out = args.output or args.model.with_name("model.onnx")
     job = ExportJob(model=model, folder=out.parent, input_shape=(spec["in_channels"], spec["image_size"], spec["image_size"]),
-                    deploy=names, family=family, export=export, stem=out.name.removesuffix(".onnx"))
+                    deploy=names, family=family, export=export, stem=out.name.removesuffix(".onnx"),
+                    input_ranges=spec.get("int8_input_ranges", {}))
     for name in names:
         built = artifact(name).build(job)
         if built is not None:

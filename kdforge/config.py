@@ -144,6 +144,10 @@ class QatConfig(Section):
     """Quantization-aware distillation of an INT8 student after its distillation (kdforge/train/qat.py)."""
     epochs: int = Field(ge=1, description="epochs of fine-tuning through fake quantization in the export's integer scheme")
     lr: float = Field(gt=0, description="its learning rate (cosine schedule; the student's other train settings)")
+    ranges: Literal["calibrated", "learned"] = Field("calibrated", description=(
+        "the layers' input ranges: calibrated (MinMax, recalibrated every epoch; the export calibrates its own) or "
+        "learned (started where the layer's output moves least, trained with the weights, and taken by the INT8 "
+        "export); CNN and binary students"))
 
 
 class StudentConfig(ModelSection):
@@ -164,6 +168,8 @@ class StudentConfig(ModelSection):
 
     @model_validator(mode="after")
     def _resolve_deploy(self):
+        from kdforge.train.models.families import ADDER, family_of_section
+
         if self.precision is not None and self.deploy is None:
             self._notices.append(f"student '{self.name}': precision: {self.precision} is now written "
                                  f"deploy: [fp32{', ' + self.precision if self.precision != 'fp32' else ''}]; read as that")
@@ -171,6 +177,9 @@ class StudentConfig(ModelSection):
         if self.qat is not None and self.precision != "int8":
             raise ValueError(f"qat fine-tunes an INT8 student; student '{self.name}' ships {self.precision} "
                              f"(add int8 to its deploy list, or drop qat)")
+        if self.qat is not None and self.qat.ranges == "learned" and family_of_section(self.model, self.family) is ADDER:
+            raise ValueError(f"student '{self.name}' is an AdderNet, whose INT8 input ranges are calibrated with its "
+                             f"weights' (one scale for both); set its qat.ranges to calibrated")
         return self
 
     def set_deploy(self, requested: list[str]) -> None:

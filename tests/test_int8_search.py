@@ -2,6 +2,8 @@
 quantization breaks passes through the float fallback with its float layers named; past the MAC
 limit the export stops with one sentence and keeps the file."""
 
+import copy
+
 import numpy as np
 import onnx
 import pytest
@@ -95,3 +97,35 @@ def test_the_int8_file_minmax_breaks_names_the_layer_that_reads_the_outlier_chan
     found = first_divergence(path, net, images, fp32)
     assert found["layer"] == "9" and found["relative_error"] > 0.5  # the classifier, reading zeros for all but channel 0
 
+
+
+def test_a_student_that_minmax_breaks_passes_through_qat_with_learned_ranges_and_no_float_layer(outlier_student, tmp_path):
+    import onnxruntime as ort
+
+    from kdforge.export.int8_cpu import SCHEMES
+    from kdforge.export.int8_ranges import range_overrides
+    from kdforge.train.qat import QuantizationAwareDistiller
+
+    net, _, calibration, (val_x, val_y), test = outlier_student
+    distiller = QuantizationAwareDistiller(copy.deepcopy(net), None, SCHEMES[host_cpu()], torch.from_numpy(calibration),
+                                           learn_ranges=True)
+    optimizer = torch.optim.SGD(distiller.parameter_groups(), lr=1e-3, momentum=0.9)
+    train = digits.load(0.1, 0.2, 0).train
+    images, labels = torch.stack([train[i][0] for i in range(len(train))]), torch.tensor([train[i][1] for i in range(len(train))])
+    distiller.train()
+    steps = range(0, 3 * len(images), 64)  # 3 epochs
+    for step, start in enumerate(steps):
+        batch = torch.arange(start, start + 64) % len(images)
+        _, losses = distiller(images[batch], labels[batch], step / len(steps))
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+    model, ranges = distiller.deployable(), distiller.input_ranges()
+    assert ranges["9"][1] < 0.01 * float(net[:9](images).max())  # the classifier's range clips the outlier channel
+    fp32 = export_onnx(model, torch.zeros(2, 1, 8, 8), tmp_path / "model.onnx")
+    found = search_int8(fp32, tmp_path / "model.int8.onnx", host_cpu(), "minmax", calibration, val_x, val_y, GATE, 0.10,
+                        range_overrides=lambda prepared: range_overrides(prepared, model, calibration, ranges))
+    assert found["float_layers"] == [] and found["tries"][-1]["passed"]
+    session = ort.InferenceSession(str(tmp_path / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    verdict = verify_int8(model, lambda x: session.run(None, {"input": x})[0], test, 0.97, 0.02)
+    assert verdict["passed"], verdict

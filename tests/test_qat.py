@@ -4,15 +4,19 @@ qat stage between strip and export."""
 
 import json
 
+import onnx
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from onnx import TensorProto
 from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
 
 from conftest import assert_one_sentence, report_tables, run_tiny, tiny_config
 from kdforge.export.adder_int8 import quantized_layer
 from kdforge.export.int8_cpu import CANDIDATES, TENSORRT
+from kdforge.export.strip import load_deployed
 from kdforge.nn.adder import AdderConv2d
 from kdforge.nn.fake_quant import (FakeQuantAdderLayer, calibrate_fake_quant, scales_and_zero_points, with_fake_quant,
                                    without_fake_quant)
@@ -79,6 +83,11 @@ def test_qat_is_for_int8_students(tmp_path):
     assert_one_sentence(out, "qat fine-tunes an INT8 student")
 
 
+def test_an_addernets_ranges_are_not_learned(tmp_path):
+    out = run_tiny(tmp_path, [{**STUDENTS[2], "deploy": ["int8"], "qat": {"epochs": 1, "lr": 0.01, "ranges": "learned"}}])
+    assert_one_sentence(out, "is an AdderNet, whose INT8 input ranges are calibrated")
+
+
 def test_a_qat_student_is_fine_tuned_between_strip_and_export_and_ships_from_it(tmp_path):
     student = {**STUDENTS[1], "deploy": ["int8"], "train": {"epochs": 2, "batch_size": 64, "lr": 0.1},
                "qat": {"epochs": 1, "lr": 0.01}}
@@ -103,3 +112,5 @@ def test_a_qat_student_is_fine_tuned_between_strip_and_export_and_ships_from_it(
     steps = [json.loads(line) for line in (folder / "qat" / "metrics.jsonl").read_text().splitlines()]
     assert steps[0]["lr"] == pytest.approx(0.03)  # the cosine schedule's first step
     assert (folder / "metrics.jsonl").read_text() == distilled and (folder / "model.onnx").read_bytes() != first
+    assert "int8_input_ranges" not in load_deployed(folder / "deploy.qat.pt")[1]
+

@@ -12,6 +12,7 @@ verify stage saw.
 """
 
 import ast
+import copy
 import tempfile
 from pathlib import Path
 
@@ -61,12 +62,26 @@ def _pytorch_outputs(model: nn.Module, images: torch.Tensor, paths: set[str]) ->
     return {**found, "": logits}
 
 
+def intermediate_values(graph: onnx.ModelProto, tensors: list[str], images: np.ndarray) -> dict[str, np.ndarray]:
+    """Every graph output and each of `tensors` of `graph` run by ONNX Runtime on `images`, the
+    tensors marked as outputs in a copy of the file."""
+    from kdforge.export import ort as ort_backend
+
+    graph = copy.deepcopy(graph)
+    known = {o.name for o in graph.graph.output}
+    graph.graph.output.extend(onnx.ValueInfoProto(name=t) for t in dict.fromkeys(tensors) if t not in known)
+    with tempfile.TemporaryDirectory() as folder:
+        marked = Path(folder) / "marked.onnx"
+        onnx.save(graph, str(marked))
+        session = ort_backend.session(marked, threads=2)
+        outputs = session.run(None, {session.get_inputs()[0].name: images})
+    return dict(zip([o.name for o in session.get_outputs()], outputs))
+
+
 def first_divergence(path: Path, model: nn.Module, images: torch.Tensor, reference_file: Path | None = None) -> dict | None:
     """{layer, tensor, relative_error, logits_relative_error} of the first layer of `path` (run by
     ONNX Runtime) whose output diverges from `model`'s on `images`; None where no layer can be
     mapped or none diverges. `reference_file` (model.onnx) maps tensor names the file's nodes lost."""
-    from kdforge.export import ort as ort_backend
-
     graph = onnx.load(str(path))
     names = module_outputs(graph)
     if reference_file is not None:
@@ -75,15 +90,7 @@ def first_divergence(path: Path, model: nn.Module, images: torch.Tensor, referen
     if not produced:
         return None
     wanted = _pytorch_outputs(model, images, {names[t] for t in produced})
-    known = {o.name for o in graph.graph.output}
-    for tensor in produced:
-        if tensor not in known:
-            graph.graph.output.append(onnx.ValueInfoProto(name=tensor))
-    with tempfile.TemporaryDirectory() as folder:
-        marked = Path(folder) / "marked.onnx"
-        onnx.save(graph, str(marked))
-        session = ort_backend.session(marked, threads=2)
-        values = dict(zip([o.name for o in session.get_outputs()], session.run(None, {session.get_inputs()[0].name: images.numpy()})))
+    values = intermediate_values(graph, produced, images.numpy())
 
     def relative(a, b):
         return float(np.abs(a.astype(np.float32) - b).max() / max(float(np.abs(b).max()), 1e-12))

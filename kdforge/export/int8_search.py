@@ -25,9 +25,16 @@ import onnx
 
 from kdforge.errors import UserError
 from kdforge.export.int8_cpu import CANDIDATES, IntegerScheme
-from kdforge.export.quantize import prepared_for_quantization, quantize_prepared
+from kdforge.export.quantize import RangeOverrides, no_overrides, prepared_for_quantization, quantize_prepared
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A file ready for ONNX Runtime's quantizer and the activation ranges every try of it takes."""
+    path: Path
+    overrides: dict
 
 
 @dataclass(frozen=True)
@@ -64,19 +71,21 @@ def mac_shares(prepared: Path) -> dict[str, float]:
 
 def search_int8(fp32_path: Path, int8_path: Path, target: str, calibration: str, calibration_images: np.ndarray,
                 val_images: np.ndarray, val_labels: np.ndarray, gate: Gate, max_float_macs: float,
-                log=print) -> dict:
+                log=print, range_overrides: RangeOverrides = no_overrides) -> dict:
     """Writes the INT8 file to `int8_path` and returns how it was found: the scheme, each try's
-    verdict on the validation split, the sensitivity ranking where it ran and the float layers."""
+    verdict on the validation split, the sensitivity ranking where it ran and the float layers.
+    Every try takes the activation ranges `range_overrides` sets (quantize_int8's)."""
     reference = _exact_logits(fp32_path, val_images)
     tries = []
     with prepared_for_quantization(fp32_path, Path(int8_path).parent) as prepared:
+        prepared = Prepared(prepared, range_overrides(prepared))
         for scheme in CANDIDATES[target]:
             tries.append(_try(prepared, int8_path, calibration_images, scheme, calibration, (), val_images, reference,
                               val_labels, gate))
             if tries[-1]["passed"]:
                 return {"scheme": scheme.name, "tries": tries, "float_layers": [], "sensitivity": []}
         scheme = CANDIDATES[target][0]
-        shares = mac_shares(prepared)
+        shares = mac_shares(prepared.path)
         log(f"  INT8 misses the gate on the validation split with every {target} scheme; ranking {len(shares)} layers "
             f"by their sensitivity")
         ranking = _sensitivity(prepared, int8_path, calibration_images, scheme, calibration, shares)
@@ -118,7 +127,7 @@ def _needed(floated: list[str], attempt, tries: list[dict]) -> list[str]:
 
 def _try(prepared, int8_path, images, scheme: IntegerScheme, calibration, floated, val_images, reference, labels,
          gate: Gate) -> dict:
-    quantize_prepared(prepared, int8_path, images, scheme, calibration, floated)
+    quantize_prepared(prepared.path, int8_path, images, scheme, calibration, floated, prepared.overrides)
     verdict = gate.judge(reference, _exact_logits(int8_path, val_images), labels)
     return {"scheme": scheme.name, "float_layers": list(floated), **verdict}
 
@@ -126,12 +135,12 @@ def _try(prepared, int8_path, images, scheme: IntegerScheme, calibration, floate
 def _sensitivity(prepared, int8_path, images, scheme: IntegerScheme, calibration, shares: dict[str, float]) -> list[dict]:
     """The layers, most sensitive first: the logit MSE to FP32 on the calibration images of the file
     in which each alone stays float (lowest first), ties to the cheaper layer."""
-    reference = _exact_logits(prepared, images)
+    reference = _exact_logits(prepared.path, images)
     scratch = Path(int8_path).with_name(".sensitivity.onnx")
     rows = []
     try:
         for layer, share in shares.items():
-            quantize_prepared(prepared, scratch, images, scheme, calibration, (layer,))
+            quantize_prepared(prepared.path, scratch, images, scheme, calibration, (layer,), prepared.overrides)
             rows.append({"layer": layer, "mac_share": share,
                          "mse_alone_float": float(np.mean((_exact_logits(scratch, images) - reference) ** 2))})
     finally:

@@ -19,6 +19,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -38,13 +39,21 @@ class _Images:
         return next(self._batches, None)
 
 
+RangeOverrides = Callable[[Path], dict]  # a prepared file -> its TensorQuantOverrides
+
+
+def no_overrides(prepared: Path) -> dict:
+    return {}
+
+
 def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, scheme: IntegerScheme,
-                  calibration: str = "minmax") -> Path:
+                  calibration: str = "minmax", range_overrides: RangeOverrides = no_overrides) -> Path:
     """Writes the INT8 QDQ twin of `fp32_path` to `int8_path`, its activation ranges calibrated on
-    `images` (N, C, H, W) by `calibration`, in the integer `scheme` of the CPU (or TensorRT) that
-    will run it, which its metadata_props name."""
+    `images` (N, C, H, W) by `calibration` but where `range_overrides` of the prepared file sets
+    them, in the integer `scheme` of the CPU (or TensorRT) that will run it, which its
+    metadata_props name."""
     with prepared_for_quantization(fp32_path, Path(int8_path).parent) as prepared:
-        return quantize_prepared(prepared, int8_path, images, scheme, calibration)
+        return quantize_prepared(prepared, int8_path, images, scheme, calibration, overrides=range_overrides(prepared))
 
 
 @contextlib.contextmanager
@@ -64,8 +73,9 @@ def prepared_for_quantization(fp32_path: Path, scratch: Path):
 
 
 def quantize_prepared(prepared: Path, int8_path: Path, images: np.ndarray, scheme: IntegerScheme, calibration: str,
-                      exclude: tuple[str, ...] = ()) -> Path:
-    """quantize_int8 of a prepared file; the nodes named in `exclude` stay float."""
+                      exclude: tuple[str, ...] = (), overrides: dict | None = None) -> Path:
+    """quantize_int8 of a prepared file; the nodes named in `exclude` stay float, and the tensors in
+    `overrides` ({tensor: [{"rmin", "rmax"}]}) take those ranges whatever `calibration` finds."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     input_name = onnx.load(str(prepared)).graph.input[0].name
@@ -76,13 +86,16 @@ def quantize_prepared(prepared: Path, int8_path: Path, images: np.ndarray, schem
     with atomic_path(Path(int8_path)) as tmp:
         options = {"ActivationSymmetric": scheme.activation_symmetric, "WeightSymmetric": True}
         with _quiet():
-            if calibration == "entropy":
-                options["TensorQuantOverrides"] = _entropy_ranges(prepared, images, input_name, tmp.parent)
+            ranges = _entropy_ranges(prepared, images, input_name, tmp.parent) if calibration == "entropy" else {}
+            ranges.update(overrides or {})
+            if ranges:
+                options["TensorQuantOverrides"] = ranges
             quantize_static(str(prepared), str(tmp), _Images(images, input_name), quant_format=QuantFormat.QDQ,
                             per_channel=True, reduce_range=scheme.reduce_range, activation_type=types[scheme.activations],
                             weight_type=types[scheme.weights], calibrate_method=method, nodes_to_exclude=list(exclude),
                             extra_options=options)
-        mark(tmp, scheme.target, scheme.name, f"{calibration}, {len(images)} images", exclude)
+        learned = f", {len(overrides)} learned input ranges" if overrides else ""
+        mark(tmp, scheme.target, scheme.name, f"{calibration}, {len(images)} images{learned}", exclude)
     return Path(int8_path)
 
 

@@ -7,6 +7,7 @@ architecture by name and a state dict, never a pickled module, so it loads in an
 has kdforge, and a mismatched file is caught by name.
 """
 
+import math
 from pathlib import Path
 
 import torch
@@ -78,5 +79,17 @@ def load_deployed(path: Path, section=None) -> tuple[nn.Module, dict]:
     except RuntimeError:
         raise UserError(f"{printable(str(path))} holds weights of another architecture than "
                         f"{printable_name(spec['model'])}.") from None
+    _check_input_ranges(spec.get("int8_input_ranges", {}), path)
     return model.eval(), spec
+
+
+def _check_input_ranges(ranges, path: Path) -> None:
+    """The learned INT8 ranges a QAT stage wrote ({layer path: [rmin, rmax]}), as a stranger's file may not hold them."""
+    def well_formed(bounds) -> bool:
+        return (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(isinstance(b, float) for b in bounds)
+                and all(math.isfinite(b) for b in bounds) and bounds[0] <= 0 <= bounds[1])
+
+    if not isinstance(ranges, dict) or not all(isinstance(k, str) and well_formed(v) for k, v in ranges.items()):
+        raise UserError(f"{printable(str(path))} has damaged int8_input_ranges (each a layer's [rmin <= 0, rmax >= 0]); "
+                        f"re-run the qat stage.")
 

@@ -206,7 +206,11 @@ def run_qat(ctx: StageContext) -> StageResult:
     model, spec = load_deployed(ctx.student_dir / "deploy.pt", s)
     scheme = SCHEMES[target_of(ctx.cfg.export.int8_cpu)]
     how = "uint8 SAD, the integer adder node's" if family_of_model(model) is ADDER else f"{scheme.name} for {scheme.target}"
-    distiller = QuantizationAwareDistiller(model, _trained_teacher(ctx), scheme, _calibration_images(ctx))
+    learn = s.qat.ranges == "learned"
+    if learn and family_of_model(model) is ADDER:
+        raise UserError(f"student '{s.name}' is an AdderNet, whose INT8 input ranges are calibrated with its weights' "
+                        f"(one scale for both); set its qat.ranges to calibrated.")
+    distiller = QuantizationAwareDistiller(model, _trained_teacher(ctx), scheme, _calibration_images(ctx), learn)
     train = s.train.model_copy(update={"epochs": s.qat.epochs, "lr": s.qat.lr, "schedule": "cosine"})
     checkpoint = ctx.student_dir / "qat" / "checkpoint.pt"  # its own folder: metrics.jsonl and tensorboard/ beside it
     checkpoint.parent.mkdir(exist_ok=True)
@@ -214,9 +218,10 @@ def run_qat(ctx: StageContext) -> StageResult:
                  ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"{s.name} (qat)",
                  workers=loader_workers(ctx.cfg.data), backend=ctx.cfg.data.backend)
     path = ctx.student_dir / "deploy.qat.pt"
-    save_deployed(path, distiller.deployable(), spec)
+    spec = {k: v for k, v in spec.items() if k != "int8_input_ranges"}
+    save_deployed(path, distiller.deployable(), {**spec, **({"int8_input_ranges": distiller.input_ranges()} if learn else {})})
     before = accuracy(*predict(distiller.fp32, ctx.data().test, ctx.device()))
-    metrics = {**_train_metrics(result), "fake_quantization": how, "teacher": distiller.teacher is not None,
+    metrics = {**_train_metrics(result), "fake_quantization": how, "ranges": s.qat.ranges, "teacher": distiller.teacher is not None,
                "fp32_test_accuracy_before": before}
     summary = (f"{s.qat.epochs} epoch(s) through fake quantization ({how}): emulated INT8 test accuracy "
                f"{metrics['test_accuracy'] * 100:.2f}% (FP32 before QAT {before * 100:.2f}%){_resumed(metrics)}")
@@ -255,7 +260,7 @@ def _job(ctx: StageContext, student: StudentConfig | None = None):
                      input_shape=(spec["in_channels"], spec["image_size"], spec["image_size"]), deploy=tuple(s.deploy),
                      family=family_of_model(model), export=ctx.cfg.export, verify=ctx.cfg.verify,
                      calibration=lambda: _calibration_images(ctx), validation=lambda: _int8_validation(ctx),
-                     test=data.test, largest_batch=_largest_batch(ctx))
+                     test=data.test, largest_batch=_largest_batch(ctx), input_ranges=spec.get("int8_input_ranges", {}))
 
 
 def run_export(ctx: StageContext) -> StageResult:

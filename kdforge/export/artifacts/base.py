@@ -54,6 +54,7 @@ class ExportJob:
     test: object = None  # verify's images: the test split
     largest_batch: int = 128  # the largest batch verify and profile feed an engine
     cache: dict = field(default_factory=dict)  # work entries share (the INT8 AdderNet's PyTorch twin)
+    input_ranges: dict = field(default_factory=dict)  # {layer path: [rmin, rmax]} learned in QAT (qat.ranges: learned)
 
     def path(self, suffix: str) -> Path:
         return self.folder / f"{self.stem}{suffix}"
@@ -62,6 +63,12 @@ class ExportJob:
     def precision(self) -> str:
         """The narrowest precision the student ships, which the report and a TensorRT engine take as its own."""
         return max((artifact(name).precision for name in self.deploy), key=PRECISIONS.index)
+
+    def range_overrides(self, images: np.ndarray):
+        """prepared file -> the ONNX Runtime overrides that set the learned input ranges on it."""
+        from kdforge.export.int8_ranges import range_overrides
+
+        return lambda prepared: range_overrides(prepared, self.model, images, self.input_ranges)
 
     def example(self, batch: int = 2):
         import torch

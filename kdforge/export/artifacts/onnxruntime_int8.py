@@ -38,8 +38,11 @@ class OnnxRuntimeInt8(OnnxRuntimeFile):
         target = target_of(e.int8_cpu)
         val_images, val_labels = job.validation()
         found = search_int8(job.path(".onnx"), path, target, e.calibration, images.numpy(), val_images, val_labels,
-                            Gate(v.int8_min_agreement, v.int8_max_accuracy_drop), e.int8_max_float_macs)
+                            Gate(v.int8_min_agreement, v.int8_max_accuracy_drop), e.int8_max_float_macs,
+                            range_overrides=job.range_overrides(images.numpy()))
         how = f"ONNX Runtime QDQ {found['scheme']} for {target}, {e.calibration}"
+        if job.input_ranges:
+            how += f" but {len(job.input_ranges)} layer input ranges learned in QAT"
         if found["float_layers"]:
             how += "; in float: " + ", ".join(f"{f['layer']} ({f['mac_share']:.1%} of the MACs)" for f in found["float_layers"])
         return self._built(path, {"calibration_images": len(images), "calibration": e.calibration, "int8_cpu": target,

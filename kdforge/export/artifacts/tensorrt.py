@@ -37,7 +37,8 @@ class TensorRTEngine(Artifact):
             return job.path(".onnx"), "fp32: the adder plugin computes in fp32"
         if precision == "int8":
             images = job.calibration_images("an INT8 engine").numpy()
-            return quantize_int8(job.path(".onnx"), job.path(".int8.tensorrt.onnx"), images, TENSORRT, job.export.calibration), \
+            return quantize_int8(job.path(".onnx"), job.path(".int8.tensorrt.onnx"), images, TENSORRT, job.export.calibration,
+                                 job.range_overrides(images)), \
                 "int8, explicit Q/DQ"
         if precision == "fp16":
             return fp16_file(job), "fp16"
