@@ -3,13 +3,13 @@ grids (ONNX Runtime's formulas for CNNs, the integer adder node's sums for Adder
 qat stage between strip and export."""
 
 import json
-
-import onnx
+import re
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
-from torch import nn
 from onnx import TensorProto
 from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
 
@@ -113,4 +113,54 @@ def test_a_qat_student_is_fine_tuned_between_strip_and_export_and_ships_from_it(
     assert steps[0]["lr"] == pytest.approx(0.03)  # the cosine schedule's first step
     assert (folder / "metrics.jsonl").read_text() == distilled and (folder / "model.onnx").read_bytes() != first
     assert "int8_input_ranges" not in load_deployed(folder / "deploy.qat.pt")[1]
+
+    # qat.ranges: learned trains the private layers' input ranges, which the FP32 model carries as clips
+    out = run_tiny(tmp_path, [{**student, "qat": {"epochs": 1, "lr": 0.01, "ranges": "learned"}}], export={"calibration_images": 64})
+    assert out.returncode == 0, out.stderr
+    assert "[distill/kd] up to date" in out.stdout and "layer input ranges learned in QAT" in out.stdout
+    ranges = load_deployed(folder / "deploy.qat.pt")[1]["int8_input_ranges"]
+    assert ranges["stem.0"][0] < 0 and all(ranges[p][0] == 0.0 for p in ranges if p != "stem.0")  # the image, else ReLUs'
+    clips = sum(n.op_type == "Clip" for n in onnx.load(str(folder / "model.onnx")).graph.node)
+    assert clips == len({tuple(r) for r in ranges.values()})  # layers that read one tensor share its range and Clip
+    verify = json.loads((folder / "verify.json").read_text())
+    assert verify["onnxruntime"]["passed"] and verify["onnxruntime-int8"]["passed"]  # the FP32 file clips as PyTorch does
+
+
+def _deployed_with_ranges(tmp_path, ranges) -> Path:
+    from kdforge.export.strip import save_deployed
+
+    path = tmp_path / "deploy.qat.pt"
+    save_deployed(path, create_model("resnet8", 10, 1), {"model": "resnet8", "model_args": {}, "num_classes": 10,
+                                                         "in_channels": 1, "image_size": 8, "int8_input_ranges": ranges})
+    return path
+
+
+def test_a_deployed_model_clips_its_layers_inputs_to_the_learned_ranges(tmp_path):
+    from kdforge.export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    plain = create_model("resnet8", 10, 1).eval()
+    path = _deployed_with_ranges(tmp_path, {"fc": [0.0, 0.05]})
+    clipped, _ = load_deployed(path)
+    clipped.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        embedding = plain.embed(plain.forward_stages(x)[-1])
+        assert embedding.max() > 0.05  # the clip is active on these inputs
+        assert torch.allclose(clipped(x), plain.fc(embedding.clamp(0.0, 0.05)), atol=1e-6)
+    graph = onnx.load(str(export_onnx(clipped, x[:2], tmp_path / "model.onnx")))
+    assert [n.op_type for n in graph.graph.node].count("Clip") == 1
+
+
+@pytest.mark.parametrize("ranges,fragment", [
+    ({"no_such_layer": [0.0, 1.0]}, "name layer(s) 'no_such_layer' its model does not have"),
+    ({"fc": [0.5, 1.0]}, "damaged int8_input_ranges"),
+    ({"fc": [0.0, float("nan")]}, "damaged int8_input_ranges"),
+    ({"fc": "0 1"}, "damaged int8_input_ranges"),
+])
+def test_a_deploy_file_with_damaged_learned_ranges_is_one_sentence(tmp_path, ranges, fragment):
+    from kdforge.errors import UserError
+
+    with pytest.raises(UserError, match=re.escape(fragment)):
+        load_deployed(_deployed_with_ranges(tmp_path, ranges))
 

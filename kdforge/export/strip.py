@@ -15,6 +15,7 @@ from torch import nn
 
 from kdforge import atomic
 from kdforge.errors import UserError, printable, printable_name
+from kdforge.nn.input_clip import clip_layer_inputs
 from kdforge.safe_files import check_declared_input
 from kdforge.untrusted import load_torch
 from kdforge.train.models.plain import apply_transforms
@@ -79,11 +80,12 @@ def load_deployed(path: Path, section=None) -> tuple[nn.Module, dict]:
     except RuntimeError:
         raise UserError(f"{printable(str(path))} holds weights of another architecture than "
                         f"{printable_name(spec['model'])}.") from None
-    _check_input_ranges(spec.get("int8_input_ranges", {}), path)
-    return model.eval(), spec
+    ranges = spec.get("int8_input_ranges", {})
+    _check_input_ranges(ranges, dict(model.named_modules()), path)
+    return clip_layer_inputs(model, ranges).eval(), spec
 
 
-def _check_input_ranges(ranges, path: Path) -> None:
+def _check_input_ranges(ranges, modules: dict[str, nn.Module], path: Path) -> None:
     """The learned INT8 ranges a QAT stage wrote ({layer path: [rmin, rmax]}), as a stranger's file may not hold them."""
     def well_formed(bounds) -> bool:
         return (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(isinstance(b, float) for b in bounds)
@@ -92,4 +94,7 @@ def _check_input_ranges(ranges, path: Path) -> None:
     if not isinstance(ranges, dict) or not all(isinstance(k, str) and well_formed(v) for k, v in ranges.items()):
         raise UserError(f"{printable(str(path))} has damaged int8_input_ranges (each a layer's [rmin <= 0, rmax >= 0]); "
                         f"re-run the qat stage.")
-
+    missing = [printable_name(k) for k in ranges if k not in modules]
+    if missing:
+        raise UserError(f"{printable(str(path))}'s int8_input_ranges name layer(s) {', '.join(missing[:3])} its model does "
+                        f"not have; re-run the qat stage.")

@@ -24,14 +24,18 @@ also zero them outside the clipping range).
 
 A CNN layer's input range is either calibrated, fixed between calls of `calibrate_fake_quant`
 (MinMax over the images it is given, as the export calibrates with export.calibration's minmax,
-the default), or learned (`learn_ranges`): its scale and zero-point start at the calibrated range
+the default), or learned (`learn_ranges`): its scale and zero point start at the calibrated range
 and train with the weights, LSQ+ (Bhalgat et al., CVPR-W 2020) through PyTorch's learnable
-fake-quantization operator with LSQ's gradient scale. They start at the clip of the MinMax range
+fake-quantization operator with LSQ's gradient scale; a non-negative input (after a ReLU) learns
+its scale alone, as in LSQ, its grid starting at 0. Ranges start at the clip of the MinMax range
 that moves the layer's output least (`_start_learned_range`), since a gradient step moves a range
-by a fraction of itself, not by the orders of magnitude an outlier channel can put between them. Layers that read the same tensor share one range, as the file
-has one quantizer per tensor; a tensor other operations read too (a residual sum) keeps its
-calibrated range, which the caller says by the paths it names (kdforge.export.int8_ranges). An AdderNet's ranges are always calibrated: its input scale is also
-its weights', which the integer node's export calibrates itself.
+by a fraction of itself, not by the orders of magnitude an outlier channel can put between them.
+Layers that read the same tensor share one range, as the file has one quantizer per tensor; a
+tensor other operations read too (a residual sum) keeps its calibrated range, which the caller
+says by the paths it names (kdforge.export.int8_ranges). The learned clip is part of the trained
+model: the deployed FP32 model carries it (kdforge.nn.input_clip). An AdderNet's ranges are
+always calibrated: its input scale is also its weights', which the integer node's export
+calibrates itself.
 """
 
 import math
@@ -112,7 +116,10 @@ class InputRange(nn.Module):
         if not self.learnable:
             scale, zero_point = scales_and_zero_points(self.lo, self.hi, qmin, qmax, symmetric)
             return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
-        zero_point = self.zero_point.detach() if symmetric else self.zero_point  # a symmetric grid's is fixed
+        # a symmetric grid's zero point is fixed, and so is a non-negative input's (LSQ's, at the grid's
+        # bottom): ONNX Runtime removes a Relu before its quantizer, which then clips at 0 in its place
+        fixed = symmetric or bool(self.lo >= 0)
+        zero_point = self.zero_point.detach() if fixed else self.zero_point
         return torch._fake_quantize_learnable_per_tensor_affine(  # the gradient scale is LSQ's, as torch.ao's
             x, self.scale.clamp(min=SMALLEST_SCALE).reshape(1), zero_point.reshape(1), qmin, qmax, 1.0 / math.sqrt(x.numel() * qmax))
 

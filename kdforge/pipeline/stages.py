@@ -10,6 +10,7 @@ import torch
 
 from kdforge import atomic
 from kdforge.config import Config, StudentConfig
+from kdforge.errors import UserError
 from kdforge.export.strip import load_deployed, save_deployed, strip, training_parameters
 from kdforge.export.verify import VERIFY_BATCH, compare_counts, require_passed
 from kdforge.pipeline.graph import Unit

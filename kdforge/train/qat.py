@@ -9,12 +9,15 @@ teacher classifies another class set). Batch norms keep their running statistics
 export folds them); their affine parameters train. The input ranges are either calibrated
 (`qat.ranges: calibrated`, the default): recalibrated at the start of every epoch, MinMax over
 the export's calibration images, so the last epoch trains on the ranges the export will find; or
-learned (`qat.ranges: learned`, CNN and binary students): calibrated once, then trained with the
-weights, for the layers whose input tensor no other operation reads (a residual sum would take the
-clip in the file but not in fake quantization; those keep the ranges of that first calibration), (LSQ+, kdforge.nn.fake_quant) without weight decay, and written into deploy.qat.pt's spec
-(`int8_input_ranges`) for the export to quantize with instead of calibrating. The training loop is the distill stage's (kdforge.train.trainer.fit):
-the same optimizer, schedule, checkpoints and mid-epoch resumption, with the student's `train`
-settings but `qat.epochs` and `qat.lr`.
+learned (`qat.ranges: learned`, CNN and binary students; LSQ+, kdforge.nn.fake_quant): calibrated
+once, then trained with the weights (without weight decay) for the layers whose input tensor no
+other operation reads (a residual sum would take the clip in the file but not in fake
+quantization; those keep that first calibration's ranges). Learned ranges are written into
+deploy.qat.pt's spec (`int8_input_ranges`): the deployed FP32 model clips its layers' inputs to
+them (kdforge.nn.input_clip) and the INT8 export quantizes with them instead of calibrating. The
+training loop is the distill stage's (kdforge.train.trainer.fit): the same optimizer, schedule,
+checkpoints and mid-epoch resumption, with the student's `train` settings but `qat.epochs` and
+`qat.lr`.
 
 Where this departs from the toolkits users compare with (TensorRT Model Optimizer, pt2e): calibrated
 ranges are held fixed within an epoch and are MinMax whatever `export.calibration` says, so a
@@ -33,6 +36,7 @@ from kdforge.export.int8_cpu import IntegerScheme
 from kdforge.export.int8_ranges import privately_read_layers
 from kdforge.nn.fake_quant import (InputRange, calibrate_fake_quant, learned_input_ranges, with_fake_quant,
                                    without_fake_quant)
+from kdforge.nn.input_clip import clip_layer_inputs
 from kdforge.train.methods.base import Distiller, NoOptions
 from kdforge.train.methods.kd import kd_loss
 
@@ -90,8 +94,9 @@ class QuantizationAwareDistiller(Distiller):
         return result
 
     def deployable(self) -> nn.Module:
-        """The fine-tuned student, float layers back in place of the fake-quantized ones."""
-        return without_fake_quant(copy.deepcopy(self.student)).eval()
+        """The fine-tuned student, float layers back in place of the fake-quantized ones, clipping
+        their inputs to the learned ranges as it trained."""
+        return clip_layer_inputs(without_fake_quant(copy.deepcopy(self.student)), self.input_ranges()).eval()
 
     def input_ranges(self) -> dict[str, list[float]]:
         """{layer path: [rmin, rmax]} of the learned input ranges (empty where they are calibrated)."""
