@@ -150,6 +150,40 @@ class QatConfig(Section):
         "export); CNN and binary students"))
 
 
+class PruneBudget(Section):
+    """What the pruned student may cost, as a share of the unpruned model's kdforge counts."""
+    macs: Optional[float] = Field(None, gt=0, lt=1, description="its MACs, as a share of the unpruned model's")
+    params: Optional[float] = Field(None, gt=0, lt=1, description="its parameters, as a share of the unpruned model's")
+
+    @model_validator(mode="after")
+    def _one_measure(self):
+        if (self.macs is None) == (self.params is None):
+            raise ValueError("a prune budget names one measure: macs or params, each a share between 0 and 1")
+        return self
+
+    @property
+    def measure(self) -> str:
+        return "macs" if self.macs is not None else "params"
+
+    @property
+    def share(self) -> float:
+        return self.macs if self.macs is not None else self.params
+
+
+class PruneConfig(Section):
+    """Structural pruning of a trained model into the student, recovered by the student's method (kdforge/train/prune.py)."""
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    source: Literal["teacher", "weights"] = Field(alias="from", description=(
+        "the trained model that is cut: the pipeline's teacher (the student names the teacher's model), or the "
+        "student's own `weights` file"))
+    budget: PruneBudget
+    importance: Literal["magnitude", "bn_scale", "taylor"] = Field("magnitude", description=(
+        "how channels are ranked within a layer: L2 norm of their weights, their batch norm's |gamma|, or first-order "
+        "Taylor (|w dL/dw| on a batch of training images)"))
+    keep: list[str] = Field(default_factory=list, description=(
+        "module paths whose output width stays (the classifier's outputs always stay), e.g. the stem"))
+
+
 class StudentConfig(ModelSection):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     method: str
@@ -164,11 +198,13 @@ class StudentConfig(ModelSection):
     qat: Optional[QatConfig] = Field(None, description=(
         "INT8 students: fine-tune through fake quantization after distillation, against the FP32 student and its teacher; "
         "the INT8 files are then exported from the fine-tuned student"))
+    prune: Optional[PruneConfig] = Field(None, description=(
+        "cut a trained model to a cost budget, channels and filters removed, then train it by the student's method"))
     _notices: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _resolve_deploy(self):
-        from kdforge.train.models.families import ADDER, family_of_section
+        from kdforge.train.models.families import ADDER, CNN, family_of_section
 
         if self.precision is not None and self.deploy is None:
             self._notices.append(f"student '{self.name}': precision: {self.precision} is now written "
@@ -177,6 +213,11 @@ class StudentConfig(ModelSection):
         if self.qat is not None and self.precision != "int8":
             raise ValueError(f"qat fine-tunes an INT8 student; student '{self.name}' ships {self.precision} "
                              f"(add int8 to its deploy list, or drop qat)")
+        if self.prune is not None and family_of_section(self.model, self.family) is not CNN:
+            raise ValueError(f"student '{self.name}' prunes a {family_of_section(self.model, self.family).name} network; "
+                             f"pruning cuts CNNs (prune the CNN student, then train its adder or binary twin from it)")
+        if self.prune is not None and self.prune.source == "weights" and self.weights is None:
+            raise ValueError(f"student '{self.name}' prunes its own weights (prune.from: weights) but names no weights file")
         if self.qat is not None and self.qat.ranges == "learned" and family_of_section(self.model, self.family) is ADDER:
             raise ValueError(f"student '{self.name}' is an AdderNet, whose INT8 input ranges are calibrated with its "
                              f"weights' (one scale for both); set its qat.ranges to calibrated")
@@ -335,6 +376,16 @@ class Config(Section):
                 extra.append("fp16")
             if extra:
                 s.set_deploy(s.deploy + extra)
+        return self
+
+    @model_validator(mode="after")
+    def _pruned_teachers_model(self):
+        for s in self.students:
+            if s.prune is not None and s.prune.source == "teacher" and (
+                    self.teacher is None or (s.model, s.model_args) != (self.teacher.model, self.teacher.model_args)):
+                wanted = f"the teacher's model ({self.teacher.model})" if self.teacher else "a teacher section"
+                raise ValueError(f"student '{s.name}' prunes the teacher (prune.from: teacher), so it needs {wanted} as "
+                                 f"its model, with the same model_args")
         return self
 
     def notices(self) -> list[str]:

@@ -16,6 +16,7 @@ from torch import nn
 from kdforge import atomic
 from kdforge.errors import UserError, printable, printable_name
 from kdforge.nn.input_clip import clip_layer_inputs
+from kdforge.nn.widths import load_pruned
 from kdforge.safe_files import check_declared_input
 from kdforge.untrusted import load_torch
 from kdforge.train.models.plain import apply_transforms
@@ -73,7 +74,7 @@ def load_deployed(path: Path, section=None) -> tuple[nn.Module, dict]:
             section = ModelSection(model=spec["model"], model_args=spec["model_args"], family=spec.get("family"))
         model, _ = build_network(section, spec["num_classes"], spec["in_channels"], spec["image_size"], with_weights=False)
         apply_transforms(model, spec.get("transforms", ()))
-        model.load_state_dict(blob["state_dict"])
+        _load_weights(model, spec, blob["state_dict"], path)
     except (KeyError, TypeError, ValueError, AttributeError):
         raise UserError(f"{printable(str(path))} has a damaged header (model, model_args, num_classes, in_channels); "
                         f"re-run the strip stage.") from None
@@ -83,6 +84,17 @@ def load_deployed(path: Path, section=None) -> tuple[nn.Module, dict]:
     ranges = spec.get("int8_input_ranges", {})
     _check_input_ranges(ranges, dict(model.named_modules()), path)
     return clip_layer_inputs(model, ranges).eval(), spec
+
+
+def _load_weights(model: nn.Module, spec: dict, state_dict: dict, path: Path) -> None:
+    """The state dict into `model`, a pruned student's widths first (kdforge.nn.widths)."""
+    if "widths" not in spec:
+        model.load_state_dict(state_dict)
+        return
+    try:
+        load_pruned(model, spec["widths"], state_dict)
+    except ValueError as e:
+        raise UserError(f"{printable(str(path))} has widths that do not fit its model: {e}; re-run the strip stage.") from None
 
 
 def _check_input_ranges(ranges, modules: dict[str, nn.Module], path: Path) -> None:

@@ -10,9 +10,10 @@ import torch
 
 from kdforge import atomic
 from kdforge.config import Config, StudentConfig
-from kdforge.errors import UserError
+from kdforge.errors import UserError, printable_name
 from kdforge.export.strip import load_deployed, save_deployed, strip, training_parameters
 from kdforge.export.verify import VERIFY_BATCH, compare_counts, require_passed
+from kdforge.nn.widths import layer_widths
 from kdforge.pipeline.graph import Unit
 from kdforge.pipeline.manifest import Manifest
 from kdforge.profile import estimates, latency
@@ -21,8 +22,8 @@ from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
 from kdforge.profile.report import student_row, write_report
 from kdforge.profile.targets import target
 from kdforge.results import ExportRecord, ProfileRecord, VerifyRecord, read_record
-from kdforge.train.data import DataBundle, batch_augmentation, build_data, loader_workers
 from kdforge.train import distributed
+from kdforge.train.data import DataBundle, batch_augmentation, build_data, loader_workers
 from kdforge.train.device import resolve_device
 from kdforge.train.evaluation import generalized_accuracy
 from kdforge.train.methods import method_class, teacher_method, uses_teacher
@@ -150,7 +151,10 @@ def build_distiller(ctx: StageContext, for_training: bool):
     s, data = ctx.student, ctx.data()
     cls = method_class(s.method)
     seed_everything(ctx.cfg.seed)  # the initial weights are the seed's, in every process
-    student, notes = _network(ctx, s, "student", with_weights=for_training)
+    student, notes = _network(ctx, s, "student", with_weights=for_training or s.prune is not None)
+    if s.prune is not None:  # cut again in strip too: the same trained model and images give the same widths
+        student, note = _pruned(ctx, student)
+        notes.append(note)
     with_teacher = uses_teacher(s)
     teacher = _network(ctx, ctx.cfg.teacher, "teacher", with_weights=False)[0] if with_teacher else None
     distiller = cls(student, teacher, cls.Options(**s.options), _example(data))
@@ -158,6 +162,35 @@ def build_distiller(ctx: StageContext, for_training: bool):
         path = ctx.run_dir / "teacher" / "checkpoint.pt"
         load_into(distiller.load_teacher_state, _distiller_state(path, "teacher checkpoint"), path)
     return distiller, notes
+
+
+PRUNING_IMAGES = 64  # training images that trace the graph and give Taylor importance its gradients
+
+
+def _pruned(ctx: StageContext, network: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """The student's network cut to its prune budget (kdforge.train.prune), from the teacher stage's
+    weights or its own weights file, which `network` already holds."""
+    from kdforge.train.prune import prune_to_budget
+
+    s, data = ctx.student, ctx.data()
+    if s.prune.source == "teacher":
+        path = ctx.run_dir / "teacher" / "checkpoint.pt"
+        load_into(network.load_state_dict, network_weights(_distiller_state(path, "teacher checkpoint")), path)
+    modules = dict(network.named_modules())
+    missing = [p for p in s.prune.keep if p not in modules]
+    if missing:
+        raise UserError(f"student '{s.name}': prune.keep names {printable_name(missing[0])}, which its model does not have; "
+                        f"name module paths such as {', '.join(list(modules)[1:4])}.")
+    images = torch.stack([data.train[i][0] for i in range(min(PRUNING_IMAGES, len(data.train)))])
+    labels = torch.tensor([data.train[i][1] for i in range(len(images))])
+    b = s.prune.budget
+    try:
+        pruned = prune_to_budget(network, images, labels, b.measure, b.share, s.prune.importance,
+                                 [network.fc, *(modules[p] for p in s.prune.keep)])
+    except ValueError as e:
+        raise UserError(f"student '{s.name}' cannot be pruned to prune.budget.{b.measure}={b.share}: {e}.") from None
+    return pruned.model, (f"pruned from the {s.prune.source} ({s.prune.importance}) to {pruned.cost:.3f} of its {b.measure} "
+                          f"(budget {b.share}): {pruned.cost_before:,} -> {pruned.cost_after:,}")
 
 
 def run_distill(ctx: StageContext) -> StageResult:
@@ -190,6 +223,8 @@ def run_strip(ctx: StageContext) -> StageResult:
     spec = {"model": s.model, "model_args": s.model_args, "family": s.family, "stages": s.stages, "classifier": s.classifier,
             "num_classes": data.num_classes, "in_channels": data.in_channels,
             "image_size": data.image_size, "method": s.method, "student": s.name, "transforms": list(distiller.deploy_transforms)}
+    if s.prune is not None:  # the pruned layers' widths, which rebuild it from the architecture (kdforge.nn.widths)
+        spec["widths"] = layer_widths(deployed, _network(ctx, s, "student", with_weights=False)[0])
     path = ctx.student_dir / "deploy.pt"
     save_deployed(path, deployed, spec)
     metrics = {"params_training": training_parameters(distiller), "params_deployed": sum(p.numel() for p in deployed.parameters()),
