@@ -54,7 +54,10 @@ def load_pruned(model: nn.Module, widths: dict, state_dict: dict) -> nn.Module:
         for name, value in values.items():
             setattr(module, name, value)
         _shape_placeholders(module)
-    model.load_state_dict(state_dict, assign=True)  # a tensor whose shape is not its placeholder's is refused
+    try:
+        model.load_state_dict(state_dict, assign=True)  # a tensor whose shape is not its placeholder's is refused
+    except RuntimeError:
+        raise ValueError("the weights do not have the shapes the widths give") from None
     return model
 
 

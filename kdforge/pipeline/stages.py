@@ -223,12 +223,18 @@ def run_strip(ctx: StageContext) -> StageResult:
     spec = {"model": s.model, "model_args": s.model_args, "family": s.family, "stages": s.stages, "classifier": s.classifier,
             "num_classes": data.num_classes, "in_channels": data.in_channels,
             "image_size": data.image_size, "method": s.method, "student": s.name, "transforms": list(distiller.deploy_transforms)}
-    if s.prune is not None:  # the pruned layers' widths, which rebuild it from the architecture (kdforge.nn.widths)
-        spec["widths"] = layer_widths(deployed, _network(ctx, s, "student", with_weights=False)[0])
-    path = ctx.student_dir / "deploy.pt"
-    save_deployed(path, deployed, spec)
     metrics = {"params_training": training_parameters(distiller), "params_deployed": sum(p.numel() for p in deployed.parameters()),
                "dropped": list(distiller.training_only)}
+    if s.prune is not None:  # the pruned layers' widths, which rebuild it from the architecture (kdforge.nn.widths)
+        from kdforge.train.prune import cost_share
+
+        unpruned = _network(ctx, s, "student", with_weights=False)[0]
+        spec["widths"] = layer_widths(deployed, unpruned)
+        b = s.prune.budget
+        metrics["pruned"] = {"measure": b.measure, "budget": b.share,
+                             "reached": cost_share(deployed, unpruned, b.measure, tuple(probe[:1].shape))}
+    path = ctx.student_dir / "deploy.pt"
+    save_deployed(path, deployed, spec)
     return StageResult([path], metrics, f"{metrics['params_training']:,} training parameters -> {metrics['params_deployed']:,} deployed")
 
 

@@ -147,7 +147,7 @@ def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: Veri
     fp32 = verify.verdicts["onnxruntime"]
     accuracy = fp32.accuracy_pytorch if qat else distill["test_accuracy"]  # QAT fine-tuned what ships
     return {**_estimate_cells(profile),
-        "student": name, "method": student_cfg.method, "model": student_cfg.model,
+        "student": name, "method": student_cfg.method, "model": student_cfg.model + _pruned_to(strip),
         "test_accuracy": accuracy, "params_training": strip["params_training"], "params": totals["params"],
         "macs": totals["macs"], "mul": totals["mul"], "add": totals["add"], "xnor": xnor,
         "operations": f"{_compact(totals['mul'])} / {_compact(totals['add'])}",
@@ -163,6 +163,14 @@ def student_row(name: str, student_cfg, distill: dict, strip: dict, verify: Veri
         "int8_target": _int8_target(export),
         "sweep": profile.sweep,
     }
+
+
+def _pruned_to(strip: dict) -> str:
+    """A pruned student's budget asked and cost reached (kdforge.train.prune), after its model's name."""
+    pruned = strip.get("pruned")
+    if pruned is None:
+        return ""
+    return f" pruned to {pruned['reached']:.2f} of its {pruned['measure']} (budget {pruned['budget']})"
 
 
 def _int8_target(export: ExportRecord) -> str | None:

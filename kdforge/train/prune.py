@@ -8,7 +8,8 @@ pruning), ranked within the group by the importance the config names: `magnitude
 group's weights), `bn_scale` (|gamma| of its batch norms) or `taylor` (first-order Taylor,
 |w * dL/dw|, on a batch of training images). The share is found by bisection on kdforge's own MAC
 or parameter count (kdforge.profile.counts), so the budget is met in the figures the report
-shows: of the shares tried, the one whose cost comes closest to the budget. The classifier's outputs (the
+shows: of the shares tried, the one whose cost comes closest to the budget without passing it by
+more than 2%. The classifier's outputs (the
 classes) and the layers named in `keep` keep their width.
 
 Departure from the library's iterative schedule: pruning here is one-shot, then the student's
@@ -26,7 +27,8 @@ from torch import nn
 from kdforge.profile.counts import count_costs
 
 BISECTION_STEPS = 10
-MAX_SHARE = 0.95  # of a group's channels: a layer keeps at least one in twenty
+MAX_SHARE = 0.9  # of a group's channels: a layer keeps at least one in ten
+TOLERANCE = 0.02  # a cost this far above the budget still meets it
 
 
 @dataclass(frozen=True)
@@ -53,15 +55,22 @@ def prune_to_budget(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         return tried[share][1] / before
 
     low, high = 0.0, MAX_SHARE
-    if share_of_cost(high) > budget:
-        raise ValueError(f"removing {MAX_SHARE:.0%} of every prunable layer's channels leaves {tried[high][1] / before:.2f} "
-                         f"of the {measure}, above the budget {budget}")
     for _ in range(BISECTION_STEPS):  # the cost falls in steps of a channel as the share grows
         middle = (low + high) / 2
         low, high = (middle, high) if share_of_cost(middle) > budget else (low, middle)
-    share = min(tried, key=lambda s: (abs(tried[s][1] / before - budget), tried[s][1]))
+    within = [share for share, (_, cost) in tried.items() if cost <= budget * (1 + TOLERANCE) * before]
+    if not within:
+        least = min(cost for _, cost in tried.values()) / before
+        raise ValueError(f"the least it keeps, with up to {MAX_SHARE:.0%} of every prunable layer's channels removed, is "
+                         f"{least:.3f} of its {measure}")
+    share = min(within, key=lambda s: abs(tried[s][1] / before - budget))
     model, cost = tried[share]
     return Pruned(model, share, cost / before, before, cost)
+
+
+def cost_share(pruned: nn.Module, unpruned: nn.Module, measure: str, input_shape: tuple[int, ...]) -> float:
+    """`pruned`'s `measure` as a share of `unpruned`'s."""
+    return _cost(pruned, measure, input_shape) / _cost(unpruned, measure, input_shape)
 
 
 def _cost(model: nn.Module, measure: str, input_shape: tuple[int, ...]) -> int:

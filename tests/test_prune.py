@@ -1,0 +1,157 @@
+"""Pruned students (a student's `prune:`): cut from a trained model to a MAC or parameter budget
+by Torch-Pruning, trained by the student's method, shipped like any other student; the pruned
+widths are data in deploy.pt that rebuild the network through the safe loader."""
+
+import copy
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import assert_one_sentence, kdforge_cli, run_tiny, tiny_config
+from kdforge.errors import UserError
+from kdforge.export.onnx_export import export_onnx
+from kdforge.export.strip import load_deployed, save_deployed
+from kdforge.nn.widths import layer_widths, load_pruned
+from kdforge.profile.counts import count_costs
+from kdforge.train.models import create_model
+from kdforge.train.prune import prune_to_budget
+from test_torchvision_counts import torchvision_models  # noqa: F401 (a fixture)
+
+STUDENTS = tiny_config("unused")["students"]
+PRUNED = {**STUDENTS[1], "prune": {"from": "teacher", "budget": {"macs": 0.5}}}
+
+
+def _macs(model: nn.Module, shape=(1, 1, 8, 8)) -> int:
+    return int(count_costs(model, shape)["totals"]["macs"])
+
+
+def test_a_pruned_student_reaches_its_budget_and_ships_like_any_other(tmp_path):
+    out = run_tiny(tmp_path, [{**PRUNED, "deploy": ["int8"]}])
+    assert out.returncode == 0, out.stderr
+    assert "pruned from the teacher (magnitude) to 0.4" in out.stdout or "pruned from the teacher (magnitude) to 0.5" in out.stdout
+    folder = tmp_path / "run" / "students" / "kd"
+    model, spec = load_deployed(folder / "deploy.pt")
+    assert spec["widths"] and abs(_macs(model) / _macs(create_model("resnet8", 10, 1)) - 0.5) <= 0.02 * 0.5
+    verify = json.loads((folder / "verify.json").read_text())
+    assert all(v["passed"] for k, v in verify.items() if k in ("onnxruntime", "onnxruntime-int8"))
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert re.search(r"resnet8 pruned to 0\.(49|50|51) of its macs \(budget 0\.5\)", report)
+
+    # the budget's measure and share are the student's: parameters now, distillation reruns
+    out = run_tiny(tmp_path, [{**PRUNED, "deploy": ["int8"], "prune": {"from": "teacher", "budget": {"params": 0.3}}}])
+    assert out.returncode == 0, out.stderr
+    assert "[distill/kd] up to date" not in out.stdout and "of its params (budget 0.3)" in out.stdout
+    model, _ = load_deployed(folder / "deploy.pt")
+    unpruned = sum(p.numel() for p in create_model("resnet8", 10, 1).parameters())
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(0.3 * unpruned, rel=0.02)
+
+
+def _trained_like_resnet8() -> nn.Module:
+    """A ResNet-8 whose batch-norm scales rank channels opposite to their weights' norms."""
+    torch.manual_seed(0)
+    model = create_model("resnet8", 10, 1).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.linspace(2.0, 0.1, m.num_features))
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(torch.linspace(0.1, 2.0, m.out_channels).view(-1, 1, 1, 1))
+    return model
+
+
+def _kept_stem_channels(model: nn.Module, importance: str, keep=()) -> torch.Tensor:
+    original = model.stem[0].weight.detach().flatten(1)
+    images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    pruned = prune_to_budget(model, images, labels, "macs", 0.5, importance, [model.fc, *keep]).model
+    kept = pruned.stem[0].weight.detach().flatten(1)
+    return torch.tensor([int((original == row).all(1).nonzero()[0]) for row in kept])
+
+
+def test_importance_decides_which_channels_go_and_keep_holds_a_layers_width():
+    model = _trained_like_resnet8()
+    by_magnitude, by_scale = _kept_stem_channels(model, "magnitude"), _kept_stem_channels(model, "bn_scale")
+    assert len(by_magnitude) < 16 and by_magnitude.float().mean() > 7.5 > by_scale.float().mean()
+    assert len(_kept_stem_channels(model, "taylor")) < 16
+    assert len(_kept_stem_channels(model, "magnitude", keep=[model.stem[0]])) == 16
+
+
+def test_a_deploy_file_rebuilds_the_pruned_widths_and_refuses_widths_that_do_not_fit(tmp_path):
+    model = _trained_like_resnet8()
+    pruned = prune_to_budget(model, torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)), "macs", 0.5, "magnitude", [model.fc]).model
+    spec = {"model": "resnet8", "model_args": {}, "num_classes": 10, "in_channels": 1, "image_size": 8}
+    widths = layer_widths(pruned, create_model("resnet8", 10, 1))
+    save_deployed(tmp_path / "deploy.pt", pruned, {**spec, "widths": widths})
+    rebuilt, _ = load_deployed(tmp_path / "deploy.pt")
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), pruned.eval()(x))
+    first = next(iter(widths))
+    for bad in ({"nowhere": {"num_features": 3}}, {first: {**widths[first], "out_channels": 10 ** 9}},
+                {first: {k: -1 for k in widths[first]}}, {first: "wide"}):
+        save_deployed(tmp_path / "bad.pt", pruned, {**spec, "widths": {**widths, **bad}})
+        with pytest.raises(UserError, match="widths"):
+            load_deployed(tmp_path / "bad.pt")
+    out = kdforge_cli("profile", tmp_path / "bad.pt")
+    assert_one_sentence(out, "has widths that do not fit its model")
+
+
+class Branches(nn.Module):
+    """Blocks in an nn.ModuleDict called in a loop, each concatenating two branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.blocks = nn.ModuleDict({name: nn.ModuleDict({"a": nn.Conv2d(32, 16, 3, padding=1), "b": nn.Conv2d(32, 16, 1),
+                                                          "mix": nn.Conv2d(32, 32, 1)}) for name in ("one", "two")})
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks.values():
+            x = torch.relu(block["mix"](torch.cat([block["a"](x), block["b"](x)], 1))) + x
+        return self.head(x.mean((2, 3)))
+
+
+def _prunes_and_rebuilds(model: nn.Module, classifier: nn.Module, shape, fresh: nn.Module, tmp_path) -> float:
+    """The pruned model's MAC share; it rebuilds from its widths and its ONNX file computes as it does."""
+    import onnxruntime as ort
+
+    images = torch.randn(4, *shape)
+    pruned = prune_to_budget(model.eval(), images, torch.randint(0, classifier.out_features, (4,)), "macs", 0.5, "magnitude",
+                             [classifier]).model
+    rebuilt = load_pruned(fresh, layer_widths(pruned, model), pruned.state_dict()).eval()
+    path = export_onnx(rebuilt, images[:2], tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"input": images.numpy()})[0], pruned(images).numpy(), atol=1e-3, rtol=1e-3)
+    return _macs(pruned, (1, *shape)) / _macs(model, (1, *shape))
+
+
+def test_a_network_with_concatenations_in_a_module_dict_prunes(tmp_path):
+    torch.manual_seed(0)
+    model = Branches()
+    assert 0.4 < _prunes_and_rebuilds(model, model.head, (1, 8, 8), copy.deepcopy(model), tmp_path) <= 0.51
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_torchvision_models_prune_to_a_budget(torchvision_models, name, tmp_path):  # noqa: F811
+    model = getattr(torchvision_models, name)(num_classes=10)
+    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    fresh = getattr(torchvision_models, name)(num_classes=10)
+    assert _prunes_and_rebuilds(model, classifier, (3, 64, 64), fresh, tmp_path) == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("student,fragment", [
+    ({**PRUNED, "model": "resnet20"}, "needs the teacher's model (resnet8) as its model"),
+    ({**STUDENTS[2], "prune": {"from": "teacher", "budget": {"macs": 0.5}}}, "pruning cuts CNNs"),
+    ({**PRUNED, "prune": {"from": "teacher", "budget": {"macs": 0.5, "params": 0.5}}}, "names one measure"),
+    ({**PRUNED, "prune": {"from": "weights", "budget": {"macs": 0.5}}}, "names no weights file"),
+    ({**PRUNED, "prune": {"from": "teacher", "budget": {"macs": 0.5}, "keep": ["stem.9"]}}, "prune.keep names 'stem.9'"),
+    ({**PRUNED, "prune": {"from": "teacher", "budget": {"macs": 0.001}}}, "cannot be pruned to prune.budget.macs=0.001"),
+])
+def test_a_prune_setting_that_cannot_work_is_one_sentence(tmp_path, student, fragment):
+    assert_one_sentence(run_tiny(tmp_path, [student]), fragment)
