@@ -30,7 +30,7 @@ def _macs(model: nn.Module, shape=(1, 1, 8, 8)) -> int:
 
 
 def test_a_pruned_student_reaches_its_budget_and_ships_like_any_other(tmp_path):
-    out = run_tiny(tmp_path, [{**PRUNED, "deploy": ["int8"]}])
+    out = run_tiny(tmp_path, [{**PRUNED, "deploy": ["int8"], "prune": {**PRUNED["prune"], "round_to": 1}}])  # a fine grid
     assert out.returncode == 0, out.stderr
     assert "pruned from the teacher (magnitude) to 0.4" in out.stdout or "pruned from the teacher (magnitude) to 0.5" in out.stdout
     folder = tmp_path / "run" / "students" / "kd"
@@ -42,7 +42,7 @@ def test_a_pruned_student_reaches_its_budget_and_ships_like_any_other(tmp_path):
     assert re.search(r"resnet8 pruned to 0\.(49|50|51) of its macs \(budget 0\.5\)", report)
 
     # the budget's measure and share are the student's: parameters now, distillation reruns
-    out = run_tiny(tmp_path, [{**PRUNED, "deploy": ["int8"], "prune": {"from": "teacher", "budget": {"params": 0.3}}}])
+    out = run_tiny(tmp_path, [{**PRUNED, "deploy": ["int8"], "prune": {"from": "teacher", "budget": {"params": 0.3}, "round_to": 1}}])
     assert out.returncode == 0, out.stderr
     assert "[distill/kd] up to date" not in out.stdout and "of its params (budget 0.3)" in out.stdout
     model, _ = load_deployed(folder / "deploy.pt")
@@ -155,3 +155,14 @@ def test_torchvision_models_prune_to_a_budget(torchvision_models, name, tmp_path
 ])
 def test_a_prune_setting_that_cannot_work_is_one_sentence(tmp_path, student, fragment):
     assert_one_sentence(run_tiny(tmp_path, [student]), fragment)
+
+
+def test_round_to_keeps_pruned_channel_counts_multiples_of_it():
+    model = _trained_like_resnet8()
+    images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+
+    def widths(round_to: int) -> list[int]:
+        pruned = prune_to_budget(model, images, labels, "macs", 0.5, "magnitude", [model.fc], round_to).model
+        return [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)]
+
+    assert all(w % 8 == 0 for w in widths(8)) and any(w % 8 for w in widths(1))

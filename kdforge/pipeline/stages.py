@@ -186,7 +186,7 @@ def _pruned(ctx: StageContext, network: torch.nn.Module) -> tuple[torch.nn.Modul
     b = s.prune.budget
     try:
         pruned = prune_to_budget(network, images, labels, b.measure, b.share, s.prune.importance,
-                                 [network.fc, *(modules[p] for p in s.prune.keep)])
+                                 [network.fc, *(modules[p] for p in s.prune.keep)], s.prune.round_to)
     except ValueError as e:
         raise UserError(f"student '{s.name}' cannot be pruned to prune.budget.{b.measure}={b.share}: {e}.") from None
     return pruned.model, (f"pruned from the {s.prune.source} ({s.prune.importance}) to {pruned.cost:.3f} of its {b.measure} "
