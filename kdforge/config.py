@@ -182,6 +182,10 @@ class PruneConfig(Section):
         "Taylor (|w dL/dw| on a batch of training images)"))
     keep: list[str] = Field(default_factory=list, description=(
         "module paths whose output width stays (the classifier's outputs always stay), e.g. the stem"))
+    steps: int = Field(1, ge=1, le=10, description=(
+        "cuts to reach the budget: 1 is one-shot; N cuts to budget^(k/N), each but the last followed by recovery_epochs "
+        "of the student's training"))
+    recovery_epochs: int = Field(2, ge=1, description="epochs of the student's method after each cut but the last")
     round_to: int = Field(8, ge=1, le=64, description=(
         "pruned channel counts are multiples of this (CPU kernels block channels by 8 or 16; odd counts ran slower than "
         "the uncut model); 1 for any count"))

@@ -16,7 +16,7 @@ from torch import nn
 from kdforge import atomic
 from kdforge.errors import UserError, printable, printable_name
 from kdforge.nn.input_clip import clip_layer_inputs
-from kdforge.nn.widths import load_pruned
+from kdforge.nn.widths import resize
 from kdforge.safe_files import check_declared_input
 from kdforge.untrusted import load_torch
 from kdforge.train.models.plain import apply_transforms
@@ -88,13 +88,12 @@ def load_deployed(path: Path, section=None) -> tuple[nn.Module, dict]:
 
 def _load_weights(model: nn.Module, spec: dict, state_dict: dict, path: Path) -> None:
     """The state dict into `model`, a pruned student's widths first (kdforge.nn.widths)."""
-    if "widths" not in spec:
-        model.load_state_dict(state_dict)
-        return
-    try:
-        load_pruned(model, spec["widths"], state_dict)
-    except ValueError as e:
-        raise UserError(f"{printable(str(path))} has widths that do not fit its model: {e}; re-run the strip stage.") from None
+    if "widths" in spec:
+        try:
+            resize(model, spec["widths"])
+        except ValueError as e:
+            raise UserError(f"{printable(str(path))} has widths that do not fit its model: {e}; re-run the strip stage.") from None
+    model.load_state_dict(state_dict)
 
 
 def _check_input_ranges(ranges, modules: dict[str, nn.Module], path: Path) -> None:

@@ -5,9 +5,9 @@ same architecture, so a pruned student rebuilds through the safe loader without 
 Convolutions keep in_channels, out_channels and groups (a depthwise convolution's groups shrink
 with its channels), linear layers in_features and out_features, normalisation layers
 num_features. Widths come from a stranger's file: each is checked against the network it is put on
-(the module exists and is of that kind, the values are positive and divide by groups) before the
-parameters are taken from the state dict as they are (load_state_dict's assign), never allocated
-from a declared size.
+(the module exists and is of that kind, the values are positive, at most the unpruned layer's and
+divide by groups) before any tensor of that size is made; the state dict then loads as usual,
+which refuses a tensor of another shape.
 """
 
 import torch
@@ -36,8 +36,11 @@ def layer_widths(model: nn.Module, reference: nn.Module) -> dict[str, dict[str, 
     return changed
 
 
-def load_pruned(model: nn.Module, widths: dict, state_dict: dict) -> nn.Module:
-    """`model` given `widths` and the weights of `state_dict`; ValueError names what does not fit."""
+def resize(model: nn.Module, widths: dict) -> nn.Module:
+    """`model` (in place) with the layers `widths` names at those widths, their tensors new and
+    uninitialised, for a state dict to fill; ValueError names what does not fit. A width is at
+    most the architecture's own (pruning only removes), so no declared size allocates more than the
+    unpruned network would."""
     modules = dict(model.named_modules())
     if not isinstance(widths, dict):
         raise ValueError("widths is not a mapping of layers")
@@ -46,23 +49,19 @@ def load_pruned(model: nn.Module, widths: dict, state_dict: dict) -> nn.Module:
         names = _attributes(module) if module is not None else ()
         if not names or not isinstance(values, dict) or set(values) != set(names):
             raise ValueError(f"widths name layer {path!r}, which this architecture has not as such a layer")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values.values()):
-            raise ValueError(f"layer {path!r} has widths that are not positive integers")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= getattr(module, k) for k, v in values.items()):
+            raise ValueError(f"layer {path!r} has widths that are not positive integers up to its unpruned ones")
         groups = values.get("groups", 1)
         if "groups" in values and (values["in_channels"] % groups or values["out_channels"] % groups):
             raise ValueError(f"layer {path!r}'s channels do not divide by its groups")
         for name, value in values.items():
             setattr(module, name, value)
-        _shape_placeholders(module)
-    try:
-        model.load_state_dict(state_dict, assign=True)  # a tensor whose shape is not its placeholder's is refused
-    except RuntimeError:
-        raise ValueError("the weights do not have the shapes the widths give") from None
+        _new_tensors(module)
     return model
 
 
-def _shape_placeholders(module: nn.Module) -> None:
-    """Replaces the module's own tensors by meta tensors of the shapes its widths give (no memory)."""
+def _new_tensors(module: nn.Module) -> None:
+    """Replaces the module's own tensors by uninitialised ones of the shapes its widths give."""
     if isinstance(module, nn.Conv2d):
         shapes = {"weight": (module.out_channels, module.in_channels // module.groups, *module.kernel_size),
                   "bias": (module.out_channels,)}
@@ -74,8 +73,8 @@ def _shape_placeholders(module: nn.Module) -> None:
         tensor = getattr(module, name, None)
         if tensor is None:
             continue
-        placeholder = torch.empty(shape, dtype=tensor.dtype, device="meta")
+        fresh = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
         if isinstance(tensor, nn.Parameter):
-            setattr(module, name, nn.Parameter(placeholder, requires_grad=tensor.requires_grad))
+            setattr(module, name, nn.Parameter(fresh, requires_grad=tensor.requires_grad))
         else:
-            module.register_buffer(name, placeholder)
+            module.register_buffer(name, fresh)

@@ -10,10 +10,10 @@ import torch
 
 from kdforge import atomic
 from kdforge.config import Config, StudentConfig
-from kdforge.errors import UserError, printable_name
+from kdforge.errors import UserError, printable, printable_name
 from kdforge.export.strip import load_deployed, save_deployed, strip, training_parameters
 from kdforge.export.verify import VERIFY_BATCH, compare_counts, require_passed
-from kdforge.nn.widths import layer_widths
+from kdforge.nn.widths import layer_widths, resize
 from kdforge.pipeline.graph import Unit
 from kdforge.pipeline.manifest import Manifest
 from kdforge.profile import estimates, latency
@@ -31,6 +31,7 @@ from kdforge.train.models.build import build_network
 from kdforge.train.models.families import ADDER, family_of_model
 from kdforge.train.trainer import accuracy, fit, predict, seed_everything
 from kdforge.train.weights import load_into, network_weights
+from kdforge.safe_files import read_json
 from kdforge.untrusted import load_torch
 
 
@@ -146,51 +147,83 @@ def _distiller_state(path: Path, what: str):
 
 def build_distiller(ctx: StageContext, for_training: bool):
     """The student's distiller and the log lines of how its network was built; `for_training`
-    starts the student from its weights and the teacher from the teacher stage's checkpoint, else
-    (strip) both come from the student's checkpoint."""
-    s, data = ctx.student, ctx.data()
-    cls = method_class(s.method)
+    starts the student from its weights (a pruned student: cut from them) and the teacher from the
+    teacher stage's checkpoint, else (strip) both come from the student's checkpoint."""
+    s = ctx.student
     seed_everything(ctx.cfg.seed)  # the initial weights are the seed's, in every process
-    student, notes = _network(ctx, s, "student", with_weights=for_training or s.prune is not None)
-    if s.prune is not None:  # cut again in strip too: the same trained model and images give the same widths
-        student, note = _pruned(ctx, student)
+    student, notes = _network(ctx, s, "student", with_weights=for_training)
+    if s.prune is not None and for_training:
+        student, note = _cut(ctx, student)
         notes.append(note)
+    elif s.prune is not None:
+        student = _resized(student, ctx.student_dir / WIDTHS_FILE)
+    return _distiller(ctx, student, teacher_weights=for_training), notes
+
+
+def _distiller(ctx: StageContext, student: torch.nn.Module, teacher_weights: bool):
+    s = ctx.student
+    cls = method_class(s.method)
     with_teacher = uses_teacher(s)
     teacher = _network(ctx, ctx.cfg.teacher, "teacher", with_weights=False)[0] if with_teacher else None
-    distiller = cls(student, teacher, cls.Options(**s.options), _example(data))
-    if with_teacher and for_training:
+    distiller = cls(student, teacher, cls.Options(**s.options), _example(ctx.data()))
+    if with_teacher and teacher_weights:
         path = ctx.run_dir / "teacher" / "checkpoint.pt"
         load_into(distiller.load_teacher_state, _distiller_state(path, "teacher checkpoint"), path)
-    return distiller, notes
+    return distiller
 
 
 PRUNING_IMAGES = 64  # training images that trace the graph and give Taylor importance its gradients
+WIDTHS_FILE = "widths.json"  # a pruned student's layer widths, which strip rebuilds its network with
 
 
-def _pruned(ctx: StageContext, network: torch.nn.Module) -> tuple[torch.nn.Module, str]:
-    """The student's network cut to its prune budget (kdforge.train.prune), from the teacher stage's
-    weights or its own weights file, which `network` already holds."""
-    from kdforge.train.prune import prune_to_budget
+def _cut(ctx: StageContext, network: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """The student's network cut to its prune budget (kdforge.train.prune) from the teacher stage's
+    weights or its own weights file (which `network` holds), in prune.steps cuts with recovery
+    training between them; its widths go to widths.json."""
+    from kdforge.train.prune import prune_in_steps
 
-    s, data = ctx.student, ctx.data()
-    if s.prune.source == "teacher":
+    s, data, p = ctx.student, ctx.data(), ctx.student.prune
+    if p.source == "teacher":
         path = ctx.run_dir / "teacher" / "checkpoint.pt"
         load_into(network.load_state_dict, network_weights(_distiller_state(path, "teacher checkpoint")), path)
     modules = dict(network.named_modules())
-    missing = [p for p in s.prune.keep if p not in modules]
+    missing = [k for k in p.keep if k not in modules]
     if missing:
         raise UserError(f"student '{s.name}': prune.keep names {printable_name(missing[0])}, which its model does not have; "
                         f"name module paths such as {', '.join(list(modules)[1:4])}.")
     images = torch.stack([data.train[i][0] for i in range(min(PRUNING_IMAGES, len(data.train)))])
     labels = torch.tensor([data.train[i][1] for i in range(len(images))])
-    b = s.prune.budget
+
+    def recover(model: torch.nn.Module, step: int) -> torch.nn.Module:
+        distiller = _distiller(ctx, model, teacher_weights=True)
+        checkpoint = ctx.student_dir / "prune" / f"step{step}" / "checkpoint.pt"
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        fit(distiller, data, s.train.model_copy(update={"epochs": p.recovery_epochs}), checkpoint, ctx.unit.fingerprint,
+            ctx.device(), ctx.cfg.seed, batch_augmentation(ctx.cfg.data), description=f"{s.name} (after cut {step}/{p.steps})",
+            workers=loader_workers(ctx.cfg.data), backend=ctx.cfg.data.backend)
+        return distiller.student.cpu()
+
+    def kept(model: torch.nn.Module) -> list[torch.nn.Module]:
+        return [model.fc, *(model.get_submodule(k) for k in p.keep)]
+
+    b = p.budget
     try:
-        pruned = prune_to_budget(network, images, labels, b.measure, b.share, s.prune.importance,
-                                 [network.fc, *(modules[p] for p in s.prune.keep)], s.prune.round_to)
+        pruned = prune_in_steps(network, images, labels, b.measure, b.share, p.importance, kept, p.round_to, p.steps, recover)
     except ValueError as e:
         raise UserError(f"student '{s.name}' cannot be pruned to prune.budget.{b.measure}={b.share}: {e}.") from None
-    return pruned.model, (f"pruned from the {s.prune.source} ({s.prune.importance}) to {pruned.cost:.3f} of its {b.measure} "
+    if distributed.is_main():
+        atomic.write_json(ctx.student_dir / WIDTHS_FILE, layer_widths(pruned.model, network))
+    steps = "one cut" if p.steps == 1 else f"{p.steps} cuts"
+    return pruned.model, (f"pruned from the {p.source} ({p.importance}, {steps}) to {pruned.cost:.3f} of its {b.measure} "
                           f"(budget {b.share}): {pruned.cost_before:,} -> {pruned.cost_after:,}")
+
+
+def _resized(network: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """`network` at the widths the distill stage cut it to (kdforge.nn.widths)."""
+    try:
+        return resize(network, read_json(path, "pruned widths"))
+    except ValueError as e:
+        raise UserError(f"{printable(str(path))} does not give this student's pruned widths ({e}); re-run the distill stage.") from None
 
 
 def run_distill(ctx: StageContext) -> StageResult:
@@ -208,8 +241,8 @@ def run_distill(ctx: StageContext) -> StageResult:
         summary += f", old/new classes {metrics['accuracy_old'] * 100:.1f}/{metrics['accuracy_new'] * 100:.1f}%"
     if distributed.is_main():
         atomic.write_json(ctx.student_dir / "metrics.json", metrics)
-    return StageResult([ctx.student_dir / "checkpoint.pt", ctx.student_dir / "metrics.json"], metrics,
-                       _noted(summary, notes))
+    outputs = [ctx.student_dir / "checkpoint.pt", ctx.student_dir / "metrics.json"]
+    return StageResult(outputs + ([ctx.student_dir / WIDTHS_FILE] if s.prune is not None else []), metrics, _noted(summary, notes))
 
 
 def run_strip(ctx: StageContext) -> StageResult:

@@ -14,13 +14,15 @@ in the figures the report shows: the cut whose cost comes closest to the budget 
 by more than 2%. The classifier's outputs (the
 classes) and the layers named in `keep` keep their width.
 
-Departure from the library's iterative schedule: pruning here is one-shot, then the student's
-method recovers it (KD from the unpruned teacher by default); Torch-Pruning's iterative steps
-without training between them rank channels as one shot does for these importances.
+One-shot, or iterative (`prune_in_steps`): N cuts, each to budget^(k/N) of the original cost and
+each but the last followed by recovery training with the student's method, so the importances of
+the next cut are those of a network that has adapted to the last. (Torch-Pruning's own iterative
+steps, without training between them, rank channels as one shot does for these importances.)
 """
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +64,21 @@ def prune_to_budget(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
                          f"{least:.3f} of its {measure}")
     share, pruned, cost = min(within, key=lambda t: abs(t[2] / before - budget))
     return Pruned(pruned, share, cost / before, before, cost)
+
+
+def prune_in_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, measure: str, budget: float, importance: str,
+                   keep: Callable[[nn.Module], list[nn.Module]], round_to: int, steps: int,
+                   recover: Callable[[nn.Module, int], nn.Module]) -> Pruned:
+    """`model` cut to `budget` of its cost in `steps` cuts, step k to budget^(k/steps), each but
+    the last followed by `recover(model, k)`, which trains the cut model and returns it; `keep`
+    gives the layers of a model whose width stays."""
+    input_shape = (1, *images.shape[1:])
+    before = _cost(model, measure, input_shape)
+    for step in range(1, steps + 1):
+        target = budget ** (step / steps) * before / _cost(model, measure, input_shape)
+        pruned = prune_to_budget(model, images, labels, measure, min(target, 1.0), importance, keep(model), round_to)
+        model = pruned.model if step == steps else recover(pruned.model, step)
+    return Pruned(model, pruned.share, pruned.cost_after / before, before, pruned.cost_after)
 
 
 def cost_share(pruned: nn.Module, unpruned: nn.Module, measure: str, input_shape: tuple[int, ...]) -> float:
