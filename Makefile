@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # A CPU build of torch; an unpinned torch would pull a CUDA build of several GB.
 TORCH ?= torch==2.13.0
 TORCHVISION ?= torchvision==0.29.1
+TIMM ?= timm==1.0.31
 
 .PHONY: setup demo test test-all fuzz bench gpu-check clean
 
@@ -17,6 +18,8 @@ $(STAMP): pyproject.toml
 	# torchvision's model definitions only, for the count cross-check (its wheel does not import
 	# against the pinned torch); the tests skip it where the package index cannot be reached
 	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "$(TORCHVISION)"
+	# timm's wheel, which imports from the zip over that bare torchvision (tests/test_prune.py)
+	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "$(TIMM)"
 	# TensorRT's pure-Python plugin package (the compiled core needs CUDA libraries), 10.13 and 11,
 	# which tests/test_tensorrt_plugin.py runs kdforge's plugin through
 	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "tensorrt-cu12-bindings==10.13.3.9.post1"

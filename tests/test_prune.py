@@ -3,8 +3,11 @@ by Torch-Pruning, trained by the student's method, shipped like any other studen
 widths are data in deploy.pt that rebuild the network through the safe loader."""
 
 import copy
+import importlib
 import json
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,12 +153,34 @@ def test_a_network_with_concatenations_in_a_module_dict_prunes(tmp_path):
     assert 0.4 < _prunes_and_rebuilds(model, model.head, (1, 8, 8), copy.deepcopy(model), tmp_path) <= 0.51
 
 
+@pytest.mark.slow  # 20-45 s each: the cut's search builds Torch-Pruning's graph of a large model some 30 times
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_torchvision_models_prune_to_a_budget(torchvision_models, name, tmp_path):  # noqa: F811
     model = getattr(torchvision_models, name)(num_classes=10)
     classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     fresh = getattr(torchvision_models, name)(num_classes=10)
     assert _prunes_and_rebuilds(model, classifier, (3, 64, 64), fresh, tmp_path) == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.fixture(scope="module")
+def timm(torchvision_models):  # noqa: F811 (timm imports torchvision: the bare package, as its fixture makes it)
+    """timm from its wheel (`make setup` downloads it), imported from the zip."""
+    wheels = sorted((Path(sys.prefix) / "wheels").glob("timm-*.whl"))
+    if not wheels:
+        pytest.skip("no timm wheel (make setup downloads it where the package index is reachable)")
+    sys.path.insert(0, str(wheels[-1]))
+    try:
+        yield importlib.import_module("timm")
+    finally:
+        sys.path.remove(str(wheels[-1]))
+        for name in [k for k in sys.modules if k == "timm" or k.startswith("timm.")]:
+            del sys.modules[name]
+
+
+@pytest.mark.slow
+def test_a_timm_model_with_squeeze_excite_and_depthwise_layers_prunes_to_a_budget(timm, tmp_path):
+    model, fresh = (timm.create_model("mobilenetv3_small_100", num_classes=10) for _ in range(2))
+    assert _prunes_and_rebuilds(model, model.classifier, (3, 32, 32), fresh, tmp_path) == pytest.approx(0.5, abs=0.02)
 
 
 @pytest.mark.parametrize("student,fragment", [
