@@ -14,9 +14,10 @@ parameter count (kdforge.profile.counts), so the budget is met in the figures th
 the cut whose cost comes closest to the budget without passing it by more than 2%. The classifier's outputs (the
 classes) and the layers named in `keep` keep their width.
 
-One-shot, or iterative (`prune_in_steps`): N cuts, each to budget^(k/N) of the original cost and
-each but the last followed by recovery training with the student's method, so the importances of
-the next cut are those of a network that has adapted to the last. (Torch-Pruning's own iterative
+One-shot, or iterative (`prune_in_steps`): N cuts, cut k removing k/N of the one-shot cut's share
+of every group's original channels (the last searched for the budget), each but the last followed
+by recovery training with the student's method, so the importances of the next cut are those of a
+network that has adapted to the last. (Torch-Pruning's own iterative
 steps, without training between them, rank channels as one shot does for these importances.)
 """
 
@@ -83,16 +84,25 @@ def prune_to_budget(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
 def prune_in_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, measure: str, budget: float, importance: str,
                    keep: Callable[[nn.Module], list[nn.Module]], round_to: int, steps: int,
                    recover: Callable[[nn.Module, int], nn.Module]) -> Pruned:
-    """`model` cut to `budget` of its cost in `steps` cuts, step k to budget^(k/steps), each but
-    the last followed by `recover(model, k)`, which trains the cut model and returns it; `keep`
-    gives the layers of a model whose width stays."""
+    """`model` cut to `budget` of its cost in `steps` cuts, each but the last followed by
+    `recover(model, k)`, which trains the cut model and returns it; `keep` gives the layers of a
+    model whose width stays. Cut k removes k/steps of the channel share the one-shot cut removes
+    (Torch-Pruning's linear schedule, as a share of the original widths); the last cut is searched
+    for the budget itself. Several cuts take round_to 1: Torch-Pruning rounds the count a cut
+    removes, so a small cut of a narrow layer would take a whole block."""
     input_shape = (1, *images.shape[1:])
-    before = _cost(model, measure, input_shape)
-    for step in range(1, steps + 1):
-        target = budget ** (step / steps) * before / _cost(model, measure, input_shape)
-        pruned = prune_to_budget(model, images, labels, measure, min(target, 1.0), importance, keep(model), round_to)
-        model = pruned.model if step == steps else recover(pruned.model, step)
-    return Pruned(model, pruned.share, pruned.cost_after / before, before, pruned.cost_after)
+    one_shot = prune_to_budget(model, images, labels, measure, budget, importance, keep(model), round_to)
+    if steps == 1:
+        return one_shot
+    removed = 0.0
+    for step in range(1, steps):
+        share = one_shot.share * step / steps
+        model = recover(_pruned_copy(model, images, labels, 1 - (1 - share) / (1 - removed), importance, keep(model), 1), step)
+        removed = share
+    before = one_shot.cost_before
+    last = prune_to_budget(model, images, labels, measure, min(budget * before / _cost(model, measure, input_shape), 1.0),
+                           importance, keep(model), 1)
+    return Pruned(last.model, one_shot.share, last.cost_after / before, before, last.cost_after)
 
 
 def cost_share(pruned: nn.Module, unpruned: nn.Module, measure: str, input_shape: tuple[int, ...]) -> float:
