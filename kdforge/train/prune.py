@@ -6,19 +6,20 @@ the classifier's inputs) shrink with them.
 Every prunable group loses the same share of its channels (Torch-Pruning's uniform, local
 pruning), ranked within the group by the importance the config names: `magnitude` (L2 norm of the
 group's weights), `bn_scale` (|gamma| of its batch norms) or `taylor` (first-order Taylor,
-|w * dL/dw|, on a batch of training images), channel counts rounded to multiples of `round_to`
-(ONNX Runtime's CPU kernels block channels by 8 or 16: ResNet-20 cut to 11, 22 and 45 channels ran
-2.2x slower than uncut, cut to multiples of 8 faster). The share is searched over a grid of 21,
-refined by bisection where the cost crosses the budget; the cuts nearest the budget by Torch-Pruning's quick count are costed by kdforge's own MAC or
-parameter count (kdforge.profile.counts), so the budget is met in the figures the report shows:
-the cut whose cost comes closest to the budget without passing it by more than 2%. The classifier's outputs (the
-classes) and the layers named in `keep` keep their width.
+|w * dL/dw|, on a batch of training images). A one-shot cut's channel counts are multiples of
+`round_to` (ONNX Runtime's CPU kernels block channels by 8 or 16; benchmarks/prune_latency.py:
+unrounded cuts ran slower than the uncut network). The classifier's outputs (the classes) and
+the layers named in `keep` keep their width.
+
+The share is searched on a grid of 21, refined by bisection where the cost crosses the budget;
+Torch-Pruning's quick count ranks the cuts and kdforge's own MAC or parameter count
+(kdforge.profile.counts) decides between the nearest, so the budget is met in the figures the
+report shows: the cut whose cost comes closest to the budget without passing it by more than 2%.
 
 One-shot, or iterative (`prune_in_steps`): N cuts, cut k removing k/N of the one-shot cut's share
 of every group's original channels (the last searched for the budget), each but the last followed
 by recovery training with the student's method, so the importances of the next cut are those of a
-network that has adapted to the last. (Torch-Pruning's own iterative
-steps, without training between them, rank channels as one shot does for these importances.)
+network that has adapted to the last.
 """
 
 import copy
