@@ -232,9 +232,10 @@ class StudentConfig(ModelSection):
         if self.qat is not None and self.precision != "int8":
             raise ValueError(f"qat fine-tunes an INT8 student; student '{self.name}' ships {self.precision} "
                              f"(add int8 to its deploy list, or drop qat)")
-        if self.prune is not None and family_of_section(self.model, self.family) is not CNN:
-            raise ValueError(f"student '{self.name}' prunes a {family_of_section(self.model, self.family).name} network; "
-                             f"pruning cuts CNNs (prune the CNN student, then train its adder or binary twin from it)")
+        if self.prune is not None and family_of_section(self.model, None) is not CNN:
+            raise ValueError(f"student '{self.name}' prunes {self.model}, a {family_of_section(self.model, None).name} network; "
+                             f"pruning cuts CNNs: name the CNN as its model and its family as `family:` (the CNN is cut, "
+                             f"then turned into its twin)")
         if self.prune is not None and self.prune.source == "weights" and self.weights is None:
             raise ValueError(f"student '{self.name}' prunes its own weights (prune.from: weights) but names no weights file")
         if self.qat is not None and self.qat.ranges == "learned" and family_of_section(self.model, self.family) is ADDER:

@@ -185,7 +185,7 @@ def test_a_timm_model_with_squeeze_excite_and_depthwise_layers_prunes_to_a_budge
 
 @pytest.mark.parametrize("student,fragment", [
     ({**PRUNED, "model": "resnet20"}, "needs the teacher's model (resnet8) as its model"),
-    ({**STUDENTS[2], "prune": {"from": "teacher", "budget": {"macs": 0.5}}}, "pruning cuts CNNs"),
+    ({**STUDENTS[2], "prune": {"from": "teacher", "budget": {"macs": 0.5}}}, "pruning cuts CNNs: name the CNN as its model"),
     ({**PRUNED, "prune": {"from": "teacher", "budget": {"macs": 0.5, "params": 0.5}}}, "names one measure"),
     ({**PRUNED, "prune": {"from": "weights", "budget": {"macs": 0.5}}}, "names no weights file"),
     ({**PRUNED, "prune": {"from": "teacher", "budget": {"macs": 0.5}, "keep": ["stem.9"]}}, "prune.keep names 'stem.9'"),
@@ -216,3 +216,19 @@ def test_iterative_pruning_cuts_in_steps_with_recovery_training_between(tmp_path
     assert {json.loads(line)["epoch"] for line in recovery.read_text().splitlines()} == {0, 1}  # recovery_epochs
     assert not (tmp_path / "run" / "students" / "kd" / "prune" / "step2").exists()  # the last cut trains as the student
     assert json.loads((tmp_path / "run" / "students" / "kd" / "verify.json").read_text())["onnxruntime"]["passed"]
+
+
+def test_adder_and_binary_twins_are_cut_as_their_cnn_then_converted(tmp_path):
+    from kdforge.nn.adder import AdderConv2d
+    from kdforge.nn.binary import BinaryConv2d
+
+    twins = [{**PRUNED, "name": family, "family": family} for family in ("adder", "binary")]
+    out = run_tiny(tmp_path, twins)
+    assert out.returncode == 0, out.stderr
+    for family, layer in (("adder", AdderConv2d), ("binary", BinaryConv2d)):
+        folder = tmp_path / "run" / "students" / family
+        model, _ = load_deployed(folder / "deploy.pt")
+        layers = [m for m in model.modules() if isinstance(m, layer)]
+        unpruned = [m for m in create_model(f"resnet8_{family}", 10, 1).modules() if isinstance(m, layer)]
+        assert len(layers) == len(unpruned) and sum(m.weight.numel() for m in layers) < sum(m.weight.numel() for m in unpruned)
+        assert json.loads((folder / "verify.json").read_text())["onnxruntime"]["passed"]

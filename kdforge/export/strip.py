@@ -55,7 +55,7 @@ def load_deployed(path: Path, section=None) -> tuple[nn.Module, dict]:
     `section`, the config's teacher or student section naming that factory: the name in the file
     is never imported, since importing runs code."""
     from kdforge.config import ModelSection
-    from kdforge.train.models.build import build_network
+    from kdforge.train.models.build import build_network, convert_family
     from kdforge.train.models.factory import file_names_factory, is_factory
 
     path = Path(path)
@@ -72,9 +72,14 @@ def load_deployed(path: Path, section=None) -> tuple[nn.Module, dict]:
     try:
         if section is None:
             section = ModelSection(model=spec["model"], model_args=spec["model_args"], family=spec.get("family"))
-        model, _ = build_network(section, spec["num_classes"], spec["in_channels"], spec["image_size"], with_weights=False)
+        pruned = "widths" in spec  # its CNN at the cut's widths, then turned into its family's twin
+        model, _ = build_network(section.model_copy(update={"family": None}) if pruned else section, spec["num_classes"],
+                                 spec["in_channels"], spec["image_size"], with_weights=False)
+        if pruned:
+            _resize(model, spec["widths"], path)
+            convert_family(model, section.family)
         apply_transforms(model, spec.get("transforms", ()))
-        _load_weights(model, spec, blob["state_dict"], path)
+        model.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, AttributeError):
         raise UserError(f"{printable(str(path))} has a damaged header (model, model_args, num_classes, in_channels); "
                         f"re-run the strip stage.") from None
@@ -86,14 +91,11 @@ def load_deployed(path: Path, section=None) -> tuple[nn.Module, dict]:
     return clip_layer_inputs(model, ranges).eval(), spec
 
 
-def _load_weights(model: nn.Module, spec: dict, state_dict: dict, path: Path) -> None:
-    """The state dict into `model`, a pruned student's widths first (kdforge.nn.widths)."""
-    if "widths" in spec:
-        try:
-            resize(model, spec["widths"])
-        except ValueError as e:
-            raise UserError(f"{printable(str(path))} has widths that do not fit its model: {e}; re-run the strip stage.") from None
-    model.load_state_dict(state_dict)
+def _resize(model: nn.Module, widths, path: Path) -> None:
+    try:
+        resize(model, widths)
+    except ValueError as e:
+        raise UserError(f"{printable(str(path))} has widths that do not fit its model: {e}; re-run the strip stage.") from None
 
 
 def _check_input_ranges(ranges, modules: dict[str, nn.Module], path: Path) -> None:

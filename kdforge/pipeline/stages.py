@@ -27,7 +27,7 @@ from kdforge.train.data import DataBundle, batch_augmentation, build_data, loade
 from kdforge.train.device import resolve_device
 from kdforge.train.evaluation import generalized_accuracy
 from kdforge.train.methods import method_class, teacher_method, uses_teacher
-from kdforge.train.models.build import build_network
+from kdforge.train.models.build import build_network, convert_family
 from kdforge.train.models.families import ADDER, family_of_model
 from kdforge.train.trainer import accuracy, fit, predict, seed_everything
 from kdforge.train.weights import load_into, network_weights
@@ -151,13 +151,18 @@ def build_distiller(ctx: StageContext, for_training: bool):
     teacher stage's checkpoint, else (strip) both come from the student's checkpoint."""
     s = ctx.student
     seed_everything(ctx.cfg.seed)  # the initial weights are the seed's, in every process
-    student, notes = _network(ctx, s, "student", with_weights=for_training)
-    if s.prune is not None and for_training:
-        student, note = _cut(ctx, student)
+    if s.prune is None:
+        student, notes = _network(ctx, s, "student", with_weights=for_training)
+        return _distiller(ctx, student, teacher_weights=for_training), notes
+    # a pruned student: its CNN is cut (or rebuilt at the cut's widths), then turned into its family's twin
+    cnn, notes = _network(ctx, s.model_copy(update={"family": None}), "student", with_weights=for_training)
+    if for_training:
+        cnn, note = _cut(ctx, cnn)
         notes.append(note)
-    elif s.prune is not None:
-        student = _resized(student, ctx.student_dir / WIDTHS_FILE)
-    return _distiller(ctx, student, teacher_weights=for_training), notes
+    else:
+        cnn = _resized(cnn, ctx.student_dir / WIDTHS_FILE)
+    notes += convert_family(cnn, s.family)
+    return _distiller(ctx, cnn, teacher_weights=for_training), notes
 
 
 def _distiller(ctx: StageContext, student: torch.nn.Module, teacher_weights: bool):
@@ -262,7 +267,7 @@ def run_strip(ctx: StageContext) -> StageResult:
         from kdforge.train.prune import cost_share
 
         unpruned = _network(ctx, s, "student", with_weights=False)[0]
-        spec["widths"] = layer_widths(deployed, unpruned)
+        spec["widths"] = read_json(ctx.student_dir / WIDTHS_FILE, "pruned widths")  # of its CNN, which a twin is built from
         b = s.prune.budget
         metrics["pruned"] = {"measure": b.measure, "budget": b.share,
                              "reached": cost_share(deployed, unpruned, b.measure, tuple(probe[:1].shape))}
