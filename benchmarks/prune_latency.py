@@ -24,7 +24,7 @@ from kdforge.export.onnx_export import export_onnx
 from kdforge.profile.latency import LatencySetup, call_timer, cpu_model, measure
 from kdforge.train.models import create_model
 from kdforge.train.models.base import calibrate_batch_norm
-from kdforge.train.prune import prune_to_budget
+from kdforge.train.prune import budget_measure, prune_to_budget
 
 BUDGETS = (0.3, 0.5, 0.7)
 
@@ -40,7 +40,7 @@ def main() -> None:
     models, reached = {"unpruned": model}, {"unpruned": 1.0}
     for round_to in (8, 1):
         for budget in BUDGETS:
-            pruned = prune_to_budget(model, images, labels, "macs", budget, "magnitude", [model.fc], round_to)
+            pruned = prune_to_budget(model, images, labels, budget_measure("macs", (1, 3, 32, 32)), budget, "magnitude", [model.fc], round_to)
             name = f"{budget} MACs, round_to {round_to}"
             models[name], reached[name] = pruned.model, pruned.cost
     with tempfile.TemporaryDirectory() as tmp:

@@ -151,23 +151,32 @@ class QatConfig(Section):
 
 
 class PruneBudget(Section):
-    """What the pruned student may cost, as a share of the unpruned model's kdforge counts."""
+    """What the pruned student may cost, as a share of the unpruned model's kdforge counts or estimate."""
     macs: Optional[float] = Field(None, gt=0, lt=1, description="its MACs, as a share of the unpruned model's")
     params: Optional[float] = Field(None, gt=0, lt=1, description="its parameters, as a share of the unpruned model's")
+    latency: Optional[float] = Field(None, gt=0, lt=1, description=(
+        "its estimated latency on `target` (at profile.precision), as a share of the unpruned model's"))
+    target: Optional[str] = Field(None, description="the target of a latency budget: a catalogued GPU or cpu")
 
     @model_validator(mode="after")
     def _one_measure(self):
-        if (self.macs is None) == (self.params is None):
-            raise ValueError("a prune budget names one measure: macs or params, each a share between 0 and 1")
+        from kdforge.profile.targets import TARGET_NAMES
+
+        if sum(v is not None for v in (self.macs, self.params, self.latency)) != 1:
+            raise ValueError("a prune budget names one measure: macs, params or latency, each a share between 0 and 1")
+        if (self.latency is None) != (self.target is None):
+            raise ValueError("a latency budget names its target, and only a latency budget does")
+        if self.target is not None and self.target not in TARGET_NAMES:
+            raise ValueError(f"unknown target '{self.target}'; known: {', '.join(TARGET_NAMES)}")
         return self
 
     @property
     def measure(self) -> str:
-        return "macs" if self.macs is not None else "params"
+        return next(name for name in ("macs", "params", "latency") if getattr(self, name) is not None)
 
     @property
     def share(self) -> float:
-        return self.macs if self.macs is not None else self.params
+        return getattr(self, self.measure)
 
 
 class PruneConfig(Section):

@@ -21,11 +21,12 @@ from kdforge.export.strip import load_deployed, save_deployed
 from kdforge.nn.widths import layer_widths, resize
 from kdforge.profile.counts import count_costs
 from kdforge.train.models import create_model
-from kdforge.train.prune import prune_to_budget
+from kdforge.train.prune import budget_measure, prune_to_budget
 from test_torchvision_counts import torchvision_models  # noqa: F401 (a fixture)
 
 STUDENTS = tiny_config("unused")["students"]
 PRUNED = {**STUDENTS[1], "prune": {"from": "teacher", "budget": {"macs": 0.5}}}
+MACS = budget_measure("macs", (1, 1, 8, 8))  # of a digits-sized input
 
 
 def _macs(model: nn.Module, shape=(1, 1, 8, 8)) -> int:
@@ -63,6 +64,11 @@ def test_a_pruned_student_reaches_its_budget_and_ships_like_any_other(tmp_path):
     unpruned = sum(p.numel() for p in create_model("resnet8", 10, 1).parameters())
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(0.3 * unpruned, rel=0.02)
 
+    # or the estimated latency on a target, the report's own estimate
+    out = run_tiny(tmp_path, [{**PRUNED, "prune": {"from": "teacher", "budget": {"latency": 0.8, "target": "orin"}, "round_to": 1}}])
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"to 0\.(78|79|80|81)\d of its estimated latency on orin \(budget 0\.8\)", out.stdout)
+
 
 def _trained_like_resnet8() -> nn.Module:
     """A ResNet-8 whose batch-norm scales rank channels opposite to their weights' norms."""
@@ -80,7 +86,7 @@ def _trained_like_resnet8() -> nn.Module:
 def _kept_stem_channels(model: nn.Module, importance: str, keep=()) -> torch.Tensor:
     original = model.stem[0].weight.detach().flatten(1)
     images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
-    pruned = prune_to_budget(model, images, labels, "macs", 0.5, importance, [model.fc, *keep]).model
+    pruned = prune_to_budget(model, images, labels, MACS, 0.5, importance, [model.fc, *keep]).model
     kept = pruned.stem[0].weight.detach().flatten(1)
     return torch.tensor([int((original == row).all(1).nonzero()[0]) for row in kept])
 
@@ -95,7 +101,7 @@ def test_importance_decides_which_channels_go_and_keep_holds_a_layers_width():
 
 def test_a_deploy_file_rebuilds_the_pruned_widths_and_refuses_widths_that_do_not_fit(tmp_path):
     model = _trained_like_resnet8()
-    pruned = prune_to_budget(model, torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)), "macs", 0.5, "magnitude", [model.fc]).model
+    pruned = prune_to_budget(model, torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)), MACS, 0.5, "magnitude", [model.fc]).model
     spec = {"model": "resnet8", "model_args": {}, "num_classes": 10, "in_channels": 1, "image_size": 8}
     widths = layer_widths(pruned, create_model("resnet8", 10, 1))
     save_deployed(tmp_path / "deploy.pt", pruned, {**spec, "widths": widths})
@@ -135,8 +141,8 @@ def _prunes_and_rebuilds(model: nn.Module, classifier: nn.Module, shape, fresh: 
     import onnxruntime as ort
 
     images = torch.randn(4, *shape)
-    pruned = prune_to_budget(model.eval(), images, torch.randint(0, classifier.out_features, (4,)), "macs", 0.5, "magnitude",
-                             [classifier]).model
+    labels = torch.randint(0, classifier.out_features, (4,))
+    pruned = prune_to_budget(model.eval(), images, labels, budget_measure("macs", (1, *shape)), 0.5, "magnitude", [classifier]).model
     rebuilt = resize(fresh, layer_widths(pruned, model))
     rebuilt.load_state_dict(pruned.state_dict())
     rebuilt.eval()
@@ -187,6 +193,8 @@ def test_a_timm_model_with_squeeze_excite_and_depthwise_layers_prunes_to_a_budge
     ({**PRUNED, "model": "resnet20"}, "needs the teacher's model (resnet8) as its model"),
     ({**STUDENTS[2], "prune": {"from": "teacher", "budget": {"macs": 0.5}}}, "pruning cuts CNNs: name the CNN as its model"),
     ({**PRUNED, "prune": {"from": "teacher", "budget": {"macs": 0.5, "params": 0.5}}}, "names one measure"),
+    ({**PRUNED, "prune": {"from": "teacher", "budget": {"latency": 0.5}}}, "a latency budget names its target"),
+    ({**PRUNED, "prune": {"from": "teacher", "budget": {"latency": 0.5, "target": "h200x"}}}, "unknown target 'h200x'"),
     ({**PRUNED, "prune": {"from": "weights", "budget": {"macs": 0.5}}}, "names no weights file"),
     ({**PRUNED, "prune": {"from": "teacher", "budget": {"macs": 0.5}, "keep": ["stem.9"]}}, "prune.keep names 'stem.9'"),
     ({**PRUNED, "prune": {"from": "teacher", "budget": {"macs": 0.001}}}, "cannot be pruned to prune.budget.macs=0.001"),
@@ -201,7 +209,7 @@ def test_round_to_keeps_pruned_channel_counts_multiples_of_it():
     images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
 
     def widths(round_to: int) -> list[int]:
-        pruned = prune_to_budget(model, images, labels, "macs", 0.5, "magnitude", [model.fc], round_to).model
+        pruned = prune_to_budget(model, images, labels, MACS, 0.5, "magnitude", [model.fc], round_to).model
         return [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)]
 
     assert all(w % 8 == 0 for w in widths(8)) and any(w % 8 for w in widths(1))

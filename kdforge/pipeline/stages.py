@@ -213,14 +213,24 @@ def _cut(ctx: StageContext, network: torch.nn.Module) -> tuple[torch.nn.Module, 
 
     b = p.budget
     try:
-        pruned = prune_in_steps(network, images, labels, b.measure, b.share, p.importance, kept, p.rounding, p.steps, recover)
+        pruned = prune_in_steps(network, images, labels, _budget_measure(ctx, images[:1].shape), b.share, p.importance, kept,
+                                p.rounding, p.steps, recover)
     except ValueError as e:
         raise UserError(f"student '{s.name}' cannot be pruned to prune.budget.{b.measure}={b.share}: {e}.") from None
     if distributed.is_main():
         atomic.write_json(ctx.student_dir / WIDTHS_FILE, layer_widths(pruned.model, network))
     steps = "one cut" if p.steps == 1 else f"{p.steps} cuts"
-    return pruned.model, (f"pruned from the {p.source} ({p.importance}, {steps}) to {pruned.cost:.3f} of its {b.measure} "
-                          f"(budget {b.share}): {pruned.cost_before:,} -> {pruned.cost_after:,}")
+    return pruned.model, (f"pruned from the {p.source} ({p.importance}, {steps}) to {pruned.cost:.3f} of its "
+                          f"{_budget_measure(ctx, images[:1].shape).name} (budget {b.share}): {pruned.cost_before:,.6g} -> "
+                          f"{pruned.cost_after:,.6g}")
+
+
+def _budget_measure(ctx: StageContext, input_shape: tuple[int, ...]):
+    """The student's prune budget's measure (kdforge.train.prune.measure)."""
+    from kdforge.train.prune import budget_measure
+
+    b = ctx.student.prune.budget
+    return budget_measure(b.measure, tuple(input_shape), b.target, ctx.cfg.profile.precision)
 
 
 def _resized(network: torch.nn.Module, path: Path) -> torch.nn.Module:
@@ -264,13 +274,11 @@ def run_strip(ctx: StageContext) -> StageResult:
     metrics = {"params_training": training_parameters(distiller), "params_deployed": sum(p.numel() for p in deployed.parameters()),
                "dropped": list(distiller.training_only)}
     if s.prune is not None:  # the pruned layers' widths, which rebuild it from the architecture (kdforge.nn.widths)
-        from kdforge.train.prune import cost_share
-
         unpruned = _network(ctx, s, "student", with_weights=False)[0]
         spec["widths"] = read_json(ctx.student_dir / WIDTHS_FILE, "pruned widths")  # of its CNN, which a twin is built from
         b = s.prune.budget
-        metrics["pruned"] = {"measure": b.measure, "budget": b.share,
-                             "reached": cost_share(deployed, unpruned, b.measure, tuple(probe[:1].shape))}
+        cost = _budget_measure(ctx, probe[:1].shape)
+        metrics["pruned"] = {"measure": cost.name, "budget": b.share, "reached": cost.exact(deployed) / cost.exact(unpruned)}
     path = ctx.student_dir / "deploy.pt"
     save_deployed(path, deployed, spec)
     return StageResult([path], metrics, f"{metrics['params_training']:,} training parameters -> {metrics['params_deployed']:,} deployed")

@@ -11,10 +11,11 @@ group's weights), `bn_scale` (|gamma| of its batch norms) or `taylor` (first-ord
 unrounded cuts ran slower than the uncut network). The classifier's outputs (the classes) and
 the layers named in `keep` keep their width.
 
+A budget counts MACs or parameters (kdforge's counts, so the budget is met in the figures the
+report shows) or the estimated latency on a target (kdforge.profile.estimates, the report's own).
 The share is searched on a grid of 21, refined by bisection where the cost crosses the budget;
-Torch-Pruning's quick count ranks the cuts and kdforge's own MAC or parameter count
-(kdforge.profile.counts) decides between the nearest, so the budget is met in the figures the
-report shows: the cut whose cost comes closest to the budget without passing it by more than 2%.
+Torch-Pruning's quick count ranks the cuts and the budget's own figure decides between the
+nearest: the cut whose cost comes closest to the budget without passing it by more than 2%.
 
 One-shot, or iterative (`prune_in_steps`): N cuts, cut k removing k/N of the one-shot cut's share
 of every group's original channels (the last searched for the budget), each but the last followed
@@ -43,25 +44,56 @@ class Pruned:
     model: nn.Module
     share: float  # of every group's channels removed
     cost: float  # the budgeted count, pruned / unpruned
-    cost_before: int
-    cost_after: int
+    cost_before: float
+    cost_after: float
 
 
-def prune_to_budget(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, measure: str, budget: float,
+@dataclass(frozen=True)
+class Measure:
+    """What a budget counts: `exact` is the figure the report shows, `quick` ranks cuts cheaply."""
+    name: str
+    exact: Callable[[nn.Module], float]
+    quick: Callable[[nn.Module], float]
+
+
+def budget_measure(name: str, input_shape: tuple[int, ...], target: str | None = None, precision: str = "fp32") -> Measure:
+    """The measure "macs" or "params" (kdforge's counts, Torch-Pruning's quick count to rank), or
+    "latency" (kdforge's estimate on `target` at `precision`, from the counts of every cut: no
+    cheaper figure follows launch-bound latency)."""
+    import torch_pruning as tp
+
+    example = torch.zeros(input_shape)
+
+    def quick(model: nn.Module) -> float:
+        macs, params = tp.utils.count_ops_and_params(model, example)
+        return float(macs if name == "macs" else params)
+
+    if name == "params":
+        return Measure(name, lambda model: float(sum(p.numel() for p in model.parameters())), quick)
+    if name == "macs":
+        return Measure(name, lambda model: float(count_costs(model, input_shape)["totals"]["macs"]), quick)
+    from kdforge.profile.estimates import estimate
+    from kdforge.profile.targets import target as named_target
+
+    def estimated_ms(model: nn.Module) -> float:
+        return estimate(count_costs(model, input_shape), named_target(target), precision)["total_ms"]
+    return Measure(f"estimated latency on {target}", estimated_ms, estimated_ms)
+
+
+def prune_to_budget(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cost: Measure, budget: float,
                     importance: str, keep: list[nn.Module], round_to: int = 1) -> Pruned:
-    """The copy of `model` whose `measure` ("macs" or "params") comes closest to `budget` of
-    `model`'s without passing it by more than TOLERANCE, its pruned channel counts multiples of
-    `round_to`; `images` (N, C, H, W) and `labels` trace the graph and, for Taylor importance, give
-    the gradients. ValueError where no share of channels gets there."""
-    input_shape = (1, *images.shape[1:])
-    quick_before = _quick_cost(model, measure, images[:1])
+    """The copy of `model` whose `cost` comes closest to `budget` of `model`'s without passing it by
+    more than TOLERANCE, its pruned channel counts multiples of `round_to`; `images` (N, C, H, W)
+    and `labels` trace the graph and, for Taylor importance, give the gradients. ValueError where
+    no share of channels gets there."""
+    quick_before = cost.quick(model)
     tried: dict[tuple, tuple[float, nn.Module, float]] = {}  # by structure: many shares cut the same channels
 
     def quick_share(share: float) -> float:
         pruned = _pruned_copy(model, images, labels, share, importance, keep, round_to)
         structure = tuple(tuple(p.shape) for p in pruned.parameters())
         if structure not in tried:
-            tried[structure] = share, pruned, _quick_cost(pruned, measure, images[:1]) / quick_before
+            tried[structure] = share, pruned, cost.quick(pruned) / quick_before
         return tried[structure][2]
 
     grid = {share: quick_share(share) for share in SHARES}
@@ -70,19 +102,19 @@ def prune_to_budget(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
             for _ in range(REFINEMENTS):
                 middle = (low + high) / 2
                 low, high = (middle, high) if quick_share(middle) > budget else (low, middle)
-    before = _cost(model, measure, input_shape)
+    before = cost.exact(model)
     nearest = sorted(tried.values(), key=lambda t: abs(t[2] - budget))[:COUNTED]
-    counted = [(share, pruned, _cost(pruned, measure, input_shape)) for share, pruned, _ in nearest]
+    counted = [(share, pruned, cost.exact(pruned)) for share, pruned, _ in nearest]
     within = [t for t in counted if t[2] <= budget * (1 + TOLERANCE) * before]
     if not within:
         least = min(share for *_, share in tried.values())
         raise ValueError(f"the least it keeps, with up to {SHARES[-1]:.0%} of every prunable layer's channels removed, is "
-                         f"about {least:.3f} of its {measure}")
-    share, pruned, cost = min(within, key=lambda t: abs(t[2] / before - budget))
-    return Pruned(pruned, share, cost / before, before, cost)
+                         f"about {least:.3f} of its {cost.name}")
+    share, pruned, after = min(within, key=lambda t: abs(t[2] / before - budget))
+    return Pruned(pruned, share, after / before, before, after)
 
 
-def prune_in_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, measure: str, budget: float, importance: str,
+def prune_in_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cost: Measure, budget: float, importance: str,
                    keep: Callable[[nn.Module], list[nn.Module]], round_to: int, steps: int,
                    recover: Callable[[nn.Module, int], nn.Module]) -> Pruned:
     """`model` cut to `budget` of its cost in `steps` cuts, each but the last followed by
@@ -91,8 +123,7 @@ def prune_in_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     (Torch-Pruning's linear schedule, as a share of the original widths); the last cut is searched
     for the budget itself. Several cuts take round_to 1: Torch-Pruning rounds the count a cut
     removes, so a small cut of a narrow layer would take a whole block."""
-    input_shape = (1, *images.shape[1:])
-    one_shot = prune_to_budget(model, images, labels, measure, budget, importance, keep(model), round_to)
+    one_shot = prune_to_budget(model, images, labels, cost, budget, importance, keep(model), round_to)
     if steps == 1:
         return one_shot
     removed = 0.0
@@ -101,28 +132,8 @@ def prune_in_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         model = recover(_pruned_copy(model, images, labels, 1 - (1 - share) / (1 - removed), importance, keep(model), 1), step)
         removed = share
     before = one_shot.cost_before
-    last = prune_to_budget(model, images, labels, measure, min(budget * before / _cost(model, measure, input_shape), 1.0),
-                           importance, keep(model), 1)
+    last = prune_to_budget(model, images, labels, cost, min(budget * before / cost.exact(model), 1.0), importance, keep(model), 1)
     return Pruned(last.model, one_shot.share, last.cost_after / before, before, last.cost_after)
-
-
-def cost_share(pruned: nn.Module, unpruned: nn.Module, measure: str, input_shape: tuple[int, ...]) -> float:
-    """`pruned`'s `measure` as a share of `unpruned`'s."""
-    return _cost(pruned, measure, input_shape) / _cost(unpruned, measure, input_shape)
-
-
-def _quick_cost(model: nn.Module, measure: str, example: torch.Tensor) -> float:
-    """Torch-Pruning's hook-based count (it also counts norms and activations), to rank cuts cheaply."""
-    import torch_pruning as tp
-
-    macs, params = tp.utils.count_ops_and_params(model, example)
-    return float(macs if measure == "macs" else params)
-
-
-def _cost(model: nn.Module, measure: str, input_shape: tuple[int, ...]) -> int:
-    if measure == "params":
-        return sum(p.numel() for p in model.parameters())
-    return int(count_costs(model, input_shape)["totals"]["macs"])
 
 
 def _pruned_copy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, share: float, importance: str,
