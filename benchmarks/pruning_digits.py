@@ -6,7 +6,7 @@ Printed per student: test accuracy, the difference from the teacher's, MACs reac
 count of deploy.pt), and ONNX Runtime's median latency at batch 1 (one thread) with its ratio to
 the unpruned student's, all students timed in the profile stage's one interleaved measurement.
 The header names the CPU's instructions (ONNX Runtime blocks channels by 8 with AVX2 and by 16
-with AVX-512: `--round-to`, which the one-shot cuts take; cuts in steps stay unrounded).
+with AVX-512: `--round-to`).
 
     python benchmarks/pruning_digits.py [--epochs 15] [--round-to 8] [--run-dir runs/pruning_digits]
 """
@@ -35,7 +35,7 @@ def config(run_dir: Path, epochs: int, round_to: int) -> dict:
                 students.append({"name": f"p{budget}_{'oneshot' if steps == 1 else 'steps3'}_{recovery}", "model": "resnet20",
                                  "train": train, **method,
                                  "prune": {"from": "teacher", "budget": {"macs": budget}, "steps": steps, "recovery_epochs": 2,
-                                           **({"round_to": round_to} if steps == 1 else {})}})
+                                           "round_to": round_to}})
     return {"name": "pruning_digits", "seed": 0, "run_dir": str(run_dir), "data": {"name": "digits"},
             "teacher": {"model": "resnet20", "train": {**train, "epochs": 20, "lr": 0.1}},
             "students": students, "profile": {"threads": 1, "batch_size": 1, "warmup": 20}}

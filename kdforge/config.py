@@ -195,21 +195,9 @@ class PruneConfig(Section):
         "cuts to reach the budget: 1 is one-shot; N cuts to budget^(k/N), each but the last followed by recovery_epochs "
         "of the student's training"))
     recovery_epochs: int = Field(2, ge=1, description="epochs of the student's method after each cut but the last")
-    round_to: Optional[int] = Field(None, ge=1, le=64, description=(
-        "pruned channel counts are multiples of this, default 8 for one cut (CPU kernels block channels by 8 or 16; odd "
-        "counts ran slower than the uncut model); several cuts leave counts unrounded (1)"))
-
-    @model_validator(mode="after")
-    def _rounding_in_one_cut(self):
-        if self.steps > 1 and self.round_to not in (None, 1):
-            raise ValueError(f"prune.round_to rounds one cut's channel counts; with prune.steps: {self.steps} they stay "
-                             f"unrounded (Torch-Pruning rounds the count each cut removes, and small cuts of narrow layers "
-                             f"would each take a whole block): drop round_to, or cut once")
-        return self
-
-    @property
-    def rounding(self) -> int:
-        return self.round_to or (8 if self.steps == 1 else 1)
+    round_to: int = Field(8, ge=1, le=64, description=(
+        "pruned channel counts are multiples of this (CPU kernels block channels by 8 with AVX2 and 16 with AVX-512; odd "
+        "counts ran slower than the uncut model); 1 for any count"))
 
 
 class StudentConfig(ModelSection):

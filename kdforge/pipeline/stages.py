@@ -214,7 +214,7 @@ def _cut(ctx: StageContext, network: torch.nn.Module) -> tuple[torch.nn.Module, 
     b = p.budget
     try:
         pruned = prune_in_steps(network, images, labels, _budget_measure(ctx, images[:1].shape), b.share, p.importance, kept,
-                                p.rounding, p.steps, recover)
+                                p.round_to, p.steps, recover)
     except ValueError as e:
         raise UserError(f"student '{s.name}' cannot be pruned to prune.budget.{b.measure}={b.share}: {e}.") from None
     if distributed.is_main():

@@ -17,10 +17,11 @@ The share is searched on a grid of 21, refined by bisection where the cost cross
 Torch-Pruning's quick count ranks the cuts and the budget's own figure decides between the
 nearest: the cut whose cost comes closest to the budget without passing it by more than 2%.
 
-One-shot, or iterative (`prune_in_steps`): N cuts, cut k removing k/N of the one-shot cut's share
-of every group's original channels (the last searched for the budget), each but the last followed
-by recovery training with the student's method, so the importances of the next cut are those of a
-network that has adapted to the last.
+One-shot, or iterative (`prune_in_steps`): N cuts, cut k searched for budget^(k/N) of the original
+cost, each but the last followed by recovery training with the student's method, so the
+importances of the next cut are those of a network that has adapted to the last. Each cut keeps
+channel counts in multiples of `round_to`, so where that grid is coarse (16-channel layers cut by
+8) the last cut can land further under the budget than one cut would.
 """
 
 import copy
@@ -117,23 +118,15 @@ def prune_to_budget(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
 def prune_in_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cost: Measure, budget: float, importance: str,
                    keep: Callable[[nn.Module], list[nn.Module]], round_to: int, steps: int,
                    recover: Callable[[nn.Module, int], nn.Module]) -> Pruned:
-    """`model` cut to `budget` of its cost in `steps` cuts, each but the last followed by
-    `recover(model, k)`, which trains the cut model and returns it; `keep` gives the layers of a
-    model whose width stays. Cut k removes k/steps of the channel share the one-shot cut removes
-    (Torch-Pruning's linear schedule, as a share of the original widths); the last cut is searched
-    for the budget itself. Several cuts take round_to 1: Torch-Pruning rounds the count a cut
-    removes, so a small cut of a narrow layer would take a whole block."""
-    one_shot = prune_to_budget(model, images, labels, cost, budget, importance, keep(model), round_to)
-    if steps == 1:
-        return one_shot
-    removed = 0.0
-    for step in range(1, steps):
-        share = one_shot.share * step / steps
-        model = recover(_pruned_copy(model, images, labels, 1 - (1 - share) / (1 - removed), importance, keep(model), 1), step)
-        removed = share
-    before = one_shot.cost_before
-    last = prune_to_budget(model, images, labels, cost, min(budget * before / cost.exact(model), 1.0), importance, keep(model), 1)
-    return Pruned(last.model, one_shot.share, last.cost_after / before, before, last.cost_after)
+    """`model` cut to `budget` of its cost in `steps` cuts, cut k searched for budget^(k/steps) of
+    the original cost, each but the last followed by `recover(model, k)`, which trains the cut model
+    and returns it; `keep` gives the layers of a model whose width stays."""
+    before = cost.exact(model)
+    for step in range(1, steps + 1):
+        target = budget ** (step / steps) * before / cost.exact(model)
+        pruned = prune_to_budget(model, images, labels, cost, min(target, 1.0), importance, keep(model), round_to)
+        model = pruned.model if step == steps else recover(pruned.model, step)
+    return Pruned(model, pruned.share, pruned.cost_after / before, before, pruned.cost_after)
 
 
 def _pruned_copy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, share: float, importance: str,
