@@ -22,6 +22,7 @@ from kdforge.profile.energy import SOURCE as ENERGY_SOURCE
 from kdforge.profile.report import student_row, write_report
 from kdforge.profile.targets import target
 from kdforge.results import ExportRecord, ProfileRecord, VerifyRecord, read_record
+from kdforge.safe_files import read_json
 from kdforge.train import distributed
 from kdforge.train.data import DataBundle, batch_augmentation, build_data, loader_workers
 from kdforge.train.device import resolve_device
@@ -31,7 +32,6 @@ from kdforge.train.models.build import build_network, convert_family
 from kdforge.train.models.families import ADDER, family_of_model
 from kdforge.train.trainer import accuracy, fit, predict, seed_everything
 from kdforge.train.weights import load_into, network_weights
-from kdforge.safe_files import read_json
 from kdforge.untrusted import load_torch
 
 
@@ -211,22 +211,20 @@ def _cut(ctx: StageContext, network: torch.nn.Module) -> tuple[torch.nn.Module, 
     def kept(model: torch.nn.Module) -> list[torch.nn.Module]:
         return [model.fc, *(model.get_submodule(k) for k in p.keep)]
 
-    b = p.budget
+    b, cost = p.budget, _budget_measure(ctx, images[:1].shape)
     try:
-        pruned = prune_in_steps(network, images, labels, _budget_measure(ctx, images[:1].shape), b.share, p.importance, kept,
-                                p.round_to, p.steps, recover)
+        pruned = prune_in_steps(network, images, labels, cost, b.share, p.importance, kept, p.round_to, p.steps, recover)
     except ValueError as e:
         raise UserError(f"student '{s.name}' cannot be pruned to prune.budget.{b.measure}={b.share}: {e}.") from None
     if distributed.is_main():
         atomic.write_json(ctx.student_dir / WIDTHS_FILE, layer_widths(pruned.model, network))
     steps = "one cut" if p.steps == 1 else f"{p.steps} cuts"
-    return pruned.model, (f"pruned from the {p.source} ({p.importance}, {steps}) to {pruned.cost:.3f} of its "
-                          f"{_budget_measure(ctx, images[:1].shape).name} (budget {b.share}): {pruned.cost_before:,.6g} -> "
-                          f"{pruned.cost_after:,.6g}")
+    return pruned.model, (f"pruned from the {p.source} ({p.importance}, {steps}) to {pruned.cost:.3f} of its {cost.name} "
+                          f"(budget {b.share}): {pruned.cost_before:,.6g} -> {pruned.cost_after:,.6g}")
 
 
 def _budget_measure(ctx: StageContext, input_shape: tuple[int, ...]):
-    """The student's prune budget's measure (kdforge.train.prune.measure)."""
+    """What the student's prune budget counts (kdforge.train.prune.budget_measure)."""
     from kdforge.train.prune import budget_measure
 
     b = ctx.student.prune.budget
