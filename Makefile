@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 	# torchvision's model definitions only, for the count cross-check (its wheel does not import
 	# against the pinned torch); the tests skip it where the package index cannot be reached
 	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "$(TORCHVISION)"
-	# timm's wheel, which imports from the zip over that bare torchvision (tests/test_prune.py)
+	# timm, on torchvision's model definitions without its compiled operators (timm imports
+	# torchvision; its operators link CUDA libraries): `timm:NAME` models run end to end here
 	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "$(TIMM)"
+	-$(PY) scripts/models_only_torchvision.py $$(ls $(VENV)/wheels/torchvision-*.whl | tail -1) && \
+	  $(PY) -m pip install -q --no-deps $$(ls $(VENV)/wheels/timm-*.whl | tail -1)
 	# TensorRT's pure-Python plugin package (the compiled core needs CUDA libraries), 10.13 and 11,
 	# which tests/test_tensorrt_plugin.py runs kdforge's plugin through
 	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "tensorrt-cu12-bindings==10.13.3.9.post1"

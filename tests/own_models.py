@@ -47,3 +47,106 @@ def depthwise(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
         nn.Conv2d(8, 16, 1, bias=True), nn.BatchNorm2d(16), nn.ReLU(),
         nn.Conv2d(16, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
+
+
+class DictNet(nn.Module):
+    """A stem nn.Sequential, residual blocks held in an nn.ModuleDict and called in a loop, a
+    mean-pooled linear head."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.blocks = nn.ModuleDict({"b1": Block(width, width, 1), "b2": Block(width, 2 * width, 2),
+                                     "b3": Block(2 * width, 2 * width, 1), "b4": Block(2 * width, 4 * width, 2)})
+        self.classifier = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks.values():
+            x = block(x)
+        return self.classifier(x.mean((2, 3)))
+
+
+class NestedNet(nn.Module):
+    """Stages as an nn.ModuleList of nn.ModuleLists of blocks, a functional max-pool between them."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16):
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.stages = nn.ModuleList([nn.ModuleList([Block(width, width, 1), Block(width, width, 1)]),
+                                     nn.ModuleList([Block(width, 2 * width, 1), Block(2 * width, 2 * width, 1)])])
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        for i, stage in enumerate(self.stages):
+            if i:
+                x = torch.nn.functional.max_pool2d(x, 2)
+            for block in stage:
+                x = block(x)
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class Mixed(nn.Module):
+    """Two branches, concatenated."""
+
+    def __init__(self, cin: int, each: int):
+        super().__init__()
+        self.wide = nn.Sequential(nn.Conv2d(cin, each, 3, padding=1, bias=False), nn.BatchNorm2d(each), nn.ReLU())
+        self.narrow = nn.Sequential(nn.Conv2d(cin, each, 1, bias=False), nn.BatchNorm2d(each), nn.ReLU())
+
+    def forward(self, x):
+        return torch.cat([self.wide(x), self.narrow(x)], 1)
+
+
+class InlineConcatNet(nn.Module):
+    """Branch-and-concatenate blocks built inline as attributes, strided convolutions between them."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        self.mixed_a = Mixed(16, 8)
+        self.reduce_a = nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False)
+        self.mixed_b = Mixed(32, 16)
+        self.reduce_b = nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False)
+        self.mixed_c = Mixed(64, 32)
+        self.logits = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = self.mixed_a(torch.relu(self.conv_in(x)))
+        x = self.mixed_b(torch.relu(self.reduce_a(x)))
+        x = self.mixed_c(torch.relu(self.reduce_b(x)))
+        return self.logits(x.amax((2, 3)))
+
+
+class EncoderDecoder(nn.Module):
+    """A U-Net-like classifier: an encoder that halves the resolution, a decoder that doubles it back
+    and concatenates the encoder's map, then a pooled head."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16):
+        super().__init__()
+        self.encoder = nn.ModuleList([Block(in_channels, width, 1), Block(width, 2 * width, 2)])
+        self.decoder = Block(3 * width, width, 1)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        skip = self.encoder[0](x)
+        deep = self.encoder[1](skip)
+        up = torch.nn.functional.interpolate(deep, scale_factor=2.0, mode="nearest")
+        return self.head(self.decoder(torch.cat([up, skip], 1)).mean((2, 3)))
+
+
+def dict_net(**kwargs) -> nn.Module:
+    return DictNet(**kwargs)
+
+
+def nested(**kwargs) -> nn.Module:
+    return NestedNet(**kwargs)
+
+
+def inline_concat(**kwargs) -> nn.Module:
+    return InlineConcatNet(**kwargs)
+
+
+def encoder_decoder(**kwargs) -> nn.Module:
+    return EncoderDecoder(**kwargs)

@@ -14,12 +14,14 @@ from torch import nn
 import own_models
 from conftest import tiny_config
 from test_hostile_inputs import assert_refused, kdforge
-from test_torchvision_counts import torchvision_models  # noqa: F401  (a fixture)
+from test_torchvision_counts import timm, torchvision_models  # noqa: F401  (fixtures)
 from kdforge.errors import UserError
 from kdforge.nn.adder import AdderConv2d
 from kdforge.nn.binary import BinaryConv2d
+from kdforge.train.methods import list_methods, method_class
 from kdforge.train.models.build import build_network
-from kdforge.train.models.foreign import ForeignNet, discover
+from kdforge.train.models.discovery import discover
+from kdforge.train.models.foreign import ForeignNet
 
 TRAIN = {"epochs": 1, "batch_size": 128, "lr": 0.05}
 
@@ -30,10 +32,21 @@ def _section(**keys):
     return ModelSection(**{"model": "own_models:tiny", **keys})
 
 
-def test_stages_and_classifier_are_found_from_one_forward_pass():
-    assert discover(own_models.tiny(), torch.zeros(2, 1, 8, 8), "tiny") == (["body.3", "body.4", "body.5"], "head")
-    # no blocks: the last layer before the downsampling and the last feature map larger than 1x1
-    assert discover(own_models.depthwise(), torch.zeros(2, 1, 8, 8), "depthwise") == (["8", "11"], "14")
+def _found(net: nn.Module, size: int, channels: int = 3) -> tuple[list[str], str]:
+    found = discover(net, torch.zeros(2, channels, size, size), type(net).__name__)
+    return found.stages, found.classifier
+
+
+@pytest.mark.parametrize("factory,stages,classifier", [
+    ("tiny", ["body.3", "body.4", "body.5"], "head"),  # blocks inside one nn.Sequential with the stem
+    ("depthwise", ["8", "11"], "14"),  # no blocks: the last layer before the downsampling and the last map larger than 1x1
+    ("dict_net", ["blocks.b1", "blocks.b3", "blocks.b4"], "classifier"),  # blocks in an nn.ModuleDict, called in a loop
+    ("nested", ["stages.0.1", "stages.1.1"], "fc"),  # nn.ModuleLists of nn.ModuleLists, a functional pool between
+    ("inline_concat", ["mixed_a", "mixed_b", "mixed_c"], "logits"),  # branch-and-concatenate blocks as attributes
+    ("encoder_decoder", ["encoder.1", "decoder"], "head"),  # up-sampling ends a stage too; the first block is the stem
+])
+def test_stages_and_classifier_are_found_from_one_forward_pass_in_call_order(factory, stages, classifier):
+    assert _found(getattr(own_models, factory)(), 8, 1) == (stages, classifier)
 
 
 def test_a_foreign_net_reads_the_users_features_and_keeps_its_names():
@@ -126,7 +139,7 @@ def test_jointrd_on_a_model_kdforge_did_not_define_is_one_sentence(tmp_path, cap
     raw = tiny_config(tmp_path / "run")
     raw["students"] = [{"name": "j", "method": "jointrd", "model": "own_models:tiny", "train": TRAIN}]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
-    assert_refused(kdforge(capsys, "run", tmp_path / "c.yaml"), "a plain student needs a ResNet")
+    assert_refused(kdforge(capsys, "run", tmp_path / "c.yaml"), "own_models:tiny has no residual blocks of kdforge's ResNets")
 
 
 @pytest.fixture(scope="module")
@@ -179,11 +192,38 @@ def test_a_deploy_file_naming_a_factory_is_never_imported_from_the_file(own_run,
     sys.modules["own_models"] = own_models
 
 
-def test_stages_of_torchvision_architectures_are_found(torchvision_models):
-    x = torch.zeros(1, 3, 64, 64)
-    assert discover(torchvision_models.resnet18(), x, "resnet18") == (["layer1", "layer2", "layer3", "layer4"], "fc")
-    assert discover(torchvision_models.mobilenet_v2(), x, "mobilenet_v2") == (
-        ["features.1", "features.3", "features.6", "features.13", "features.18"], "classifier.1")
+@pytest.mark.parametrize("name,size,stages,classifier", [
+    ("resnet18", 64, ["layer1", "layer2", "layer3", "layer4"], "fc"),
+    ("mobilenet_v2", 64, ["features.1", "features.3", "features.6", "features.13", "features.18"], "classifier.1"),
+    ("efficientnet_b0", 64, ["features.1", "features.2", "features.3", "features.5", "features.8"], "classifier.1"),
+    ("convnext_tiny", 64, ["features.1", "features.3", "features.5", "features.7"], "classifier.2"),
+    ("regnet_y_400mf", 64, [f"trunk_output.block{i}" for i in range(1, 5)], "fc"),  # the stages inside the trunk, not it
+    ("densenet121", 64, [f"features.denseblock{i}" for i in range(1, 5)], "classifier"),
+    ("inception_v3", 299, ["Conv2d_2b_3x3", "Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c"], "fc"),  # valid convs' lost pixels
+    ("vgg11", 64, ["features.1", "features.4", "features.9", "features.14", "features.19"], "classifier.6"),  # layers; no pool stage
+])
+def test_stages_of_torchvision_architectures_are_found(torchvision_models, name, size, stages, classifier):
+    options = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
+    assert _found(getattr(torchvision_models, name)(**options), size) == (stages, classifier)
+
+
+def test_a_vision_transformer_is_one_stage_and_the_notes_name_the_blocks(timm):
+    found = discover(timm.create_model("test_vit", num_classes=10), torch.zeros(2, 3, 160, 160), "test_vit")
+    assert (found.stages, found.classifier) == (["blocks"], "head")  # the patch embedding is the stem
+    assert len(found.notes) == 1 and "blocks.0 ... blocks.5 (6, each 101x64)" in found.notes[0]
+    assert "config key 'stages', e.g. stages: [blocks.1, blocks.3, blocks.5]" in found.notes[0]
+
+
+@pytest.mark.parametrize("name,stages,classifier", [
+    ("resnet18", ["layer1", "layer2", "layer3", "layer4"], "fc"),
+    ("test_resnet", ["layer1", "layer2", "layer3", "layer4"], "fc"),  # a deep stem, not a stage
+    ("efficientnet_b0", ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"], "classifier"),
+    ("convnext_atto", ["stages.0", "stages.1", "stages.2", "stages.3"], "head.fc"),
+    ("regnetx_002", ["s1", "s2", "s3", "s4"], "head.fc"),
+    ("mobilenetv3_small_100", ["blocks.0", "blocks.1", "blocks.3", "blocks.5"], "classifier"),  # squeeze-excite's 1x1 maps skipped
+])
+def test_stages_of_timm_architectures_are_found(timm, name, stages, classifier):
+    assert _found(timm.create_model(name, num_classes=10), 64) == (stages, classifier)
 
 
 @pytest.mark.slow
@@ -227,3 +267,39 @@ def test_torchvision_teacher_by_weights_into_adder_resnet18_and_mobilenet_v2_on_
 def test_a_training_checkpoint_of_a_factory_model_is_not_imported_from_the_run_directory(own_run, capsys):
     assert_refused(kdforge(capsys, "profile", own_run / "run" / "students" / "at" / "checkpoint.pt"),
                    "imports only where your config names it")
+
+
+REFUSALS = {  # (student, teacher) -> {method: a fragment of its one sentence}
+    "vit": {"jointrd": "no residual blocks of kdforge's ResNets", "pkkd": "the student's stages hold none"},
+    "nested<-dict_net": {"jointrd": "no residual blocks of kdforge's ResNets", "tofd": "the student has 2 stages, the teacher 3"},
+}
+
+
+@pytest.mark.parametrize("pair", list(REFUSALS))
+@pytest.mark.parametrize("method", [m for m in list_methods() if m != "tofd_teacher"])
+def test_every_method_trains_on_what_discovery_gives_or_refuses_before_training(timm, pair, method):
+    """A vision transformer (one stage of tokens) and a student with fewer stages than its teacher:
+    each method's losses are tensors that back-propagate, or it refuses in one sentence when built."""
+    def network(model: str, family=None) -> nn.Module:
+        args = {"img_size": 8, "patch_size": 2, "in_chans": 1} if model == "timm:test_vit" else {}
+        return build_network(_section(model=model, model_args=args, family=family), 10, 1, 8)[0]
+
+    student, teacher = ("timm:test_vit", "timm:test_vit") if pair == "vit" else ("own_models:nested", "own_models:dict_net")
+    cls = method_class(method)
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+
+    def build():
+        return cls(network(student, "adder" if method == "pkkd" else None), network(teacher) if cls.needs_teacher else None,
+                   cls.Options(), x[:2])
+
+    if method in REFUSALS[pair]:
+        with pytest.raises(UserError, match=REFUSALS[pair][method]):
+            build()
+        return
+    distiller = build()
+    distiller.epochs = 2
+    _, losses = distiller.train()(x, y, 0.0)
+    assert losses and all(torch.is_tensor(v) and v.ndim == 0 and torch.isfinite(v) for v in losses.values()), losses
+    sum(losses.values()).backward()
+    assert any(p.grad is not None for p in distiller.student.parameters())

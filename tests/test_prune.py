@@ -3,11 +3,8 @@ by Torch-Pruning, trained by the student's method, shipped like any other studen
 widths are data in deploy.pt that rebuild the network through the safe loader."""
 
 import copy
-import importlib
 import json
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +19,7 @@ from kdforge.nn.widths import layer_widths, resize
 from kdforge.profile.counts import count_costs
 from kdforge.train.models import create_model
 from kdforge.train.prune import budget_measure, prune_to_budget
-from test_torchvision_counts import torchvision_models  # noqa: F401 (a fixture)
+from test_torchvision_counts import timm, torchvision_models  # noqa: F401 (fixtures)
 
 STUDENTS = tiny_config("unused")["students"]
 PRUNED = {**STUDENTS[1], "prune": {"from": "teacher", "budget": {"macs": 0.5}}}
@@ -166,21 +163,6 @@ def test_torchvision_models_prune_to_a_budget(torchvision_models, name, tmp_path
     classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     fresh = getattr(torchvision_models, name)(num_classes=10)
     assert _prunes_and_rebuilds(model, classifier, (3, 64, 64), fresh, tmp_path) == pytest.approx(0.5, abs=0.02)
-
-
-@pytest.fixture(scope="module")
-def timm(torchvision_models):  # noqa: F811 (timm imports torchvision: the bare package, as its fixture makes it)
-    """timm from its wheel (`make setup` downloads it), imported from the zip."""
-    wheels = sorted((Path(sys.prefix) / "wheels").glob("timm-*.whl"))
-    if not wheels:
-        pytest.skip("no timm wheel (make setup downloads it where the package index is reachable)")
-    sys.path.insert(0, str(wheels[-1]))
-    try:
-        yield importlib.import_module("timm")
-    finally:
-        sys.path.remove(str(wheels[-1]))
-        for name in [k for k in sys.modules if k == "timm" or k.startswith("timm.")]:
-            del sys.modules[name]
 
 
 @pytest.mark.slow

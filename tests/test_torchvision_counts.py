@@ -61,6 +61,13 @@ def torchvision_models(tmp_path_factory):
         sys.modules.update(saved)
 
 
+@pytest.fixture(scope="module")
+def timm():
+    """timm as `make setup` installs it, over torchvision's model definitions
+    (scripts/models_only_torchvision.py)."""
+    return pytest.importorskip("timm", reason="make setup installs timm where the package index is reachable")
+
+
 def _sdpa_handle(inputs, outputs):
     from fvcore.nn.jit_handles import get_shape
 

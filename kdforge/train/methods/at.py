@@ -7,7 +7,9 @@ the authors' code (attention-transfer's `opt.beta * sum(at_loss(...))`), RepDist
 mdistiller's, so kdforge's AT can be read beside their tables. The paper writes beta/2 with
 beta = 1000 "divided by the number of elements in the attention map and batch size"; its code
 uses beta, not beta/2, and so does kdforge. All stage outputs are matched; where their
-resolutions differ the larger map is pooled (the references require equal sizes).
+resolutions differ the larger map is pooled (the references require equal sizes). Where the two
+networks differ in stage count (models kdforge did not define), the last min(S, T) stages pair,
+deepest with deepest (kdforge's rule; the paper pairs networks of equal stage counts).
 
 Map sizes: the mean over positions divides each pair's squared distance (which lies in [0, 4]
 whatever the size, the maps being unit vectors) by H*W, so a pair's weight is beta/(H*W) and
@@ -55,5 +57,6 @@ class AttentionTransfer(Distiller):
         with self.no_teacher_grad():
             teacher_feats = self.teacher.forward_stages(images)
         o = self.options
-        at = sum(attention_loss(s, t, o.p, o.positions) for s, t in zip(feats, teacher_feats))
+        pairs = min(len(feats), len(teacher_feats))
+        at = sum(attention_loss(s, t, o.p, o.positions) for s, t in zip(feats[-pairs:], teacher_feats[-pairs:]))
         return logits, {"ce": F.cross_entropy(logits, labels), "at": o.beta * at}

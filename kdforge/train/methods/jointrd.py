@@ -87,7 +87,7 @@ class JointRD(Distiller):
         feats, _, logits = features_and_logits(self.student, images)
         losses = {"ce": F.cross_entropy(logits, labels), "ce_teacher": F.cross_entropy(self.teacher(images), labels)}
         m = hybrid_weight(progress, self.options.dc, self.options.decay_fraction)
-        hybrid = 0.0
+        hybrid = logits.new_zeros(())
         for k in range(len(feats) - 1):
             teacher_rest = self.teacher.forward_stages(feats[k], start=k + 1)[-1]
             hybrid = hybrid + F.cross_entropy(self.teacher.fc(self.teacher.embed(teacher_rest)), labels)

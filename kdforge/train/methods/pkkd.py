@@ -126,6 +126,9 @@ class PKKD(Distiller):
 
     def __init__(self, student, teacher, options, example=None):
         layers = last_conv_per_stage(student, (AdderConv2d, nn.Conv2d))
+        if not layers:
+            raise UserError("pkkd matches the last convolution of every stage, and the student's stages hold none; name stages "
+                            "that end in blocks of convolutions with the config key 'stages'.")
         if options.teacher == "twin" and family_of_model(student) is not ADDER:
             raise UserError("pkkd with teacher: twin distils AdderNet students; choose a *_adder model, or teacher: pipeline for a CNN student.")
         self.trains_teacher = options.progressive
@@ -162,7 +165,7 @@ class PKKD(Distiller):
         logits, student_layers = self._run_capturing(self.student, images, self.layers)
         with self.no_teacher_grad():
             teacher_logits, teacher_layers = self._run_capturing(self.teacher, images, self.teacher_layers)
-        feature = 0.0
+        feature = logits.new_zeros(())
         for (s_module, s_x, s_y), (t_module, t_x, t_y), aligner in zip(student_layers, teacher_layers, self.aligners):
             target = self._map(t_module, t_x, t_y).detach()
             mapped = aligner(self._map(s_module, s_x, s_y))

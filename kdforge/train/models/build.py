@@ -18,7 +18,8 @@ from kdforge.errors import printable
 from kdforge.nn.adder import to_addernet
 from kdforge.nn.binary import to_binary
 from kdforge.train.models.factory import build_factory, is_factory
-from kdforge.train.models.foreign import ForeignNet, discover
+from kdforge.train.models.discovery import discover
+from kdforge.train.models.foreign import ForeignNet
 from kdforge.train.models.registry import create_model
 from kdforge.train.weights import load_named, read_state_dict
 
@@ -68,9 +69,10 @@ def _factory_network(section, num_classes: int, example: torch.Tensor, with_weig
     net = build_factory(section.model, **section.model_args)
     stages, classifier = section.stages, section.classifier
     if stages is None or classifier is None:
-        found_stages, found_classifier = discover(net, example, source)
-        stages, classifier = stages or found_stages, classifier or found_classifier
+        found = discover(net, example, source)
+        stages, classifier = stages or found.stages, classifier or found.classifier
         lines.append(f"stages {', '.join(stages)}; classifier {classifier}")
+        lines.extend(found.notes if section.stages is None else [])
     model = ForeignNet(net, stages, classifier, source)  # checks them; what follows changes `net` in place
     if with_weights and section.weights is not None:
         state = read_state_dict(section.weights, "weights file")

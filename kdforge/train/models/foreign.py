@@ -5,10 +5,12 @@ its parameters keep their names under that prefix, and `ForeignNet.net.state_dic
 dict the user's own code loads.
 
 Where the stages end comes from the config (`stages`: module paths, `classifier`: the final
-nn.Linear) or, where it is silent, from one forward pass on an example (`discover`): at the
-shallowest level of the module tree with two or more blocks (modules with children) whose
-outputs are feature maps, a stage ends at the last block before each spatial downsampling and at
-the last block; the classifier is the last nn.Linear whose output is the model's.
+nn.Linear) or, where it is silent, from one forward pass on an example
+(kdforge.train.models.discovery). A vision transformer's stages give tokens (N, L, C); methods
+read them as maps of C channels over L positions in one column (`as_map`), so that FitNet's
+regressor is a per-token linear map, AT's attention is over tokens and TOFD's heads convolve
+along the sequence. Channels-last maps (N, H, W, C), as Swin's, are not told from tokens' order
+and would be misread: name stages whose output is channels-first.
 """
 
 import torch
@@ -26,6 +28,12 @@ def _module(net: nn.Module, path: str, what: str) -> nn.Module:
     except AttributeError:
         raise UserError(f"{what} '{printable(path)}' is not a module of the model (print(model) lists their "
                         f"names).") from None
+
+
+def as_map(feature: torch.Tensor) -> torch.Tensor:
+    """A stage's output as methods read it: a feature map as it is, tokens (N, L, C) as a map of
+    C channels over L positions in one column, (N, C, L, 1)."""
+    return feature.transpose(1, 2).unsqueeze(-1) if feature.ndim == 3 else feature
 
 
 class ForeignNet(nn.Module):
@@ -72,7 +80,7 @@ class ForeignNet(nn.Module):
         finally:
             for hook in hooks:
                 hook.remove()
-        feats = [captured[p] for p in self.net_stages]
+        feats = [as_map(captured[p]) for p in self.net_stages]
         self._last = (feats[-1], captured[EMBEDDING])  # for embed(feats[-1]) right after: the pass is not repeated
         return feats
 
@@ -85,41 +93,3 @@ class ForeignNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-def discover(net: nn.Module, example: torch.Tensor, source: str) -> tuple[list[str], str]:
-    """(stage paths, classifier path) of `net` from one forward pass on `example`."""
-    shapes: dict[str, tuple] = {}  # filled in execution order: a hook fires when its module returns
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, tuple(o.shape)) if torch.is_tensor(o) else None)
-             for n, m in net.named_modules() if n]
-    try:
-        with torch.no_grad():
-            out = net.eval()(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    linears = [n for n in shapes if isinstance(net.get_submodule(n), nn.Linear) and torch.is_tensor(out) and shapes[n] == tuple(out.shape)]
-    if not linears:
-        raise UserError(f"{source}: no nn.Linear gives the model's output, so kdforge cannot tell its classifier; name it "
-                        f"with the config key 'classifier'.")
-    stages = _stage_ends(net, shapes)
-    if not stages:
-        raise UserError(f"{source}: kdforge found no feature maps to read; name the stages with the config key 'stages'.")
-    return stages, linears[-1]
-
-
-def _stage_ends(net: nn.Module, shapes: dict) -> list[str]:
-    """Stage ends at the shallowest level with two or more blocks giving feature maps (or, in a
-    model without blocks, two or more layers giving maps larger than 1x1: not a global pool)."""
-    prefix, parent = "", net
-    while True:
-        children = {f"{prefix}{name}" for name, _ in parent.named_children()}
-        maps = [c for c in shapes if c in children and len(shapes[c]) == 4]  # execution order
-        blocks = [c for c in maps if any(True for _ in net.get_submodule(c).children())]
-        layers = [c for c in maps if shapes[c][2:] != (1, 1)]
-        chosen = blocks if len(blocks) >= 2 else layers if not blocks and len(layers) >= 2 else None
-        if chosen:
-            return [c for c, after in zip(chosen, chosen[1:] + [None]) if after is None or shapes[after][2:] != shapes[c][2:]]
-        if len(blocks) != 1:
-            return []
-        prefix, parent = f"{blocks[0]}.", net.get_submodule(blocks[0])

@@ -10,7 +10,9 @@ from kdforge.errors import UserError
 def remove_shortcuts(model: nn.Module) -> nn.Module:
     blocks = [m for m in model.modules() if hasattr(m, "shortcut")]
     if not blocks:
-        raise UserError(f"{type(model).__name__} has no residual blocks with shortcuts; a plain student needs a ResNet.")
+        name = getattr(model, "source", "") or type(model).__name__  # a ForeignNet's factory name
+        raise UserError(f"{name} has no residual blocks of kdforge's ResNets; JointRD's plain student needs one of "
+                        f"them (kdforge models lists resnet*).")
     for block in blocks:
         block.shortcut = None
     return model
