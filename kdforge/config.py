@@ -8,7 +8,8 @@ options are validated by the method's own `Options` model, model names against t
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, StrictInt, ValidationError, field_validator,
+                      model_validator)
 
 from kdforge.errors import UserError, printable, printable_name
 from kdforge.export.int8_cpu import CALIBRATORS, CPU_TARGETS
@@ -115,6 +116,9 @@ class ModelSection(Section):
                                         "(default: found from one forward pass)")
     classifier: Optional[str] = Field(None, description="a factory model's final nn.Linear, as a module path (default: "
                                       "the last nn.Linear giving the output)")
+    output: Optional[Union[StrictInt, str]] = Field(None, description=(
+        "where a factory model's forward returns its logits: a dict key, an attribute or a tuple index (default: the "
+        "tensor it returns, else a `logits` key or attribute, else a tuple's first item)"))
     family: Optional[Literal["adder", "binary"]] = Field(None, description=(
         "turn every convolution but the first into an adder (AdderNet) or 1-bit (XNOR) layer; an adder conversion keeps "
         "grouped, dilated, biased and non-square convolutions, which the adder node does not take"))
@@ -123,9 +127,9 @@ class ModelSection(Section):
     def _structure_of_factories_only(self):
         from kdforge.train.models.factory import is_factory
 
-        if (self.stages or self.classifier) and not is_factory(self.model):
-            raise ValueError(f"stages and classifier name the modules of a factory model; '{self.model}' is a registered "
-                             f"model, whose stages kdforge knows")
+        if (self.stages or self.classifier or self.output is not None) and not is_factory(self.model):
+            raise ValueError(f"stages, classifier and output describe a factory model; '{self.model}' is a registered "
+                             f"model, which kdforge knows")
         return self
 
 
@@ -440,6 +444,7 @@ def parse_config(raw: Any, source: str = "config") -> Config:
         raise UserError(f"{source}: {_describe(e.errors()[0])}.") from None
     _validate_method_options(cfg, source)
     _require_teacher(cfg, source)
+    _teacher_trained_as_its_students_need(cfg, source)
     return cfg
 
 
@@ -450,6 +455,22 @@ def _require_teacher(cfg: Config, source: str) -> None:
         if cfg.teacher is None and uses_teacher(student):
             raise UserError(f"{source}: key 'teacher' is required: students[{i}] uses method '{student.method}', which learns from a teacher"
                             f"{' with these options' if method_class(student.method).teacher_by_options() else ''}.")
+
+
+def _teacher_trained_as_its_students_need(cfg: Config, source: str) -> None:
+    """A method whose teacher the teacher stage trains its own way (TOFD's, with auxiliary heads)
+    cannot use a teacher given trained: those parts would be untrained."""
+    from kdforge.train.methods import Distiller, method_class, teacher_method, uses_teacher
+
+    t = cfg.teacher
+    if t is None or (t.checkpoint is None and t.train.epochs > 0) or teacher_method(cfg) == Distiller.teacher_method:
+        return
+    i, student = next((i, s) for i, s in enumerate(cfg.students)
+                      if uses_teacher(s) and method_class(s.method).teacher_method != Distiller.teacher_method)
+    given = "teacher.checkpoint" if t.checkpoint is not None else "teacher.weights with teacher.train.epochs: 0"
+    raise UserError(f"{source}: students[{i}] uses method '{student.method}', whose teacher the teacher stage trains with "
+                    f"{teacher_method(cfg)} (its own parts, such as auxiliary heads), and {given} gives one trained without "
+                    f"them; set teacher.train.epochs above 0 to fine-tune it from teacher.weights.")
 
 
 def _validate_method_options(cfg: Config, source: str) -> None:

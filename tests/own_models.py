@@ -1,6 +1,9 @@
-"""Networks kdforge did not define, as a user's module holds them: their own parameter names, their
-own forward, built by a factory function. tests/test_own_models.py names them in configs as
-`own_models:tiny` and `own_models:depthwise`."""
+"""Networks kdforge did not define, as users write them: their own parameter names, their own
+forward, built by a factory function, blocks held in an nn.Sequential, an nn.ModuleDict, nested
+nn.ModuleLists or attributes, branches concatenated, an encoder-decoder, forwards that return a
+tuple, a dict or a dataclass. tests/test_own_models.py names them in configs as `own_models:NAME`."""
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -150,3 +153,34 @@ def inline_concat(**kwargs) -> nn.Module:
 
 def encoder_decoder(**kwargs) -> nn.Module:
     return EncoderDecoder(**kwargs)
+
+
+@dataclass
+class Prediction:
+    embedding: torch.Tensor
+    scores: torch.Tensor
+
+
+class Returning(TinyNet):
+    """TinyNet whose forward returns more than the logits: `kind` "tuple" (embedding, logits),
+    "dict" {"embedding", "scores"}, "logits-dict" {"embedding", "logits"} or "dataclass"
+    Prediction(embedding, scores)."""
+
+    def __init__(self, kind: str = "tuple", **kwargs):
+        super().__init__(**kwargs)
+        self.kind = kind
+
+    def forward(self, x):
+        embedding = torch.flatten(self.pool(self.body(x)), 1)
+        logits = self.head(embedding)
+        if self.kind == "tuple":
+            return embedding, logits
+        if self.kind == "dict":
+            return {"embedding": embedding, "scores": logits}
+        if self.kind == "logits-dict":
+            return {"embedding": embedding, "logits": logits}
+        return Prediction(embedding, logits)
+
+
+def returning(**kwargs) -> nn.Module:
+    return Returning(**kwargs)

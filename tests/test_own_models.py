@@ -4,6 +4,7 @@ or the user's own training wrote it, their stages found or named, converted to A
 binary twins, and carried through strip, export, INT8 and verify like registered models."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -120,7 +121,7 @@ def test_family_conversion_of_any_cnn_keeps_the_first_and_what_the_adder_node_ca
 
 
 @pytest.mark.parametrize("change,fragment", [
-    (lambda raw: raw["teacher"].update(model="resnet8", stages=["stages.0"]), "stages and classifier name the modules"),
+    (lambda raw: raw["teacher"].update(model="resnet8", stages=["stages.0"]), "stages, classifier and output describe a factory model"),
     (lambda raw: raw["teacher"].update(train={"epochs": 0}), "needs its weights"),
     (lambda raw: raw["students"][0].update(train={"epochs": 0}), "1 epoch or more"),
     (lambda raw: raw["students"][0].update(model="own_models:tiny", family="adder", deploy=["fp16"]), "cannot deploy onnxruntime-fp16"),
@@ -135,6 +136,24 @@ def test_config_mistakes_about_own_models(tmp_path, capsys, change, fragment):
                    fragment)
 
 
+def test_tofd_from_a_teacher_given_trained_is_refused_and_fine_tunes_it_with_heads_from_its_weights(tmp_path, capsys):
+    """TOFD's teacher carries auxiliary heads that the teacher stage trains; a teacher given trained has none."""
+    torch.save(own_models.tiny().state_dict(), tmp_path / "teacher.pt")
+    raw = tiny_config(tmp_path / "run")
+    raw["teacher"] = {"model": "own_models:tiny", "weights": str(tmp_path / "teacher.pt"), "train": {"epochs": 0}}
+    raw["students"] = [raw["students"][1], {"name": "t", "method": "tofd", "model": "own_models:dict_net", "train": TRAIN}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert_refused(kdforge(capsys, "run", tmp_path / "c.yaml"),
+                   "students[1] uses method 'tofd', whose teacher the teacher stage trains with tofd_teacher")
+    raw["teacher"]["train"] = TRAIN
+    raw["students"] = raw["students"][1:]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    code, _, err = kdforge(capsys, "run", tmp_path / "c.yaml")
+    assert code == 0, err
+    verify = json.loads((tmp_path / "run" / "students" / "t" / "verify.json").read_text())
+    assert all(v["passed"] for k, v in verify.items() if k != "counts") and verify["counts"]["agree"]
+
+
 def test_jointrd_on_a_model_kdforge_did_not_define_is_one_sentence(tmp_path, capsys):
     raw = tiny_config(tmp_path / "run")
     raw["students"] = [{"name": "j", "method": "jointrd", "model": "own_models:tiny", "train": TRAIN}]
@@ -144,9 +163,9 @@ def test_jointrd_on_a_model_kdforge_did_not_define_is_one_sentence(tmp_path, cap
 
 @pytest.fixture(scope="module")
 def own_run(tmp_path_factory):
-    """The issue's run: a teacher given only as a weights file, never trained here; KD, FitNet and AT
-    students of the user's architecture; a PKKD AdderNet converted from it and shipped as INT8; a
-    student fine-tuned from weights with 1000 classes."""
+    """A teacher given only as a weights file, never trained here; KD, FitNet and AT students of the
+    user's architecture; a PKKD AdderNet converted from it and shipped as INT8; a student
+    fine-tuned from weights with 1000 classes; one whose forward returns a dict, shipped as INT8."""
     from kdforge.cli import main
 
     root = tmp_path_factory.mktemp("own")
@@ -160,6 +179,8 @@ def own_run(tmp_path_factory):
         *({"name": m, "method": m, "model": "own_models:tiny", "train": TRAIN} for m in ("kd", "fitnet", "at")),
         {"name": "pkkd", "method": "pkkd", "model": "own_models:tiny", "family": "adder", "deploy": ["int8"], "train": TRAIN},
         {"name": "ft", "method": "ce", "model": "own_models:tiny", "weights": str(root / "imagenet_like.pth"), "train": TRAIN},
+        {"name": "scores", "method": "kd", "model": "own_models:returning", "model_args": {"kind": "dict"}, "output": "scores",
+         "deploy": ["int8"], "train": TRAIN},
     ]
     (root / "c.yaml").write_text(yaml.safe_dump(raw))
     assert main(["run", str(root / "c.yaml")]) == 0
@@ -170,13 +191,13 @@ def test_a_run_of_own_models_passes_every_verify(own_run):
     run = own_run / "run"
     teacher = json.loads((run / "teacher" / "metrics.json").read_text())
     assert teacher["source"].endswith("teacher.safetensors") and "history" not in teacher  # evaluated, not trained
-    for name in ("kd", "fitnet", "at", "pkkd", "ft"):
+    for name in ("kd", "fitnet", "at", "pkkd", "ft", "scores"):
         verify = json.loads((run / "students" / name / "verify.json").read_text())
         checks = [v for k, v in verify.items() if k != "counts"]
         assert checks and all(c["passed"] for c in checks) and verify["counts"]["agree"], (name, verify)
     assert (run / "students" / "pkkd" / "model.int8.onnx").is_file()
     summary = json.loads((run / "report" / "summary.json").read_text())
-    assert {row["student"] for row in summary["students"]} == {"kd", "fitnet", "at", "pkkd", "ft"}
+    assert {row["student"] for row in summary["students"]} == {"kd", "fitnet", "at", "pkkd", "ft", "scores"}
 
 
 def test_a_deploy_file_naming_a_factory_is_never_imported_from_the_file(own_run, tmp_path, capsys):
@@ -303,3 +324,33 @@ def test_every_method_trains_on_what_discovery_gives_or_refuses_before_training(
     assert losses and all(torch.is_tensor(v) and v.ndim == 0 and torch.isfinite(v) for v in losses.values()), losses
     sum(losses.values()).backward()
     assert any(p.grad is not None for p in distiller.student.parameters())
+
+
+@pytest.mark.parametrize("kind,output", [("tuple", 1), ("dict", "scores"), ("dataclass", "scores"), ("logits-dict", None)])
+def test_the_output_key_names_the_logits_in_what_the_forward_returns(kind, output):
+    model, notes = build_network(_section(model="own_models:returning", model_args={"kind": kind}, output=output), 10, 1, 8)
+    x = torch.randn(3, 1, 8, 8)
+    assert model.classifier_path == "head" and "stages body.3, body.4, body.5; classifier head" in notes
+    torch.testing.assert_close(model(x), model.net.head(torch.flatten(model.net.pool(model.net.body(x)), 1)))
+
+
+@pytest.mark.parametrize("kind,output,fragment", [
+    ("tuple", None, "no nn.Linear gives the logits ((2, 64))"),  # the tuple's first item is the embedding
+    ("dict", None, "returns a dict with keys embedding, scores, with no logits tensor"),
+    ("dict", "score", "where output 'score' is no tensor"),
+    ("dataclass", 0, "returns a Prediction, where output 0 is no tensor"),
+    ("tuple", 2, "returns a tuple of 2, where output 2 is no tensor"),
+])
+def test_an_output_kdforge_cannot_read_is_one_sentence(kind, output, fragment):
+    with pytest.raises(UserError, match=re.escape(fragment)) as error:
+        build_network(_section(model="own_models:returning", model_args={"kind": kind}, output=output), 10, 1, 8)
+    assert "config key" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_torchvisions_inception_in_training_mode_gives_its_logits_not_the_auxiliary_ones(torchvision_models):
+    from kdforge.train.models.foreign import ForeignNet
+
+    net = torchvision_models.inception_v3(num_classes=10, aux_logits=True, init_weights=False)
+    model = ForeignNet(net, ["Mixed_7c"], "fc", "inception_v3").train()
+    out = model(torch.randn(2, 3, 299, 299))
+    assert out.shape == (2, 10) and not isinstance(out, tuple)

@@ -267,7 +267,7 @@ def run_strip(ctx: StageContext) -> StageResult:
     probe = torch.stack([probed[i][0] for i in range(min(16, len(probed)))])
     deployed = strip(distiller, probe)
     spec = {"model": s.model, "model_args": s.model_args, "family": s.family, "stages": s.stages, "classifier": s.classifier,
-            "num_classes": data.num_classes, "in_channels": data.in_channels,
+            "output": s.output, "num_classes": data.num_classes, "in_channels": data.in_channels,
             "image_size": data.image_size, "method": s.method, "student": s.name, "transforms": list(distiller.deploy_transforms)}
     metrics = {"params_training": training_parameters(distiller), "params_deployed": sum(p.numel() for p in deployed.parameters()),
                "dropped": list(distiller.training_only)}

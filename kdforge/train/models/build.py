@@ -69,11 +69,11 @@ def _factory_network(section, num_classes: int, example: torch.Tensor, with_weig
     net = build_factory(section.model, **section.model_args)
     stages, classifier = section.stages, section.classifier
     if stages is None or classifier is None:
-        found = discover(net, example, source)
+        found = discover(net, example, source, section.output)
         stages, classifier = stages or found.stages, classifier or found.classifier
         lines.append(f"stages {', '.join(stages)}; classifier {classifier}")
         lines.extend(found.notes if section.stages is None else [])
-    model = ForeignNet(net, stages, classifier, source)  # checks them; what follows changes `net` in place
+    model = ForeignNet(net, stages, classifier, source, section.output)  # checks them; what follows changes `net` in place
     if with_weights and section.weights is not None:
         state = read_state_dict(section.weights, "weights file")
         saved = state.get(f"{classifier}.weight")

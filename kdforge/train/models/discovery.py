@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from kdforge.errors import UserError
+from kdforge.train.models.outputs import OutputKey, logits_of
 
 RESOLUTION_CHANGE = 0.75  # a side (or a token count's square root) this much smaller or larger
 
@@ -158,15 +159,17 @@ def _weighted(net: nn.Module, candidates: list[str], ends: list[str]) -> list[st
     return kept
 
 
-def discover(net: nn.Module, example: torch.Tensor, source: str) -> Discovery:
-    """The stages and classifier of `net` from one forward pass on `example` (a batch of two or more)."""
+def discover(net: nn.Module, example: torch.Tensor, source: str, output: OutputKey = None) -> Discovery:
+    """The stages and classifier of `net` from one forward pass on `example` (a batch of two or
+    more), its logits where `output` says (kdforge.train.models.outputs)."""
     trace = _trace(net, example)
-    logits = trace.output
+    logits = logits_of(trace.output, output, source)
     linears = [p for p in sorted(trace.shapes, key=trace.returned.__getitem__)
-               if isinstance(net.get_submodule(p), nn.Linear) and torch.is_tensor(logits) and trace.shape(p) == tuple(logits.shape)]
+               if isinstance(net.get_submodule(p), nn.Linear) and trace.shape(p) == tuple(logits.shape)]
     if not linears:
-        raise UserError(f"{source}: no nn.Linear gives the model's output, so kdforge cannot tell its classifier; name it "
-                        f"with the config key 'classifier'.")
+        raise UserError(f"{source}: no nn.Linear gives the logits ({tuple(logits.shape)}), so kdforge cannot tell its "
+                        f"classifier; name it with the config key 'classifier' (and 'output' where the forward returns more "
+                        f"than the logits).")
     finder = _Finder(net, trace, example.shape[0])
     candidates, kind = finder.level()
     stages = _weighted(net, candidates, _ends(candidates, [_side(trace.shape(p)) for p in candidates])) if len(candidates) >= 2 else []

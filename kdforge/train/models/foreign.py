@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.errors import UserError, printable
+from kdforge.train.models.outputs import OutputKey, logits_of
 
 EMBEDDING = "__embedding__"
 
@@ -37,13 +38,15 @@ def as_map(feature: torch.Tensor) -> torch.Tensor:
 
 
 class ForeignNet(nn.Module):
-    """`net` with `stages` (module paths, in execution order) and its `classifier` (an nn.Linear)."""
+    """`net` with `stages` (module paths, in execution order), its `classifier` (an nn.Linear) and
+    where its forward's return holds the logits (`output`, kdforge.train.models.outputs)."""
 
-    def __init__(self, net: nn.Module, stages: list[str], classifier: str, source: str = ""):
+    def __init__(self, net: nn.Module, stages: list[str], classifier: str, source: str = "", output: OutputKey = None):
         super().__init__()
         if not stages:
             raise UserError(f"{source or 'the model'}: name at least one stage.")
         self.net, self.net_stages, self.classifier_path, self.source = net, list(stages), classifier, source
+        self.output = output
         head = _module(net, classifier, "classifier")
         if not isinstance(head, nn.Linear):
             raise UserError(f"classifier '{printable(classifier)}' of {source} is a {type(head).__name__}; it must be the "
@@ -92,4 +95,4 @@ class ForeignNet(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(feature_map, 1), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return logits_of(self.net(x), self.output, self.source)
