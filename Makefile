@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[cpu,dali,dev]'
+	$(PY) -m pip install -q -e '.[cpu,dali,dev,hf]'
 	# torchvision's model definitions only, for the count cross-check (its wheel does not import
 	# against the pinned torch); the tests skip it where the package index cannot be reached
 	-$(PY) -m pip download -q --no-deps --only-binary :all: -d $(VENV)/wheels "$(TORCHVISION)"

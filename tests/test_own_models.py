@@ -354,3 +354,69 @@ def test_torchvisions_inception_in_training_mode_gives_its_logits_not_the_auxili
     model = ForeignNet(net, ["Mixed_7c"], "fc", "inception_v3").train()
     out = model(torch.randn(2, 3, 299, 299))
     assert out.shape == (2, 10) and not isinstance(out, tuple)
+
+
+def test_a_timm_student_distils_end_to_end_from_a_timm_teacher_given_by_its_weights_file(timm, tmp_path, capsys):
+    """timm:NAME as teacher (a state dict as timm's models save it, never trained here) and as a
+    vision-transformer student shipped as INT8: every verify passes."""
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_resnet", in_chans=1, num_classes=10).state_dict(), tmp_path / "teacher.pth")
+    raw = tiny_config(tmp_path / "run")
+    raw["teacher"] = {"model": "timm:test_resnet", "model_args": {"in_chans": 1}, "weights": str(tmp_path / "teacher.pth"),
+                      "train": {"epochs": 0}}
+    raw["students"] = [{"name": "vit", "method": "kd", "model": "timm:test_vit", "deploy": ["int8"], "train": TRAIN,
+                        "model_args": {"img_size": 8, "patch_size": 2, "in_chans": 1}}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    code, out, err = kdforge(capsys, "run", tmp_path / "c.yaml")
+    assert code == 0, err
+    assert "classifier head replaced: 1000 -> 10 classes (the data's)" in out and "one stage (blocks)" in out
+    verify = json.loads((tmp_path / "run" / "students" / "vit" / "verify.json").read_text())
+    assert {"onnxruntime", "onnxruntime-int8"} <= set(verify) and all(v["passed"] for k, v in verify.items() if k != "counts")
+
+
+@pytest.mark.slow  # 1-3 min each: full-size timm architectures, 8x8 digits
+@pytest.mark.parametrize("name,args", [("resnet18", {"in_chans": 1}), ("efficientnet_b0", {"in_chans": 1}),
+                                       ("vit_tiny_patch16_224", {"in_chans": 1, "img_size": 8, "patch_size": 2})])
+def test_timm_resnet_efficientnet_and_vit_students_distil_end_to_end(timm, tmp_path, capsys, name, args):
+    raw = tiny_config(tmp_path / "run")
+    raw["teacher"] = {"model": "timm:test_resnet", "model_args": {"in_chans": 1}, "train": TRAIN}
+    raw["students"] = [{"name": "s", "method": "kd", "model": f"timm:{name}", "model_args": args, "train": TRAIN}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    code, _, err = kdforge(capsys, "run", tmp_path / "c.yaml")
+    assert code == 0, err
+    verify = json.loads((tmp_path / "run" / "students" / "s" / "verify.json").read_text())
+    assert verify["onnxruntime"]["passed"] and verify["counts"]["agree"]
+
+
+HF_VIT = {"image_size": 8, "patch_size": 2, "num_channels": 1, "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
+          "intermediate_size": 64, "num_labels": 10}
+
+
+def test_hugging_face_image_classifiers_distil_end_to_end_from_their_configs(tmp_path, capsys):
+    """hf:CLASS models built from config settings (no weights): a ConvNeXt teacher, a ViT (whose
+    forward returns an ImageClassifierOutput) and a ResNet as students, the ViT shipped as INT8."""
+    pytest.importorskip("transformers")
+    raw = tiny_config(tmp_path / "run")
+    convnext = {"num_channels": 1, "patch_size": 1, "num_stages": 3, "hidden_sizes": [16, 32, 64], "depths": [1, 1, 1], "num_labels": 10}
+    raw["teacher"] = {"model": "hf:ConvNextForImageClassification", "model_args": convnext, "train": TRAIN}
+    raw["students"] = [
+        {"name": "vit", "method": "kd", "model": "hf:ViTForImageClassification", "model_args": HF_VIT, "deploy": ["int8"], "train": TRAIN},
+        {"name": "resnet", "method": "at", "model": "hf:ResNetForImageClassification", "train": TRAIN,
+         "model_args": {"num_channels": 1, "embedding_size": 16, "hidden_sizes": [16, 32], "depths": [1, 1], "num_labels": 10}},
+    ]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    code, out, err = kdforge(capsys, "run", tmp_path / "c.yaml")
+    assert code == 0, err
+    assert "stages convnext.encoder.stages.0, convnext.encoder.stages.1, convnext.encoder.stages.2" in out
+    for name in ("vit", "resnet"):
+        verify = json.loads((tmp_path / "run" / "students" / name / "verify.json").read_text())
+        assert all(v["passed"] for k, v in verify.items() if k != "counts") and verify["counts"]["agree"], (name, verify)
+
+
+def test_a_hugging_face_setting_its_config_does_not_know_is_one_sentence(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    raw = tiny_config(tmp_path / "run")
+    raw["students"] = [{"name": "vit", "method": "ce", "model": "hf:ViTForImageClassification", "train": TRAIN,
+                        "model_args": {**HF_VIT, "patch_sise": 2}}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert_refused(kdforge(capsys, "run", tmp_path / "c.yaml"), "ViTConfig has no setting patch_sise; its settings include")

@@ -83,7 +83,8 @@ def _factory_network(section, num_classes: int, example: torch.Tensor, with_weig
         lines.append(f"weights from {printable(str(section.weights))}")
     before = net.get_submodule(classifier).out_features
     if _fit_classifier(net, classifier, num_classes):
-        lines.append(f"classifier {classifier} replaced: {before} -> {num_classes} classes (fine-tuning)")
+        why = "fine-tuning" if with_weights and section.weights is not None else "the data's"
+        lines.append(f"classifier {classifier} replaced: {before} -> {num_classes} classes ({why})")
     return model, lines + convert_family(net, section.family)
 
 

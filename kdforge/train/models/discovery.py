@@ -3,9 +3,10 @@ pass on an example (`discover`), not from how its modules are held.
 
 Hooks on every module record the order in which they return and their outputs. The candidates
 are modules called once whose output is a feature map (N, C, H, W) or tokens (N, L, C), larger
-than one position (not a squeeze-excite or a global pool). Containers the forward never calls
-as a whole (nn.ModuleDict, nn.ModuleList, a Sequential indexed in a loop) are looked through to
-their children, so blocks held in any of them take their place in call order.
+than one position (not a squeeze-excite or a global pool). Other modules are looked through to
+their children: containers the forward never calls as a whole (nn.ModuleDict, nn.ModuleList, a
+Sequential indexed in a loop) and modules that return a tuple or an output object (Hugging
+Face's encoders), so blocks held in any of them take their place in call order.
 
 A block is a candidate with a weight matrix or kernel below it (a convolution, an adder layer,
 a linear layer: a norm-and-activation module is a layer). The level stages come from is the
@@ -93,13 +94,13 @@ class _Finder:
         self.net, self.trace, self.batch = net, trace, batch
 
     def chain(self, prefix: str, parent: nn.Module) -> list[str]:
-        """The candidates among `parent`'s children, in call order; uncalled containers looked through."""
+        """The candidates among `parent`'s children, in call order; other modules looked through
+        (containers never called, modules returning a tuple or an output object)."""
         found = []
         for name, child in parent.named_children():
             path = f"{prefix}{name}"
-            if path in self.trace.shapes:
-                if _is_candidate(self.trace.shape(path), self.batch):
-                    found.append(path)
+            if _is_candidate(self.trace.shape(path), self.batch):
+                found.append(path)
             elif any(True for _ in child.children()):
                 found.extend(self.chain(f"{path}.", child))
         return sorted(found, key=self.trace.returned.__getitem__)
