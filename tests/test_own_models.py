@@ -420,3 +420,24 @@ def test_a_hugging_face_setting_its_config_does_not_know_is_one_sentence(tmp_pat
                         "model_args": {**HF_VIT, "patch_sise": 2}}]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     assert_refused(kdforge(capsys, "run", tmp_path / "c.yaml"), "ViTConfig has no setting patch_sise; its settings include")
+
+
+@pytest.mark.slow  # about a minute per style
+@pytest.mark.parametrize("style", ["dict_net", "nested", "inline_concat", "encoder_decoder"])
+def test_each_style_of_network_runs_every_feature_method_end_to_end_from_a_weights_file_teacher(style, tmp_path, capsys):
+    """The style's network as teacher (its weights file, fine-tuned one epoch so that TOFD's heads
+    train) and as KD, FitNet, AT, TOFD, PKKD-AdderNet and INT8 students: every verify passes."""
+    torch.manual_seed(0)
+    torch.save(getattr(own_models, style)().state_dict(), tmp_path / "teacher.pt")
+    model = f"own_models:{style}"
+    raw = tiny_config(tmp_path / "run")
+    raw["teacher"] = {"model": model, "weights": str(tmp_path / "teacher.pt"), "train": TRAIN}
+    raw["students"] = [*({"name": m, "method": m, "model": model, "train": TRAIN} for m in ("kd", "fitnet", "at", "tofd")),
+                       {"name": "pkkd", "method": "pkkd", "model": model, "family": "adder", "train": TRAIN},
+                       {"name": "int8", "method": "kd", "model": model, "deploy": ["int8"], "train": TRAIN}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    code, _, err = kdforge(capsys, "run", tmp_path / "c.yaml")
+    assert code == 0, err
+    for name in ("kd", "fitnet", "at", "tofd", "pkkd", "int8"):
+        verify = json.loads((tmp_path / "run" / "students" / name / "verify.json").read_text())
+        assert all(v["passed"] for k, v in verify.items() if k != "counts") and verify["counts"]["agree"], (name, verify)
