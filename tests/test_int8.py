@@ -110,3 +110,28 @@ def test_int8_files_leave_no_float_convolution_after_onnx_runtimes_optimisation(
     ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
     ops = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
     assert ops["QLinearConv"] == 21 and ops["Conv"] == 0 and ops["QLinearAdd"] == 9
+
+
+def test_a_graph_whose_shapes_onnx_runtimes_symbolic_inference_gives_up_on_still_quantizes(tmp_path, monkeypatch):
+    """An encoder-decoder that up-samples by a scale factor and concatenates the skip ("Incomplete
+    symbolic shape inference" in ONNX Runtime's pre-processing, which then saves its partial graph
+    to the working directory): kdforge quantizes with ONNX's own shape inference instead, and
+    leaves the working directory as it was."""
+    import onnx
+    import onnxruntime as ort
+
+    import own_models
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    torch.manual_seed(0)
+    net = own_models.encoder_decoder().eval()
+    fp32 = export_onnx(net, torch.zeros(2, 1, 8, 8), tmp_path / "model.onnx")
+    images = np.random.default_rng(0).standard_normal((32, 1, 8, 8)).astype(np.float32)
+    path = quantize_int8(fp32, tmp_path / "model.int8.onnx", images, SCHEMES[host_cpu()])
+    assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node) >= 3
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        reference = net(torch.from_numpy(images)).numpy()
+    assert np.abs(session.run(None, {"input": images})[0] - reference).max() < 0.1 * np.abs(reference).max()
+    assert list((tmp_path / "cwd").iterdir()) == []

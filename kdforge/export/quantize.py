@@ -57,6 +57,17 @@ def quantize_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, scheme: 
 
 
 @contextlib.contextmanager
+def _working_directory(folder: str):
+    """contextlib.chdir, which Python 3.10 lacks."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
 def prepared_for_quantization(fp32_path: Path, scratch: Path):
     """ONNX Runtime's pre-processing of `fp32_path` (shape inference, graph optimisation) in a
     temporary file beside `scratch`, whose node names `quantize_prepared`'s `exclude` takes."""
@@ -67,8 +78,13 @@ def prepared_for_quantization(fp32_path: Path, scratch: Path):
         raise UserError(f"{fp32_path} has adder layers, which ONNX Runtime's quantizer cannot quantize; "
                         f"kdforge.export.adder_int8 quantizes AdderNet students.")
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".quantize-") as folder:
-        prepared = Path(folder) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        prepared, source = Path(folder) / "prepared.onnx", str(Path(fp32_path).resolve())
+        try:
+            with _working_directory(folder):  # where it gives up it saves its partial graph to the working directory
+                quant_pre_process(source, str(prepared), skip_symbolic_shape=False)
+        except Exception:  # noqa: BLE001 - its symbolic shape inference gives up on some graphs (a Resize by scales
+            # of a dynamic batch: "Incomplete symbolic shape inference"); ONNX's own shape inference is enough for QDQ
+            quant_pre_process(source, str(prepared), skip_symbolic_shape=True)
         yield prepared
 
 
