@@ -2,9 +2,10 @@
 224x224) against an established counter, fvcore, on the PyTorch model.
 
 torchvision's wheel does not import against the pinned CPU torch ("operator torchvision::nms does
-not exist"), so only its model definitions are loaded: `make setup` downloads the wheel (no
-dependencies) into .venv/wheels, and this module unpacks it and imports torchvision.models
-under a bare package that skips torchvision/__init__.py and its compiled operators.
+not exist"), so only its model definitions are loaded: `make setup` installs them
+(scripts/models_only_torchvision.py); where no torchvision imports, this module unpacks the wheel
+(.venv/wheels) and imports torchvision.models under a bare package that skips
+torchvision/__init__.py and its compiled operators.
 
 fvcore is configured as its documentation suggests for inference-time fusion and as kdforge's
 convention reads (README, "How kdforge counts"): batch norm, layer norm and pooling are not
@@ -49,6 +50,15 @@ def load_model_definitions(wheel_path: Path, folder: Path):
 
 @pytest.fixture(scope="module")
 def torchvision_models(tmp_path_factory):
+    """torchvision.models as this Python imports it (`make setup` installs its model definitions,
+    scripts/models_only_torchvision.py), else from the wheel's Python files under a bare package."""
+    try:
+        import torchvision.models
+
+        yield torchvision.models
+        return
+    except Exception:  # noqa: BLE001 - a torchvision whose compiled operators do not load, or none
+        pass
     wheels = sorted(_WHEELS.glob("torchvision-*.whl"))
     if not wheels:
         pytest.skip(f"no torchvision wheel in {_WHEELS} (make setup downloads it where the package index is reachable)")
