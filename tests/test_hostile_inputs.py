@@ -386,6 +386,55 @@ def test_an_image_folder_with_a_device_or_pipe(tmp_path, capsys, kind):
     assert_refused(kdforge(capsys, "run", _folder_config(tmp_path, root), "--only", "data"), "planted.jpg")
 
 
+def _png_header(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+HOSTILE_IMAGES = {  # name: (file name, bytes); each beside good JPEGs and a PNG (and a GIF, not a training suffix)
+    "jpeg-declaring-60000x60000": ("planted.jpg", bytes.fromhex("ffd8ffc0001108ea60ea6003012200021101031101ffd9")),
+    "png-declaring-10000x10000": ("planted.png", _png_header(10000, 10000)),  # past the limit, under the 2x where PIL itself raises
+    "empty-jpg": ("planted.jpg", b""),
+    "text-named-png": ("planted.png", b"<html>not found</html>"),
+    "bmp-of-two-bytes": ("planted.bmp", b"BM"),
+    "webp-header-only": ("planted.webp", b"RIFF\x00\x00\x00\x00WEBPVP8 "),
+}
+
+
+def _hostile_folder(root: Path, kind: str) -> Path:
+    from PIL import Image
+
+    _image_folder(root)
+    Image.new("P", (12, 12), 3).save(root / "train" / "b" / "good.gif")
+    Image.new("RGB", (12, 12), (9, 9, 9)).save(root / "train" / "b" / "good.png")
+    name, data = HOSTILE_IMAGES[kind]
+    (root / "train" / "a" / name).write_bytes(data)
+    return root
+
+
+@pytest.mark.parametrize("entry", ["data bench", "data pack", "run"])
+@pytest.mark.parametrize("kind", list(HOSTILE_IMAGES))
+def test_a_hostile_image_is_one_sentence_on_every_path_that_opens_it(tmp_path, capsys, entry, kind):
+    """The training loader, `kdforge data bench`'s own decoding and `kdforge data pack` share one
+    guarded decoder: a declared size past the limit or a file no decoder reads is one sentence."""
+    root = _hostile_folder(tmp_path / "images", kind)
+    config = _folder_config(tmp_path, root)
+    command = {"data bench": ("data", "bench", config, "--steps", 2), "data pack": ("data", "pack", root, tmp_path / "shards"),
+               "run": ("run", config, "--only", "data", "--only", "teacher")}[entry]
+    assert_refused(kdforge(capsys, *command), HOSTILE_IMAGES[kind][0])
+
+
+def test_data_bench_of_a_folder_smaller_than_one_batch_times_that_batch(tmp_path, capsys):
+    code, out, err = kdforge(capsys, "data", "bench", _folder_config(tmp_path, _image_folder(tmp_path / "images")), "--steps", 2)
+    assert code == 0, err
+    assert "training loader (torch):" in out and "loader / (cores x decode)" in out
+
+
 def _shards(tmp_path: Path) -> Path:
     from kdforge.train.data.shards import pack
 

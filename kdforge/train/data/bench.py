@@ -1,7 +1,7 @@
 """`kdforge data bench CONFIG`: is the training input pipeline or the model the bottleneck?
 
-Prints the single-core decode-only rate of the training files (PIL opening and fully decoding each
-image, nothing else), then the training loader's images/s exactly as a run builds it (workers,
+Prints the single-core decode-only rate of the training files (reading and fully decoding each
+image to RGB through kdforge.train.data.images, nothing else), then the training loader's images/s exactly as a run builds it (workers,
 decoding, crops; the teacher's batch size, or the first student's) for each backend that is
 installed (the PyTorch loader, DALI), each with its ratio to (cores x the decode-only rate): near
 or above 1, the loader keeps up with what the cores can decode (cropped and scaled decoding take
@@ -14,8 +14,6 @@ between processes, collation, the training process's share of the cores). In-mem
 import os
 import time
 
-from PIL import Image
-
 from kdforge.config import Config
 from kdforge.errors import UserError
 
@@ -25,11 +23,16 @@ def _cores() -> int:
 
 
 def decode_rate(paths: list, seconds: float = 3.0) -> float:
-    """Images per second that one core decodes fully (open + RGB), over up to `seconds`."""
+    """Images per second that one core reads and decodes fully to RGB (the guarded decoder the
+    loader uses), over up to `seconds`."""
+    from kdforge.safe_files import read_bytes
+    from kdforge.train.data.folder import MAX_IMAGE_BYTES
+    from kdforge.train.data.images import decode_rgb
+
     started, done = time.perf_counter(), 0
     while time.perf_counter() - started < seconds or done == 0:
-        with Image.open(paths[done % len(paths)]) as img:
-            img.convert("RGB").load()
+        path = paths[done % len(paths)]
+        decode_rgb(str(path), read_bytes(path, "data.root: image", MAX_IMAGE_BYTES))
         done += 1
     return done / (time.perf_counter() - started)
 
@@ -49,7 +52,8 @@ def _train_config(cfg: Config):
 
 
 def loader_rate(cfg: Config, steps: int, backend: str) -> tuple[float, int, int]:
-    """(images/s, workers or threads, batch size) of the training loader over `steps` batches after one warm-up batch."""
+    """(images/s, workers or threads, batch size) of the training loader over `steps` batches after one
+    warm-up batch."""
     import torch
 
     from kdforge.train.data import build_data, loader_workers
@@ -60,9 +64,11 @@ def loader_rate(cfg: Config, steps: int, backend: str) -> tuple[float, int, int]
     workers = loader_workers(cfg.data)
     batches = EpochBatches(data.train, train, cfg.seed, world=1)
     loader = iter(train_loader(data.train, batches, workers, torch.device("cpu"), cfg.seed, backend, borrowed=True))
-    next(loader)
+    warm = len(batches) > 1  # a training set of one batch is timed warm-up included
+    if warm:
+        next(loader)
     started, images = time.perf_counter(), 0
-    for _ in range(min(steps, len(batches) - 1)):
+    for _ in range(min(steps, len(batches) - 1) if warm else 1):
         x, _ = next(loader)
         images += len(x)
     rate = images / (time.perf_counter() - started)

@@ -10,11 +10,10 @@ chosen from the size, the image is decoded to RGB into a reused buffer, at 1/2, 
 into the batch, flipping through a scratch tile. Measured here, this takes 0.65 ms of an image
 that PIL decodes in 0.72 ms (benchmarks/README.md); scale factors between 1/2 and 1 are not used,
 libjpeg-turbo's non-power-of-two IDCTs were slower than a full decode. Other formats, CMYK
-JPEGs, images larger than PIL's decompression-bomb limit and JPEGs that libjpeg-turbo reports
-damaged decode through PIL, which names what is wrong with them.
+JPEGs and JPEGs that libjpeg-turbo reports damaged decode through PIL; headers, sizes and
+failures go through kdforge.train.data.images, the one guarded decoder.
 """
 
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -23,17 +22,15 @@ import cv2
 import numpy as np
 import simplejpeg
 import torch
-from PIL import Image
 
-from kdforge.errors import UserError, printable
 from kdforge.train.data import shared_batches
+from kdforge.train.data.images import decode_rgb, header
 from kdforge.train.data.randomness import sample_uniforms
 
 cv2.setNumThreads(1)  # one image per call, one loader worker per core: no threads inside
 RRC_ATTEMPTS = 10
 DRAWS = 4 * RRC_ATTEMPTS + 1  # per attempt: area, ratio, left, top; then the flip
 REDUCTIONS = (1, 2, 4, 8)  # libjpeg-turbo's power-of-two DCT scalings
-_DECODED_COLOURS = ("RGB", "YCbCr", "Gray")  # what libjpeg-turbo converts to RGB itself; CMYK and YCCK go through PIL
 
 
 def crop_box(width: int, height: int, u) -> tuple[int, int, int, int]:
@@ -57,10 +54,6 @@ def reduction(box: tuple[int, int, int, int], size: int) -> int:
     """The largest JPEG decoding scale divisor (1, 2, 4, 8) that keeps `box` at least `size` pixels on each side."""
     short = min(box[2] - box[0], box[3] - box[1])
     return max(f for f in REDUCTIONS if f == 1 or short // f >= size)
-
-
-def pil_error(name: str, error: Exception) -> UserError:
-    return UserError(f"data.root: {printable(name)} is not a readable image ({type(error).__name__}); remove it or replace it.")
 
 
 class Stopwatch:
@@ -99,21 +92,6 @@ class Planned:
     jpeg: bool  # libjpeg-turbo decodes it to RGB itself
 
 
-def _header(name: str, data: bytes) -> tuple[int, int, bool]:
-    """(width, height, whether libjpeg-turbo decodes it) from the image's header alone."""
-    try:
-        height, width, colours, _ = simplejpeg.decode_jpeg_header(data)
-        if colours in _DECODED_COLOURS and width * height <= (Image.MAX_IMAGE_PIXELS or math.inf):
-            return width, height, True
-    except ValueError:  # not a JPEG
-        pass
-    try:
-        with Image.open(io.BytesIO(data)) as img:  # refuses decompression bombs
-            return *img.size, False
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise pil_error(name, e) from None
-
-
 class TrainingViews:
     """Decodes training samples of size `size` with draws from `seed`; `read(index)` gives a
     sample's (name, encoded bytes, label)."""
@@ -133,7 +111,7 @@ class TrainingViews:
         for key in keys:
             name, data, label = self.read(key[0])
             watch.lap("read")
-            width, height, jpeg = _header(name, data)
+            width, height, jpeg = header(name, data)
             u = draws[key]
             planned.append(Planned(name, data, label, width, height, crop_box(width, height, u), bool(u[-1] < 0.5), jpeg))
             watch.lap("header and draws")
@@ -175,8 +153,4 @@ class TrainingViews:
                 return simplejpeg.decode_jpeg(sample.data, "RGB", min_height=height, min_width=width, buffer=self.decoded)
             except ValueError:  # damaged: PIL says how
                 pass
-        try:
-            with Image.open(io.BytesIO(sample.data)) as img:
-                return np.asarray(img.convert("RGB"))
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise pil_error(sample.name, e) from None
+        return decode_rgb(sample.name, sample.data)

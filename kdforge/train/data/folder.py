@@ -11,7 +11,6 @@ DCT scaling) and leave as normalised floats. A file that cannot be decoded (a tr
 download, a text file named .jpg, an image past PIL's decompression-bomb limit) ends the run
 with a UserError naming it."""
 
-import io
 import math
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from torch.utils.data import Dataset, Subset
 
 from kdforge.errors import UserError, printable
 from kdforge.safe_files import read_bytes
-from kdforge.train.data.crops import TrainingViews, pil_error
+from kdforge.train.data.crops import TrainingViews
+from kdforge.train.data.images import opened
 from kdforge.train.data.splits import DataBundle, split_indices
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -94,15 +94,12 @@ class ImageFolder(Dataset):
             return images[0], int(labels[0])
         path, data, label = self.read(key)
         resize = round(self.image_size / 0.875)
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                if img.format == "JPEG":  # decode at the smallest scale that still covers the resize
-                    scale = resize / min(width, height)
-                    img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-                img = center_crop(img.convert("RGB"), resize, self.image_size)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:  # not an image, truncated, a decompression bomb
-            raise pil_error(path, e) from None
+        with opened(path, data) as img:
+            width, height = img.size
+            if img.format == "JPEG":  # decode at the smallest scale that still covers the resize
+                scale = resize / min(width, height)
+                img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+            img = center_crop(img.convert("RGB"), resize, self.image_size)
         x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (x - self.mean) / self.std, label
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from kdforge.errors import UserError, printable, printable_name
 from kdforge.safe_files import read_bytes, read_json
 from kdforge.train.data.folder import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_BYTES, ImageFolder, _scan
+from kdforge.train.data.images import header
 from kdforge.train.data.splits import DataBundle, split_indices
 
 SPLITS = ("train", "test")
@@ -58,6 +59,7 @@ def pack(root: Path, out: Path, shard_size: int) -> dict:
             with wds.TarWriter(str(out / name)) as sink:
                 for i, (path, label) in enumerate(chunk, start=start):
                     image = read_bytes(path, "image", MAX_IMAGE_BYTES)
+                    header(str(path), image)  # named here, not when a run meets it
                     sink.write({"__key__": f"{i:09d}", path.suffix.lower().lstrip("."): image, "cls": str(label).encode()})
             shards.append({"url": name, "nsamples": len(chunk), "labels": [label for _, label in chunk]})
         index["splits"][split] = shards
