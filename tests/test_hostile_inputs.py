@@ -100,13 +100,13 @@ ONNX_CASES = [
         [helper.make_tensor_value_info("y", TensorProto.INT64, [])]), "not timed: input 'x' is not a tensor"),
     ("dynamic-height", lambda: _relu([1, 3, "h", 4]), "dynamic dimension 2"),
     ("gemm-missing-inputs", lambda: _model([helper.make_node("Gemm", ["x"], ["y"])], [("x", [1, 4])], [("y", [1, 4])]),
-     "not timed: ONNX Runtime cannot open"),
+     "is not a well-formed ONNX graph: node 'Gemm' (Gemm) has 1 input(s); its schema takes 2 to 3"),
     ("matmul-wrong-rank", lambda: _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", [4])], [("y", [2])],
-                                         [_weight("w", [4, 2, 3, 5, 6])]), "not timed: "),
+                                         [_weight("w", [4, 2, 3, 5, 6])]), "is not a well-formed ONNX graph: a MatMul node"),
     ("conv-missing-weight", lambda: _model([helper.make_node("Conv", ["x"], ["y"])], [("x", [1, 1, 4, 4])],
-                                           [("y", [1, 1, 4, 4])]), "not timed: ONNX Runtime cannot open"),
+                                           [("y", [1, 1, 4, 4])]), "node 'Conv' (Conv) has 1 input(s); its schema takes 2 to 3"),
     ("conv-rank-2-input", lambda: _model([helper.make_node("Conv", ["x", "w"], ["y"])], [("x", [4, 4])], [("y", None)],
-                                         [_weight("w", [1, 1, 1, 1])]), "not timed: ONNX Runtime cannot open"),
+                                         [_weight("w", [1, 1, 1, 1])]), "is not a well-formed ONNX graph: a Conv node"),
     ("binary-conv-empty-weight", lambda: _model(
         [helper.make_node("Sign", ["x"], ["s"]), helper.make_node("Conv", ["s", "w"], ["y"])],
         [("x", [1, 1, 4, 4])], [("y", None)], [_weight("w", [0, 1, 3, 3])]), ""),
@@ -114,7 +114,8 @@ ONNX_CASES = [
     ("one-gib-input", lambda: _relu([1, 1, 16384, 16384]), "not timed: its live activations would reach 2,048 MiB"),
     ("giant-initializer-declared", lambda: _model(
         [helper.make_node("Add", ["x", "w"], ["y"])], [("x", [1])], [("y", None)],
-        [TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 20, 1 << 20])]), "not timed: tensor "),
+        [TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 20, 1 << 20])]),
+     "initializer 'w' declares 1048576x1048576 (1,099,511,627,776 elements) but holds data for 0"),
     ("data-dependent-giant", lambda: _model(
         [helper.make_node("Add", ["x", "n"], ["m"]), helper.make_node("Cast", ["m"], ["shape"], to=TensorProto.INT64),
          helper.make_node("ConstantOfShape", ["shape"], ["y"])],
@@ -153,9 +154,29 @@ ONNX_CASES = [
         [helper.make_node("Relu", ["x\x1b]0;pwned\x07"], ["y"], name="evil\nnode\x1b[2J")],
         [("x\x1b]0;pwned\x07", ["\x1b[2Jbatch\n", 3])], [("y", None)]), ""),
     ("control-characters-in-dynamic-name", lambda: _relu([1, "\x1b[2Jh\n", 4]), "\\x1b[2Jh\\n"),
+    ("matmul-on-a-scalar", lambda: _model([helper.make_node("MatMul", ["x", "s"], ["y"])], [("x", [1, 3])], [("y", [1, 3])],
+                                          [numpy_helper.from_array(np.array(2.0, np.float32), "s")]),
+     "is not a well-formed ONNX graph: a MatMul node: Input tensors of wrong rank (0)"),
+    ("cycle", lambda: _model([helper.make_node("Relu", ["b"], ["a"], name="first"), helper.make_node("Relu", ["a"], ["b"])],
+                             [("x", [1])], [("a", [1])]), "node 'first' reads 'b', which no input, initializer or earlier node gives"),
+    ("initializer-data-short", lambda: _model([helper.make_node("Add", ["x", "w"], ["y"])], [("x", [3])], [("y", [3])],
+                                              [TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[3], float_data=[1.0, 2.0])]),
+     "initializer 'w' declares 3 (3 elements) but holds data for 2"),
+    ("relu-with-two-outputs", lambda: _model([helper.make_node("Relu", ["x"], ["y", "z"])], [("x", [2])], [("y", [2])]),
+     "node 'Relu' (Relu) has 2 output(s); its schema takes 1 to 1"),
+    ("op-of-a-domain-onnx-runtime-lacks", lambda: _model_with_domain("my.ops"),
+     "not timed: ONNX Runtime cannot open .* is not a registered function/op; the file needs an operator or feature this ONNX Runtime lacks"),
     ("unknown-op", lambda: _model([helper.make_node("Frobnicate", ["x"], ["y"], domain="com.evil")], [("x", [2])],
-                                  [("y", [2])]), "shape inference fails on"),
+                                  [("y", [2])]), "is not a well-formed ONNX graph"),
 ]
+
+
+def _model_with_domain(domain: str) -> onnx.ModelProto:
+    """A well-formed graph of one node in `domain`, which it imports."""
+    graph = helper.make_graph([helper.make_node("Frobnicate", ["x"], ["y"], domain=domain)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(domain, 1)])
 
 
 @pytest.mark.parametrize("case,build,expected", ONNX_CASES, ids=[c[0] for c in ONNX_CASES])
@@ -172,7 +193,7 @@ def test_hostile_onnx_files(tmp_path, capsys, monkeypatch, case, build, expected
         assert code == 0, err
         assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", out), "a name reached the terminal raw"
         latency = next(line for line in out.splitlines() if line.startswith("ONNX Runtime latency"))
-        assert (expected or "p50 ") in latency, latency
+        assert re.search(expected or "p50 ", latency), latency
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"], "something was written beside the file"
 
 

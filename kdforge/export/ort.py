@@ -266,11 +266,18 @@ def model_session(model: onnx.ModelProto, path, threads: int = 1, adder_kernel: 
     try:
         sess = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     except Exception as e:  # ORT's own message names the node or op it cannot run
-        raise UserError(f"ONNX Runtime cannot open {path}: {_reason(e)}; the file needs an operator or "
-                        f"feature this ONNX Runtime lacks (kdforge's exports use standard operators and kdforge's own).") from None
+        reason = _reason(e)
+        why = ("the file needs an operator or feature this ONNX Runtime lacks (kdforge's exports use standard operators and "
+               "kdforge's own)" if _LACKS.search(reason) else "ONNX Runtime rejects the graph as it is")
+        raise UserError(f"ONNX Runtime cannot open {path}: {reason}; {why}.") from None
     if set_threads is not None:
         _adder_threads[sess] = (set_threads, threads)
     return sess
+
+
+# what ONNX Runtime says when it lacks something a well-formed file uses (an operator, a domain, an opset, a type)
+_LACKS = re.compile(r"not a registered function/op|opset|not supported|unsupported|not implemented|NOT_IMPLEMENTED|"
+                    r"Could not find an implementation", re.IGNORECASE)
 
 
 def _reason(error: Exception) -> str:

@@ -26,6 +26,7 @@ alias their input. Initializers are parameters, not activations, and so is anyth
 from them alone (see _constants).
 """
 
+import re
 from math import prod
 
 import numpy as np
@@ -72,10 +73,13 @@ def _shapes(model: onnx.ModelProto, path) -> tuple[dict, dict]:
     """Shapes and element sizes of every tensor onnx's shape inference can tell."""
     import kdforge.export.adder_onnx  # noqa: F401  (the adder node's schema and shape inference)
 
+    problem = malformation(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as e:  # an inconsistent graph
-        raise UserError(f"ONNX shape inference fails on {printable(str(path))}: {' '.join(str(e).split())[:300]}.") from None
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)  # ranks and types per schema
+    except Exception as e:  # noqa: BLE001 - onnx's inference errors: a node its schema's rules reject
+        problem = problem or _inference_reason(e)
+    if problem:
+        raise MalformedGraph(f"{printable(str(path))} is not a well-formed ONNX graph: {problem}.")
     shapes, itemsize = {}, {}
     values = [v for g in _graphs(inferred.graph) for v in (*g.input, *g.value_info, *g.output)]
     for value in values:
@@ -88,6 +92,73 @@ def _shapes(model: onnx.ModelProto, path) -> tuple[dict, dict]:
         shapes[init.name] = list(init.dims)
         itemsize[init.name] = _itemsize(init.data_type)
     return shapes, itemsize
+
+
+def malformation(model: onnx.ModelProto) -> str | None:
+    """Why `model`'s top-level graph is malformed, where it is: an initializer whose data does not
+    hold what its dims declare, a node that reads a tensor no earlier node, input or initializer
+    gives (a cycle, or a name that does not exist), or a node of the standard domain with an input
+    or output count its schema does not take."""
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    graph = model.graph
+    for tensor in graph.initializer:
+        problem = _data_problem(tensor)
+        if problem:
+            return problem
+    known = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
+    for node in graph.node:
+        name = printable_name(node.name or node.op_type)
+        for tensor in node.input:
+            if tensor not in known:
+                return f"node {name} reads {printable_name(tensor)}, which no input, initializer or earlier node gives (a cycle, or no such tensor)"
+        known.update(node.output)
+        domain = node.domain or "ai.onnx"
+        if domain == "ai.onnx" and domain in opsets and onnx.defs.has(node.op_type, ""):
+            try:
+                schema = onnx.defs.get_schema(node.op_type, opsets[domain], "")
+            except onnx.defs.SchemaError:
+                continue
+            inputs, outputs = len(node.input), len(node.output)
+            if not schema.min_input <= inputs <= schema.max_input:
+                return f"node {name} ({node.op_type}) has {inputs} input(s); its schema takes {schema.min_input} to {schema.max_input}"
+            if not schema.min_output <= outputs <= schema.max_output:
+                return f"node {name} ({node.op_type}) has {outputs} output(s); its schema takes {schema.min_output} to {schema.max_output}"
+    return None
+
+
+_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
+
+
+def _data_problem(tensor: onnx.TensorProto) -> str | None:
+    """Where an initializer's data does not hold the element count its dims declare."""
+    declared = prod(tensor.dims)
+    if tensor.HasField("raw_data"):
+        itemsize = _itemsize(tensor.data_type)
+        if tensor.data_type in _SUB_BYTE_TYPES:
+            return None  # packed 4-bit and 2-bit types: ONNX Runtime checks their length
+        held = len(tensor.raw_data) / itemsize
+    else:
+        held = sum(len(getattr(tensor, f)) for f in _TYPED_FIELDS)
+        if tensor.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+            held /= 2
+        elif tensor.data_type in _SUB_BYTE_TYPES:
+            return None
+    if held != declared:
+        return (f"initializer {printable_name(tensor.name)} declares {'x'.join(map(str, tensor.dims)) or 'a scalar'} "
+                f"({declared:,} elements) but holds data for {held:,.0f}")
+    return None
+
+
+_SUB_BYTE_TYPES = {getattr(onnx.TensorProto, t) for t in ("INT4", "UINT4", "INT2", "UINT2", "FLOAT4E2M1") if hasattr(onnx.TensorProto, t)}
+
+
+def _inference_reason(error: Exception) -> str:
+    """onnx's shape-inference error on one line, without its error-class prefixes."""
+    text = " ".join(str(error).split())
+    text = re.sub(r"\[(Shape|Type)InferenceError\] (Inference error\(s\): )?", "", text)
+    text = re.sub(r"\(op_type:(\w+), node name: ([^)]*)\): ", lambda m: f"node '{m[2]}' ({m[1]}): ", text)
+    text = re.sub(r"\(op_type:(\w+)\): ", lambda m: f"{'an' if m[1][0] in 'AEIOU' else 'a'} {m[1]} node: ", text)
+    return printable(text[:300].rstrip(". "))
 
 
 def _graphs(graph: onnx.GraphProto):
