@@ -5,7 +5,7 @@ crash. Used by tests/test_fuzz.py (Hypothesis, a short budget in `make test`, a 
 
 Targets: the ONNX loader and counter, the checkpoint loader (torch.save files: kdforge opens no
 torch.export archive, so this is the loader of torch files that remains), the config loader, the
-shard index reader and the image decoder (both views of a sample)."""
+shard index reader and the image decoder (every path that decodes a sample, each image format)."""
 
 import io
 import json
@@ -59,11 +59,17 @@ def _shard_index(data: bytes, folder: Path) -> None:
 
 
 def _image(data: bytes, folder: Path) -> None:
+    """Every entry point that decodes a user's image: the training crops and evaluation (ImageFolder),
+    `kdforge data pack`'s header check and `kdforge data bench`'s decoding."""
+    from kdforge.train.data.bench import decode_rate
     from kdforge.train.data.folder import ImageFolder
+    from kdforge.train.data.images import header
 
     (folder / "x.jpg").write_bytes(data)
     for train, key in ((True, (0, 3)), (False, 0)):
         ImageFolder([(folder / "x.jpg", 0)], 16, train=train, seed=1)[key]
+    header("x.jpg", data)
+    decode_rate([folder / "x.jpg"], seconds=0.0)
 
 
 TARGETS = {"onnx": _onnx, "checkpoint": _checkpoint, "config": _config, "shard_index": _shard_index, "image": _image}
@@ -101,7 +107,7 @@ def seeds() -> dict[str, list[bytes]]:
         "train": [{"url": "train-000000.tar", "nsamples": 2, "labels": [0, 1]}],
         "test": [{"url": "test-000000.tar", "nsamples": 1, "labels": [1]}]}}).encode()
     images = []
-    for fmt in ("JPEG", "PNG"):
+    for fmt in ("JPEG", "PNG", "BMP", "WEBP", "PPM", "GIF", "TIFF"):
         buffer = io.BytesIO()
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(buffer, fmt)
         images.append(buffer.getvalue())
