@@ -109,7 +109,7 @@ ONNX_CASES = [
                                          [_weight("w", [1, 1, 1, 1])]), "is not a well-formed ONNX graph: a Conv node"),
     ("binary-conv-empty-weight", lambda: _model(
         [helper.make_node("Sign", ["x"], ["s"]), helper.make_node("Conv", ["s", "w"], ["y"])],
-        [("x", [1, 1, 4, 4])], [("y", None)], [_weight("w", [0, 1, 3, 3])]), ""),
+        [("x", [1, 1, 4, 4])], [("y", None)], [_weight("w", [0, 1, 3, 3])]), "has an empty weight 'w' (0x1x3x3): it computes nothing"),
     ("giant-input", lambda: _relu([1, 3, 100000, 100000]), "not timed: tensor 'x' would be 1x3x100000x100000"),
     ("one-gib-input", lambda: _relu([1, 1, 16384, 16384]), "not timed: its live activations would reach 2,048 MiB"),
     ("giant-initializer-declared", lambda: _model(

@@ -97,21 +97,27 @@ def _shapes(model: onnx.ModelProto, path) -> tuple[dict, dict]:
 def malformation(model: onnx.ModelProto) -> str | None:
     """Why `model`'s top-level graph is malformed, where it is: an initializer whose data does not
     hold what its dims declare, a node that reads a tensor no earlier node, input or initializer
-    gives (a cycle, or a name that does not exist), or a node of the standard domain with an input
-    or output count its schema does not take."""
+    gives (a cycle, or a name that does not exist), a convolution or matrix product whose weight
+    has a zero dimension, or a node of the standard domain with an input or output count its
+    schema does not take."""
     opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
     graph = model.graph
     for tensor in graph.initializer:
         problem = _data_problem(tensor)
         if problem:
             return problem
-    known = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
+    initializers = {t.name: t for t in graph.initializer}
+    known = {v.name for v in graph.input} | set(initializers) | {""}
     for node in graph.node:
         name = printable_name(node.name or node.op_type)
         for tensor in node.input:
             if tensor not in known:
                 return f"node {name} reads {printable_name(tensor)}, which no input, initializer or earlier node gives (a cycle, or no such tensor)"
         known.update(node.output)
+        weight = initializers.get(node.input[1]) if node.op_type in _WEIGHTED and len(node.input) > 1 else None
+        if weight is not None and 0 in weight.dims:
+            return (f"node {name} ({node.op_type}) has an empty weight {printable_name(weight.name)} "
+                    f"({'x'.join(map(str, weight.dims))}): it computes nothing")
         domain = node.domain or "ai.onnx"
         if domain == "ai.onnx" and domain in opsets and onnx.defs.has(node.op_type, ""):
             try:
@@ -126,6 +132,7 @@ def malformation(model: onnx.ModelProto) -> str | None:
     return None
 
 
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul", "AdderConv2d")
 _TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
 
 
