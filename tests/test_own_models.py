@@ -228,11 +228,14 @@ def test_stages_of_torchvision_architectures_are_found(torchvision_models, name,
     assert _found(getattr(torchvision_models, name)(**options), size) == (stages, classifier)
 
 
-def test_a_vision_transformer_is_one_stage_and_the_notes_name_the_blocks(timm):
-    found = discover(timm.create_model("test_vit", num_classes=10), torch.zeros(2, 3, 160, 160), "test_vit")
+@pytest.mark.parametrize("name,size,blocks,example", [("test_vit", 160, "blocks.0 ... blocks.5 (6, each 101x64)", "blocks.1, blocks.3, blocks.5"),
+                                                      ("deit_tiny_patch16_224", 224, "blocks.0 ... blocks.11 (12, each 197x192)",
+                                                       "blocks.3, blocks.7, blocks.11")])
+def test_a_vision_transformer_is_one_stage_and_the_notes_name_the_blocks(timm, name, size, blocks, example):
+    found = discover(timm.create_model(name, num_classes=10), torch.zeros(2, 3, size, size), name)
     assert (found.stages, found.classifier) == (["blocks"], "head")  # the patch embedding is the stem
-    assert len(found.notes) == 1 and "blocks.0 ... blocks.5 (6, each 101x64)" in found.notes[0]
-    assert "config key 'stages', e.g. stages: [blocks.1, blocks.3, blocks.5]" in found.notes[0]
+    assert len(found.notes) == 1 and blocks in found.notes[0]
+    assert f"config key 'stages', e.g. stages: [{example}]" in found.notes[0]
 
 
 @pytest.mark.parametrize("name,stages,classifier", [
