@@ -117,8 +117,9 @@ def seeds() -> dict[str, list[bytes]]:
 
 def onnx_variants(model_bytes: bytes, edits: list[tuple[int, int, int]]) -> bytes:
     """Structured edits of an ONNX model (protobuf-level, where byte flips rarely reach): each edit
-    (what, where, value) changes a node's op type or inputs, an input's dims or element type, or
-    an attribute's value."""
+    (what, where, value) changes a node's op type or inputs (to a later node's output: a cycle), an
+    input's dims or element type, an attribute's value, an initializer's dims (data that no longer
+    holds them, a zero dimension), or removes a node."""
     model = onnx.ModelProto.FromString(model_bytes)
     ops = ["Conv", "Gemm", "MatMul", "Relu", "Add", "Reshape", "ConstantOfShape", "Expand", "Range", "Sign", "Loop",
            "ConvTranspose", "BatchNormalization", "QLinearConv", "Resize", "Tile", "Concat", "Gather", "AdderConv2d"]
@@ -147,4 +148,7 @@ def onnx_variants(model_bytes: bytes, edits: list[tuple[int, int, int]]) -> byte
             del nodes[where % len(nodes)]
         elif what == 6:
             model.graph.initializer[where % len(model.graph.initializer)].dims[:] = [value % 7 - 1, value % 5]
+        elif what == 7 and node is not None and node.input:  # reads a later node's output: a cycle, or a tensor not yet given
+            later = nodes[(where + 1 + value % len(nodes)) % len(nodes)]
+            node.input[value % len(node.input)] = later.output[0] if later.output else "missing"
     return model.SerializeToString()

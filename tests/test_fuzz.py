@@ -62,7 +62,7 @@ def test_mutated_files_end_in_a_result_or_one_sentence(target):
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 64), st.integers(0, 1 << 20)), min_size=1, max_size=6))
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 64), st.integers(0, 1 << 20)), min_size=1, max_size=6))
 def test_edited_onnx_graphs_end_in_a_result_or_one_sentence(edits):
     _check("onnx", fuzz_targets.onnx_variants(SEEDS["onnx"][0], edits))
 
