@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from kdforge.errors import UserError
+from kdforge.errors import UserError, reason
 from kdforge.train.models.outputs import OutputKey, logits_of
 
 RESOLUTION_CHANGE = 0.75  # a side (or a token count's square root) this much smaller or larger
@@ -56,7 +56,7 @@ class _Trace:
         return calls[0] if len(calls) == 1 else None
 
 
-def _trace(net: nn.Module, example: torch.Tensor) -> _Trace:
+def _trace(net: nn.Module, example: torch.Tensor, source: str) -> _Trace:
     trace = _Trace()
 
     def record(path: str):
@@ -70,6 +70,9 @@ def _trace(net: nn.Module, example: torch.Tensor) -> _Trace:
     try:
         with torch.no_grad():
             trace.output = net.eval()(example)
+    except Exception as e:  # noqa: BLE001 - the user's model, which may refuse the data's images in any way
+        raise UserError(f"{source} fails on the data's images ({'x'.join(map(str, example.shape))}): {reason(e)}; give "
+                        f"it model_args that fit them (its input size and channels).") from None
     finally:
         for hook in hooks:
             hook.remove()
@@ -163,7 +166,7 @@ def _weighted(net: nn.Module, candidates: list[str], ends: list[str]) -> list[st
 def discover(net: nn.Module, example: torch.Tensor, source: str, output: OutputKey = None) -> Discovery:
     """The stages and classifier of `net` from one forward pass on `example` (a batch of two or
     more), its logits where `output` says (kdforge.train.models.outputs)."""
-    trace = _trace(net, example)
+    trace = _trace(net, example, source)
     logits = logits_of(trace.output, output, source)
     linears = [p for p in sorted(trace.shapes, key=trace.returned.__getitem__)
                if isinstance(net.get_submodule(p), nn.Linear) and trace.shape(p) == tuple(logits.shape)]
