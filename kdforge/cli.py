@@ -143,7 +143,10 @@ def _cmd_profile(args) -> None:
     if args.target:
         from kdforge.profile.standalone import estimate_on
 
-        result["estimate"], table = estimate_on(result["costs"], args.target, args.precision, args.threads)
+        from kdforge.profile.gpu_query import Deployment
+
+        deployment = Deployment(input_on_device=args.input_on_device, cuda_graph=not args.no_cuda_graph)
+        result["estimate"], table = estimate_on(result["costs"], args.target, args.precision, args.threads, deployment)
         print("\n" + table)
     if args.json:
         from kdforge import atomic
@@ -228,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--target", choices=TARGET_NAMES, default=None, help=(
         "estimate the latency per kernel on this device (GPUs: kdforge/profile/gpu_cost.py; cpu: a per-layer roofline)"))
     prof.add_argument("--precision", choices=PRECISIONS, default="fp16", help="the precision of that estimate")
+    prof.add_argument("--input-on-device", action="store_true", help=(
+        "GPU estimates: the input is already on the GPU (decoded there), so no host-to-device copy per query"))
+    prof.add_argument("--no-cuda-graph", action="store_true", help=(
+        "GPU estimates: the engine's kernels are launched one by one, not replayed from a CUDA graph"))
     prof.set_defaults(func=_cmd_profile)
     return parser
 

@@ -336,6 +336,10 @@ class ProfileConfig(Section):
     targets: list[Annotated[str, AfterValidator(_check_target)]] = Field(
         default_factory=list, description="devices to estimate each student's latency on (roofline), e.g. [h100, orin]")
     precision: Literal["fp32", "fp16", "bf16", "int8"] = Field("fp16", description="the precision of those estimates")
+    input_on_device: bool = Field(False, description="GPU estimates: the input is already on the GPU, so a query copies "
+                                  "nothing to it (kdforge/profile/gpu_query.py)")
+    cuda_graph: bool = Field(True, description="GPU estimates: the engine's kernels replay from one CUDA graph; false "
+                             "launches each on its own")
 
     @model_validator(mode="before")
     @classmethod
@@ -358,6 +362,11 @@ class ProfileConfig(Section):
         # pools stop spinning, or the next subject would be timed sharing the cores with them
         return LatencySetup(self.warmup, self.rounds, self.round_ms, self.max_rounds, self.tolerance, seed,
                             settle_ms=0.0 if self.threads == 1 else 5.0)
+
+    def deployment(self):
+        from kdforge.profile.gpu_query import Deployment
+
+        return Deployment(input_on_device=self.input_on_device, cuda_graph=self.cuda_graph)
 
 
 class Config(Section):

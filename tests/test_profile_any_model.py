@@ -107,3 +107,20 @@ def test_count_only_gives_counts_and_estimates_without_timing(factory, tmp_path)
     assert out.returncode == 0, out.stderr
     latency = json.loads((tmp_path / "n.json").read_text())["latency"]["onnxruntime"]
     assert latency["not_timed"].startswith("--count-only") and "p50_ms" not in latency
+
+
+def test_gpu_estimate_flags_set_the_deployment_and_the_table_names_each_kernels_bound(factory):
+    """On a T4 (a PCIe host link): --input-on-device drops the input's copy, --no-cuda-graph
+    launches each kernel alone; every kernel's row names what bounds it."""
+    def estimate(*flags):
+        out = _profile("user_models:attention_net", "--input", "1x8x8x8", "--count-only", "--target", "t4", "--precision",
+                       "int8", *flags, "--json", factory / "p.json", path=factory)
+        assert out.returncode == 0, out.stderr
+        return out.stdout, json.loads((factory / "p.json").read_text())["estimate"]
+
+    text, default = estimate()
+    assert default["query_ms"]["input_copy"] > 0 and default["query_ms"]["graph_launch"] > 0
+    assert "per query: engine" in text and all(f" {k['bound']} " in text for k in default["layers"])
+    _, changed = estimate("--input-on-device", "--no-cuda-graph")
+    assert changed["query_ms"]["input_copy"] == 0 and changed["query_ms"]["graph_launch"] == 0
+    assert changed["engine_ms"] > default["engine_ms"] and changed["kernels"] == default["kernels"]

@@ -53,7 +53,7 @@ def test_the_catalogue_gives_every_figure_and_its_datasheet():
 
 def test_estimates_scale_with_the_target_and_the_precision():
     costs = count_costs(torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU()).eval(), (1, 64, 56, 56))
-    h100, orin = (estimate(costs, CATALOGUE[n], "fp16")["total_ms"] for n in ("h100", "orin"))
+    h100, orin = (estimate(costs, CATALOGUE[n], "fp16")["engine_ms"] for n in ("h100", "orin"))
     assert h100 < orin
     assert estimate(costs, CATALOGUE["t4"], "int8")["total_ms"] < estimate(costs, CATALOGUE["t4"], "fp32")["total_ms"]
 
@@ -103,3 +103,12 @@ def test_a_tensorrt_measurement_on_the_same_gpu_sits_beside_the_estimate():
                       ExportRecord(onnx_bytes=1, flavour="standard"))
     assert row["trt_over_est_h100"] == pytest.approx(3.0) and row["trt_over_est_t4"] is None
     assert row["est_t4_us"] == estimate_ms * 1e3
+
+
+def test_deployment_keys_reach_the_estimates(finished, tmp_path):
+    out = _profile_with_targets(finished, tmp_path, "profile.targets=[t4]", "profile.input_on_device=true",
+                                "profile.cuda_graph=false")
+    assert out.returncode == 0, out.stderr
+    estimate = json.loads((tmp_path / "run" / "students" / "ce" / "profile.json").read_text())["estimates"]["t4"]
+    assert estimate["query_ms"]["input_copy"] == 0 and estimate["query_ms"]["graph_launch"] == 0  # both > 0 by default
+    assert "launched one by one" in estimate["deployment"]

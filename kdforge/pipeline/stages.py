@@ -449,7 +449,8 @@ def run_profile(ctx: StageContext) -> StageResult:
             costs_of[digest] = count_costs(s.model, (1, *s.input_shape))
         costs = costs_of[digest]
         profile = {"costs": costs, **timed[s.name], "environment": environment,
-                   "estimates": {name: estimates.estimate(costs, target(name, p.threads), p.precision) for name in p.targets}}
+                   "estimates": {name: estimates.estimate(costs, target(name, p.threads), p.precision, p.deployment())
+                                 for name in p.targets}}
         paths.append(ctx.run_dir / "students" / s.name / "profile.json")
         atomic.write_json(paths[-1], ProfileRecord.model_validate(profile).model_dump(exclude_unset=True))
     figures = [f for t in timed.values() for f in t["latency"].values()]

@@ -201,10 +201,20 @@ def count_program(program) -> dict:
             layers.append(cost)
     parameters = [program.state_dict[name] for name in signature.parameters]
     return summarise(layers, sum(p.numel() for p in parameters), sum(p.numel() * p.element_size() for p in parameters),
-                     _peak_activation_bytes(program.graph, parameter_nodes), program_input_shape(program))
+                     _peak_activation_bytes(program.graph, parameter_nodes), program_input_shape(program),
+                     _output_elements(program))
 
 
-def summarise(layers: list[LayerCost], params: int, param_bytes: int, peak_activation_bytes: int, input_shape) -> dict:
+def _output_elements(program) -> int:
+    """Elements of the tensors the program returns to its caller."""
+    user_outputs = set(program.graph_signature.user_outputs)
+    (output,) = [n for n in program.graph.nodes if n.op == "output"]
+    returned = [a for a in torch.utils._pytree.tree_leaves(output.args) if isinstance(a, torch.fx.Node) and a.name in user_outputs]
+    return sum(_val(a).numel() for a in returned if isinstance(_val(a), torch.Tensor))
+
+
+def summarise(layers: list[LayerCost], params: int, param_bytes: int, peak_activation_bytes: int, input_shape,
+              output_elements: int) -> dict:
     """{"totals", "layers"}: the report structure every counter (torch.export, ONNX) returns."""
     totals = {key: sum(getattr(c, key) for c in layers) for key in ("macs", "mul", "add", "xnor")}
     totals.update({
@@ -215,6 +225,7 @@ def summarise(layers: list[LayerCost], params: int, param_bytes: int, peak_activ
         "unknown_layers": [c.layer for c in layers if c.kind == "unknown"],
         "peak_activation_bytes": peak_activation_bytes,
         "input_shape": input_shape,
+        "output_elements": output_elements,
         "energy_uj": energy_estimate(totals["mul"], totals["add"]),
         "energy_source": ENERGY_SOURCE,
     })

@@ -437,6 +437,8 @@ def count_onnx(model: onnx.ModelProto, batch: int = 1, path="the graph", max_byt
     param_bytes = sum(prod(init.dims) * _itemsize(init.data_type) for init in model.graph.initializer)
     inputs = feedable_inputs(model)
     input_shape = shapes.get(inputs[0].name) if inputs else None
-    costs = summarise(layers, params, param_bytes, _peak_activation_bytes(model, shapes, itemsize, constants), input_shape)
+    output_elements = sum(prod(shapes[o.name]) for o in model.graph.output if o.name in shapes)
+    costs = summarise(layers, params, param_bytes, _peak_activation_bytes(model, shapes, itemsize, constants), input_shape,
+                      output_elements)
     costs["trial_seconds"], costs["not_run"] = run_seconds, problem
     return costs

@@ -205,12 +205,15 @@ def _notes(context: dict) -> list[str]:
         + "".join(f"; {letter} = {', '.join(names)}" for letter, names in context.get("shared_graphs", {}).items()) + ".",
         f"Pareto front: latencies within {lat['tolerance']:.0%} of each other or within their intervals count as tied; "
         "a student is dominated by one at least as accurate and not slower beyond that noise, better in one of the two.",
-        *([f"est.: an estimate of the GPU's time for one inference at batch 1 on each target at {context['precision']} "
-           "(kdforge/profile/gpu_cost.py: the layers fused into kernels as TensorRT fuses them, each kernel its launch "
-           "plus the larger of its tensor-core time after tile and wave quantisation and its DRAM time beyond the L2 "
-           "cache; adder layers on CUDA cores). Not a measurement: on ResNet-50 it is within 1.5x of MLPerf's offline "
-           "throughput but optimistic at batch 1 (README, 'Latency on the target device'). 'TensorRT / est.' appears "
-           "where an engine was timed on that kind of GPU."] if context.get("targets") else []),
+        *([f"est.: an estimate of one query at batch 1 on each target at {context['precision']} "
+           "(kdforge/profile/gpu_cost.py: the layers fused into kernels as TensorRT fuses them, each kernel its launch, "
+           "its prologue and epilogue DRAM latency, and the larger of its tensor-core time after tile and wave "
+           "quantisation and its DRAM time; adder layers on CUDA cores; per query the host's copies and launch, "
+           "kdforge/profile/gpu_query.py, as profile.input_on_device and profile.cuda_graph set them). Not a "
+           "measurement, and faster than NVIDIA's published figures: 1.1x to 4x at batch 1 (README, 'Latency on the "
+           "target device'). 'TensorRT / est.' appears where an engine was timed on that kind of GPU; kdforge times "
+           "engines without a CUDA graph, so set profile.cuda_graph: false to compare like with like."]
+          if context.get("targets") else []),
         "INT8 made for: the CPU whose integer instructions an INT8 file's types follow (export.int8_cpu, "
         "kdforge/export/int8_cpu.py; without VNNI, x86 saturates 8-bit products, so weights get 7 bits), also named in "
         "the file's metadata_props; verify says so where it ran on another kind of CPU.",

@@ -211,15 +211,25 @@ def _latency_text(figure: dict) -> str:
     return f"p50 {latency.figure_text(figure)} over {figure['rounds']} rounds (ms), p90 {figure['p90_ms']:.3f} ms"
 
 
-def estimate_on(costs: dict, target_name: str, precision: str, threads: int = 1) -> tuple[dict, str]:
-    """The latency estimate of a cost table on a named target, and its printed table."""
+def estimate_on(costs: dict, target_name: str, precision: str, threads: int = 1, deployment=None) -> tuple[dict, str]:
+    """The latency estimate of a cost table on a named target, and its printed table: per kernel
+    (per layer on the CPU) its time and the term that bounds it."""
     from kdforge.profile.estimates import estimate
     from kdforge.profile.targets import target
 
-    result = estimate(costs, target(target_name, threads), precision)
-    lines = [f"estimated on {result['description']} at {precision}: {result['total_ms']:.4f} ms "
-             f"({result['compute_bound_ms']:.4f} ms compute-bound, {result['memory_bound_ms']:.4f} ms memory-bound); "
-             f"{result['method']}", f"figures: {result['source']}", "",
-             f"{'layer':40s} {'kind':12s} {'est. (us)':>12s} {'bound':>8s}"]
-    lines += [f"{l['layer'][:40]:40s} {l['kind']:12s} {l['ms'] * 1e3:>12.3f} {l['bound']:>8s}" for l in result["layers"]]
+    result = estimate(costs, target(target_name, threads), precision, deployment)
+    lines = [f"estimated on {result['description']} at {precision}: {result['total_ms']:.4f} ms per query "
+             f"({result['compute_bound_ms']:.4f} ms compute-bound, {result['memory_bound_ms']:.4f} ms memory-bound"
+             + (f", {result['floor_bound_ms']:.4f} ms floor-bound, {result['launch_bound_ms']:.4f} ms launch-bound"
+                if "engine_ms" in result else "") + f"); {result['method']}", f"figures: {result['source']}"]
+    if "engine_ms" in result:
+        host = ", ".join(f"{name.replace('_', ' ')} {ms * 1e3:.2f} us" for name, ms in result["query_ms"].items())
+        lines.append(f"per query: engine {result['engine_ms']:.4f} ms; {host} ({result['deployment']})")
+        lines += ["", f"{'kernel':40s} {'kind':12s} {'est. (us)':>10s} {'bound':>8s} {'compute':>9s} {'memory':>9s} "
+                      f"{'floor':>7s} {'launch':>7s}"]
+        lines += [f"{l['layer'][:40]:40s} {l['kind']:12s} {l['ms'] * 1e3:>10.3f} {l['bound']:>8s} {l['compute_us']:>9.3f} "
+                  f"{l['memory_us']:>9.3f} {l['floor_us']:>7.3f} {l['launch_us']:>7.3f}" for l in result["layers"]]
+    else:
+        lines += ["", f"{'layer':40s} {'kind':12s} {'est. (us)':>12s} {'bound':>8s}"]
+        lines += [f"{l['layer'][:40]:40s} {l['kind']:12s} {l['ms'] * 1e3:>12.3f} {l['bound']:>8s}" for l in result["layers"]]
     return result, "\n".join(lines)
