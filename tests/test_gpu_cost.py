@@ -19,12 +19,11 @@ from kdforge.profile.targets import CATALOGUE, measured_cpu
 
 T4, L4 = CATALOGUE["t4"], CATALOGUE["l4"]
 T4_CLOCK = 8.1e12 / (2 * 2560)  # the T4 datasheet's FP32 peak over its 2,560 lanes: 1.58 GHz
-LAUNCH_S = LAUNCH_IN_GRAPH_S
 
 
 def _fixed(target=T4):
     """A kernel's launch in a graph and its two DRAM latencies."""
-    return LAUNCH_S + 2 * DRAM_LATENCY_CYCLES / target.clock_hz
+    return LAUNCH_IN_GRAPH_S + 2 * DRAM_LATENCY_CYCLES / target.clock_hz
 
 
 class Residual(nn.Module):
@@ -57,7 +56,7 @@ def test_batch_norm_activation_and_residual_add_fuse_into_their_convolution():
     residual_kernel = kernels[3]
     assert residual_kernel["reads"] == 2 * 16 * 16 * 16  # its input and the residual, both read
     result = estimate(costs, T4, "int8")
-    assert result["kernels"] == 6 and result["launch_ms"] == pytest.approx(6 * LAUNCH_S * 1e3)
+    assert result["kernels"] == 6 and result["launch_ms"] == pytest.approx(6 * LAUNCH_IN_GRAPH_S * 1e3)
 
 
 def test_one_convolution_by_hand_on_a_t4():
@@ -72,7 +71,7 @@ def test_one_convolution_by_hand_on_a_t4():
     assert compute > weights
     floor = 2 * 400 / T4_CLOCK
     result = estimate(costs, T4, "int8")
-    assert result["engine_ms"] == pytest.approx((LAUNCH_S + floor + compute) * 1e3)
+    assert result["engine_ms"] == pytest.approx((LAUNCH_IN_GRAPH_S + floor + compute) * 1e3)
     assert result["layers"][0]["bound"] == "compute"
 
 
@@ -161,7 +160,7 @@ def test_deployment_settings_drop_the_input_copy_and_launch_kernels_one_by_one()
     no_graph = estimate(costs, T4, "int8", Deployment(cuda_graph=False))
     assert no_graph["query_ms"]["graph_launch"] == 0
     assert no_graph["engine_ms"] - default["engine_ms"] == pytest.approx(
-        default["kernels"] * (STANDALONE_LAUNCH_S - LAUNCH_S) * 1e3)
+        default["kernels"] * (STANDALONE_LAUNCH_S - LAUNCH_IN_GRAPH_S) * 1e3)
     assert {k["bound"] for k in no_graph["layers"]} == {"launch"}  # 4 us a launch outweighs every kernel of this net
 
 
