@@ -13,8 +13,8 @@ from torch import nn
 from kdforge.nn.adder import AdderConv2d
 from kdforge.profile.counts import count_costs
 from kdforge.profile.estimates import estimate
-from kdforge.profile.gpu_cost import DRAM_LATENCY_CYCLES, LAUNCH_IN_GRAPH_S, fuse
-from kdforge.profile.gpu_query import STANDALONE_LAUNCH_S, Deployment
+from kdforge.profile.gpu_cost import DRAM_LATENCY_CYCLES, fuse
+from kdforge.profile.gpu_query import LAUNCH_IN_GRAPH_S, STANDALONE_LAUNCH_S, Deployment
 from kdforge.profile.targets import CATALOGUE, measured_cpu
 
 T4, L4 = CATALOGUE["t4"], CATALOGUE["l4"]

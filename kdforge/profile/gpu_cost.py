@@ -30,9 +30,8 @@ and its memory time; a query adds what the host does around the engine (gpu_quer
 5. Floor: a kernel cannot finish before its first operands arrive from DRAM (the prologue) and
    its last result is written back for the next kernel to read (the epilogue): two DRAM
    latencies, DRAM_LATENCY_CYCLES each at the target's boost clock (targets.py).
-6. Launch: each kernel costs LAUNCH_IN_GRAPH_S more, the per-kernel time of back-to-back small
-   kernels replayed from a CUDA graph: 80 kernels in 70 us (CUDA.jl documentation, "Graphs");
-   without a graph, a stand-alone launch each (gpu_query.STANDALONE_LAUNCH_S).
+6. Launch: each kernel costs one launch more, as the deployment serves it (gpu_query.py): from a
+   CUDA graph, or on its own.
 
 Each kernel is named by the term that bounds it: compute, memory, floor (the two latencies
 outweigh its work) or launch (the launch outweighs everything else).
@@ -47,10 +46,10 @@ no published measurement with its GPU named, so it is not guessed here.
 
 import math
 
+from kdforge.profile.gpu_query import Deployment, query_seconds
 from kdforge.profile.roofline import ADDER_INSTRUCTIONS_PER_MAC, BYTES
 from kdforge.profile.targets import Target
 
-LAUNCH_IN_GRAPH_S = 70e-6 / 80
 # Global-memory latency in clock cycles, the same on Volta, Ampere and Hopper: Table 3 of "Hardware
 # features of different Nvidia GPU architectures", https://pmc.ncbi.nlm.nih.gov/articles/PMC10448217/
 DRAM_LATENCY_CYCLES = 400
@@ -129,11 +128,9 @@ def kernel_terms(kernel: dict, target: Target, precision: str, launch_s: float) 
     return {"seconds": launch_s + floor + max(compute, memory), "bound": max(terms, key=terms.get), **terms}
 
 
-def estimate(costs: dict, target: Target, precision: str, deployment=None) -> dict:
+def estimate(costs: dict, target: Target, precision: str, deployment: Deployment | None = None) -> dict:
     """The model's latency on `target`, per kernel and per query: total_ms is one query (the
     engine and the host's work around it, gpu_query.py); engine_ms the kernels alone."""
-    from kdforge.profile.gpu_query import Deployment, query_seconds
-
     deployment = deployment or Deployment()
     launch_s = deployment.launch_seconds()
     kernels = []

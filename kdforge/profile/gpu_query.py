@@ -6,7 +6,9 @@ engine's kernels): the input's copy to the GPU, the launch of the engine, the ou
   memory (Jetson Orin) the engine reads and writes host buffers in place: no copy.
 - A CUDA graph (TensorRT engines replayed the way NVIDIA's MLPerf harness does with
   `use_graphs`) is one launch for the whole engine, and each kernel in it then costs
-  gpu_cost.LAUNCH_IN_GRAPH_S; without a graph, each kernel is a stand-alone launch.
+  LAUNCH_IN_GRAPH_S, the per-kernel time of back-to-back small kernels replayed from a graph: 80
+  kernels in 70 us (CUDA.jl documentation, "Graphs"). Without a graph, each kernel is a
+  stand-alone launch.
 - STANDALONE_LAUNCH_S: "about 4-6 us" per kernel launch measured on a GeForce RTX 5070 Ti with
   CUDA 13.0 (susun-blog.com, "pegainfer (3): From Launch Overhead to CUDA Graph"); the low end,
   as the engine's best case.
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from kdforge.profile.roofline import BYTES
 from kdforge.profile.targets import Target
 
+LAUNCH_IN_GRAPH_S = 70e-6 / 80
 STANDALONE_LAUNCH_S = 4e-6
 
 
@@ -33,8 +36,6 @@ class Deployment:
 
     def launch_seconds(self) -> float:
         """What each kernel's launch costs."""
-        from kdforge.profile.gpu_cost import LAUNCH_IN_GRAPH_S
-
         return LAUNCH_IN_GRAPH_S if self.cuda_graph else STANDALONE_LAUNCH_S
 
     def describe(self) -> str:
