@@ -135,6 +135,8 @@ def _cmd_profile(args) -> None:
         raise UserError("--rounds takes 5 or more and --round-ms a positive duration: the median's interval needs rounds.")
     if args.threads < 1 or args.max_tensor_mib < 1:
         raise UserError("--threads and --max-tensor-mib take 1 or more.")
+    if (args.input_on_device or args.no_cuda_graph) and args.target in (None, "cpu"):
+        raise UserError("--input-on-device and --no-cuda-graph describe how a GPU serves the model: add --target with a GPU.")
     setup = None if args.count_only else LatencySetup(rounds=args.rounds, round_ms=args.round_ms, max_rounds=2 * args.rounds)
     result = profile_file(args.model, threads=args.threads, layers=args.layers, batch=args.batch,
                           input_shape=_shape(args.input) if args.input else None, setup=setup,

@@ -124,3 +124,6 @@ def test_gpu_estimate_flags_set_the_deployment_and_the_table_names_each_kernels_
     _, changed = estimate("--input-on-device", "--no-cuda-graph")
     assert changed["query_ms"]["input_copy"] == 0 and changed["query_ms"]["graph_launch"] == 0
     assert changed["engine_ms"] > default["engine_ms"] and changed["kernels"] == default["kernels"]
+    for target in ((), ("--target", "cpu")):
+        assert_one_sentence(_profile("user_models:attention_net", "--input", "1x8x8x8", "--count-only", *target,
+                                     "--no-cuda-graph", path=factory), "add --target with a GPU")
